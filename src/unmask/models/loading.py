@@ -1,0 +1,202 @@
+"""Reading and writing checkpoints in the official layout: ``config.json`` plus
+``model.safetensors`` or sharded ``model-0000x-of-0000n.safetensors`` with
+``model.safetensors.index.json``.
+
+The model is built on the ``meta`` device and the tensors are assigned straight from the files, so
+loading an 8B checkpoint needs no second copy in memory. Every key is checked: missing, unexpected
+and wrongly shaped tensors are all reported by name in one :class:`UnmaskError`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import UnmaskError
+from .base import DiffusionLM
+from .dream import Dream, DreamConfig
+from .llada import LLaDA, LLaDAConfig
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return None
+    if dtype not in _DTYPES:
+        raise UnmaskError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16, auto")
+    return _DTYPES[dtype]
+
+
+def architecture_of(config: dict[str, Any]) -> type[DiffusionLM]:
+    """Pick the native class from ``model_type`` / ``architectures`` in config.json."""
+    mt = str(config.get("model_type", "")).lower()
+    archs = [a.lower() for a in config.get("architectures") or []]
+    if mt == "llada" or any("llada" in a for a in archs) or "d_model" in config:
+        return LLaDA
+    if mt == "dream" or any("dream" in a for a in archs):
+        return Dream
+    raise UnmaskError(
+        f"config.json has model_type={config.get('model_type')!r}, architectures={config.get('architectures')!r}: "
+        "unmask knows LLaDA (model_type 'llada') and Dream (model_type 'Dream')"
+    )
+
+
+def config_from_dict(config: dict[str, Any]) -> LLaDAConfig | DreamConfig:
+    cls = architecture_of(config)
+    return cls.config_class.from_dict(config)
+
+
+def build_model(config: LLaDAConfig | DreamConfig | dict[str, Any], seed: int | None = None) -> DiffusionLM:
+    """A freshly initialised model (random weights), e.g. for tests or training."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    cls = LLaDA if isinstance(config, LLaDAConfig) else Dream
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = cls(config)
+    model.reset_parameters()
+    return model.eval()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    single = folder / "model.safetensors"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise UnmaskError(f"{index} is not a valid safetensors index ({e})") from e
+        files = sorted({folder / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise UnmaskError(f"{index} lists shards that are not in {folder}: {', '.join(missing)}")
+        return files
+    if single.exists():
+        return [single]
+    found = sorted(p.name for p in folder.glob("*.safetensors"))
+    if found:
+        return [folder / f for f in found]
+    raise UnmaskError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.exists():
+        raise UnmaskError(f"no config.json in {folder}: a model folder needs config.json and model.safetensors")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UnmaskError(f"{path} is not valid JSON ({e})") from e
+
+
+def load_model(
+    folder: str | Path,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> DiffusionLM:
+    """Load a native model from a local checkpoint folder (no network, ever).
+
+    ``dtype`` None/"auto" keeps the stored dtype of the weights; ``device`` defaults to CPU.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UnmaskError(f"model folder {folder} does not exist")
+    raw = read_config(folder)
+    config = config_from_dict(raw)
+    cls = LLaDA if isinstance(config, LLaDAConfig) else Dream
+    target_dtype = parse_dtype(dtype)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    files = _weight_files(folder)
+
+    with torch.device("meta"):
+        model = cls(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as fh:
+            for key in fh.keys():
+                tensors[key] = fh.get_tensor(key)
+
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    bad_shape = sorted(
+        f"{k} (file {tuple(tensors[k].shape)}, config {tuple(expected[k])})"
+        for k in set(expected) & set(tensors)
+        if tuple(tensors[k].shape) != tuple(expected[k])
+    )
+    if missing or unexpected or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_short(unexpected)}")
+        if bad_shape:
+            parts.append(f"shape mismatches: {_short(bad_shape)}")
+        raise UnmaskError(f"checkpoint in {folder} does not match its config.json ({cls.__name__}): " + "; ".join(parts))
+
+    if target_dtype is None:
+        target_dtype = next(iter(tensors.values())).dtype
+        if not target_dtype.is_floating_point:
+            target_dtype = torch.float32
+    state = {k: v.to(device=device, dtype=target_dtype if v.is_floating_point() else v.dtype) for k, v in tensors.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.name_or_path = str(folder)
+    return model.eval()
+
+
+def _short(items: list[str], limit: int = 8) -> str:
+    head = ", ".join(items[:limit])
+    return head + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def save_model(
+    model: DiffusionLM,
+    folder: str | Path,
+    dtype: str | torch.dtype | None = None,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write ``config.json`` and safetensors weights in the official layout (sharded when the
+    weights exceed ``max_shard_bytes``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = parse_dtype(dtype)
+    state = {k: v.detach().to("cpu", dtype=target or v.dtype).contiguous() for k, v in model.state_dict().items()}
+    cfg = model.config.to_dict()
+    cfg["torch_dtype"] = str(next(iter(state.values())).dtype).replace("torch.", "")
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return folder
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = t
+        size += nbytes
+    n = len(shards)
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{n:05d}.safetensors"
+        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in shard})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return folder

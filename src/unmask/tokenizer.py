@@ -1,0 +1,79 @@
+"""Tokenizers: the real ones load through transformers; the built-in tiny models use a
+character-level tokenizer saved as a standard ``tokenizer.json``.
+
+The char tokenizer is a plain Hugging Face ``PreTrainedTokenizerFast`` (WordLevel model, one token
+per character), so every tool that loads LLaDA's tokenizer loads ours the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UnmaskError
+
+PAD, MASK, EOS, BOS = "[PAD]", "[MASK]", "[EOS]", "[BOS]"
+USER, ASSISTANT, SYSTEM, EOT = "<|user|>", "<|assistant|>", "<|system|>", "<|eot|>"
+SPECIAL_TOKENS = [PAD, MASK, EOS, BOS, USER, ASSISTANT, SYSTEM, EOT]
+
+# A deliberately tiny chat template: role marker, content, end-of-turn marker.
+CHAR_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eot|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_char_tokenizer(alphabet: str):
+    """A character-level tokenizer over ``alphabet`` plus the special tokens above.
+
+    Ids: the specials first (``[PAD]`` = 0, ``[MASK]`` = 1, ``[EOS]`` = 2, ...), then one id per
+    distinct character in the order given. Unknown characters raise at encode time via ``[PAD]``-free
+    strictness in :func:`encode_strict` (the fast tokenizer itself maps them to no token)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars: list[str] = []
+    for c in alphabet:
+        if c not in chars:
+            chars.append(c)
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for c in chars:
+        vocab[c] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        mask_token=MASK,
+        eos_token=EOS,
+        bos_token=BOS,
+        additional_special_tokens=[USER, ASSISTANT, SYSTEM, EOT],
+        padding_side="left",
+    )
+    fast.chat_template = CHAR_CHAT_TEMPLATE
+    return fast
+
+
+def load_tokenizer(folder: str | Path):
+    """Load the tokenizer stored beside a checkpoint, offline.
+
+    Dream ships a slow custom tokenizer (vocab.json + merges.txt) that needs remote code; the same
+    files load into the standard Qwen2 fast tokenizer, which is what we use then."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    errors = []
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - we try a second loader below and report both
+        errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        tok = None
+    if tok is None and (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+        from transformers import Qwen2TokenizerFast
+
+        tok = Qwen2TokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    if tok is None:
+        raise UnmaskError(f"could not load a tokenizer from {folder}: {'; '.join(errors)}")
+    tok.padding_side = "left"
+    return tok
