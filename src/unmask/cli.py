@@ -1,0 +1,191 @@
+"""The ``unmask`` command line: ``unmask sample``, ``unmask train``, ``unmask pc-freq``, ...
+
+Every flag accepts both spellings, ``--max_new_tokens`` and ``--max-new-tokens``. Bad input prints
+one line (``error: ...``) on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import UnmaskError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors on one line, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {self.prog}: {message}\n")
+        raise SystemExit(2)
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """Add ``--name`` with both snake_case and kebab-case spellings."""
+    snake = "--" + name.replace("-", "_")
+    kebab = "--" + name.replace("_", "-")
+    names = [snake] if snake == kebab else [snake, kebab]
+    parser.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
+
+
+def parse_bool(value: str) -> bool:
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if v in ("0", "false", "no", "off", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True/False, got {value!r}")
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    add_flag(p, "model_name_or_path", default=None, help="model folder, alias (llada, dream, tiny-sudoku, ...) or hub id")
+    add_flag(p, "device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    add_flag(p, "dtype", default="auto", help="float32 | bfloat16 | float16 | auto (as stored)")
+
+
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag that changes decoding; shared by sample, chat, eval and compare."""
+    add_flag(p, "sampler", default="confidence", help="random, leftright, confidence, margin, entropy, threshold, factor, eb, pc, ...")
+    add_flag(p, "max_new_tokens", type=int, default=None, help="tokens to generate after the prompt")
+    add_flag(p, "steps", type=int, default=None, help="total decoding steps (default: one token per step)")
+    add_flag(p, "block_size", type=int, default=None, help="semi-autoregressive block length (default: one block)")
+    add_flag(p, "tokens_per_step", type=int, default=None, help="fixed tokens per step (instead of --steps)")
+    add_flag(p, "schedule", default="linear", help="linear (LLaDA), linear_round, dream")
+    add_flag(p, "temperature", type=float, default=0.0, help="token temperature (0 = argmax)")
+    add_flag(p, "top_p", type=float, default=None)
+    add_flag(p, "top_k", type=int, default=None)
+    add_flag(p, "threshold", type=float, default=None, help="confidence threshold (threshold sampler; Info-Gain bypass)")
+    add_flag(p, "factor", type=float, default=None, help="Fast-dLLM factor rule")
+    add_flag(p, "gamma", type=float, default=None, help="EB-sampler entropy budget")
+    add_flag(p, "pc_lambda", type=float, default=None)
+    add_flag(p, "pc_alpha", type=float, default=None)
+    add_flag(p, "pc_freq_file", default=None, help="token frequency JSON from `unmask pc-freq`")
+    add_flag(p, "use_cache", default="none", help="none | prefix | dual")
+    add_flag(p, "eos_penalty", type=float, default=0.0)
+    add_flag(p, "eos_fill", type=parse_bool, default=False, help="fill every mask after a committed EOS with EOS")
+    add_flag(p, "seed", type=int, default=0)
+
+
+SAMPLER_OPTION_FLAGS = ("threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_freq_file")
+CONFIG_FLAGS = (
+    "max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p", "top_k",
+    "use_cache", "eos_penalty", "eos_fill", "seed",
+)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UnmaskError(f"device {name} requested but CUDA is not available; use --device cpu")
+    return name
+
+
+def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in SAMPLER_OPTION_FLAGS if getattr(args, k, None) is not None}
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k, None) is not None}
+
+
+# --------------------------------------------------------------------------- sample
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .session import Session
+
+    session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
+    result = session.sample(
+        prompt=args.prompt,
+        chat_template=args.chat_template,
+        sampler=args.sampler,
+        sampler_options=sampler_options(args),
+        overrides=config_overrides(args),
+    )
+    if args.save_trace:
+        session.save_trace(result, args.save_trace)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.render())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="unmask", description="Decode and evaluate masked diffusion language models.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("sample", help="generate from a prompt (default: the built-in tiny Sudoku model and puzzle)")
+    add_model_flags(p)
+    add_flag(p, "prompt", default=None, help="prompt text; the tokenizer's mask token may appear inside it")
+    add_flag(p, "chat_template", type=parse_bool, default=None, help="wrap the prompt in the chat template (default: auto)")
+    add_sampling_flags(p)
+    add_flag(p, "json", action="store_true", help="print one JSON object")
+    add_flag(p, "save_trace", default=None, help="write the decoding trace (JSON) here")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("pc-freq", help="write the token-frequency file the PC-sampler reads")
+    add_model_flags(p)
+    add_flag(p, "corpus", required=True, help="text file (one document per line, or JSONL with a 'text' field)")
+    add_flag(p, "out", required=True)
+    p.set_defaults(func=cmd_pc_freq)
+
+    try:
+        from .train.trainer import add_train_arguments, run_train
+
+        p = sub.add_parser("train", help="train a tiny masked diffusion model on a synthetic task")
+        add_train_arguments(p)
+        p.set_defaults(func=lambda a: run_train(a))
+    except ImportError:  # pragma: no cover - trainer is part of the package
+        pass
+    return parser
+
+
+def cmd_pc_freq(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .models.registry import resolve_model_path
+    from .samplers.baselines import write_token_frequencies
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer(resolve_model_path(args.model_name_or_path))
+    path = Path(args.corpus)
+    if not path.exists():
+        raise UnmaskError(f"corpus file {path} does not exist")
+    texts = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                texts.append(str(json.loads(line).get("text", "")))
+                continue
+            except json.JSONDecodeError:
+                pass
+        texts.append(line)
+    data = write_token_frequencies(texts, tok, args.out)
+    print(f"wrote {args.out}: {len(data['token_frequency'])} distinct tokens, {data['num_tokens']} tokens")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UnmaskError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

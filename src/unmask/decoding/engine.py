@@ -1,0 +1,420 @@
+"""The decoding loop: canvas, blocks, schedule, model calls, logit processing, sampler, trace.
+
+The engine owns everything a sampler must not care about: left padding, blocks, the step
+schedule, KV caches, logit processors, hooks and stopping. One generation:
+
+1. Canvas ``[B, T]``: left padding, the prompt (which may itself contain mask tokens, e.g. a
+   Sudoku), then ``max_new_tokens`` masks.
+2. Blocks: an optional leading block over the masks inside the prompt, then ``block_size`` chunks
+   of the generation region (semi-autoregressive decoding). Blocks are decoded in order.
+3. Per block, each row gets a list of per-step counts (see :mod:`unmask.decoding.schedule`) that
+   sums to its number of masks in the block, so no combination of settings can leave masks behind.
+4. Per step, the rows that still have masks in the block are run through the model (with the
+   block's KV cache in ``prefix``/``dual`` mode), the logits are processed, and the sampler picks
+   positions for each row.
+
+Randomness: each row owns a ``torch.Generator`` seeded with the row's seed (by default the same
+seed for every row). A row's tokens therefore depend only on its prompt, its seed and the config,
+never on the other rows of the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import UnmaskError
+from ..samplers.base import Sampler, StepView, entropy_from_logits
+from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
+from .trace import StepRecord, TokenRecord, Trace
+
+CACHE_MODES = ("none", "prefix", "dual")
+
+
+@dataclass
+class GenerationConfig:
+    """Settings of one generation. ``validate`` rejects bad values before any compute."""
+
+    max_new_tokens: int = 128
+    steps: int | None = None  # total step budget; None = one token per step
+    block_size: int | None = None  # None = the whole generation is one block
+    tokens_per_step: int | None = None  # fixed k per step instead of a step budget
+    schedule: str = "linear"  # linear | linear_round | dream
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    use_cache: str = "none"  # none | prefix | dual
+    stop_at_eos: bool = True  # finish a row once everything before its first stop token is decoded
+    eos_fill: bool = False  # as soon as a stop token is committed, set every later mask to EOS
+    eos_penalty: float = 0.0  # subtracted from the stop tokens' logits
+    stop_token_ids: tuple[int, ...] | None = None  # default: the model's eos_token_id
+    suppress_token_ids: tuple[int, ...] = ()
+    seed: int | Sequence[int] | None = 0
+    logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
+    tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
+
+    def validate(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise UnmaskError(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens}")
+        if self.block_size is not None and self.block_size <= 0:
+            raise UnmaskError(f"block_size must be > 0, got {self.block_size}")
+        if self.steps is not None and self.steps <= 0:
+            raise UnmaskError(f"steps must be > 0, got {self.steps}")
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise UnmaskError(f"tokens_per_step must be > 0, got {self.tokens_per_step}")
+        if self.steps is not None and self.tokens_per_step is not None:
+            raise UnmaskError("give either steps or tokens_per_step, not both")
+        if self.schedule not in SCHEDULES:
+            raise UnmaskError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.temperature is None or self.temperature < 0:
+            raise UnmaskError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
+            raise UnmaskError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k <= 0:
+            raise UnmaskError(f"top_k must be > 0, got {self.top_k}")
+        if self.use_cache not in CACHE_MODES:
+            raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("logits_hook")
+        d.pop("tokens_hook")
+        if isinstance(d.get("seed"), tuple):
+            d["seed"] = list(d["seed"])
+        return d
+
+
+@dataclass
+class GenerationOutput:
+    """Tokens, traces and summary figures of one ``generate`` call."""
+
+    sequences: list[list[int]]  # each row's final canvas without padding (prompt + generation)
+    generated: list[list[int]]  # generation region up to (excluding) the first stop token
+    traces: list[Trace]
+    nfe: int  # model forward calls in this generate() call
+    forward_rows: int  # rows computed across those calls
+    seconds: float
+    prompt_lengths: list[int]
+
+    @property
+    def generated_tokens(self) -> int:
+        """Real generated tokens (no padding, no stop or fill tokens)."""
+        return sum(len(g) for g in self.generated)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cumulative_entropy(self) -> list[float]:
+        return [t.cumulative_entropy for t in self.traces]
+
+
+def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
+    if seed is None:
+        base = int(torch.randint(0, 2**62, (1,)).item())
+        return [base] * batch
+    if isinstance(seed, int):
+        return [seed] * batch
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise UnmaskError(f"got {len(seeds)} seeds for {batch} prompts")
+    return seeds
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Top-k then nucleus (top-p) filtering on fp32 logits ``[n, V]`` (removed entries = -inf).
+    The most likely token always survives."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True, stable=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        remove = cum > top_p
+        remove[..., 1:] = remove[..., :-1].clone()  # keep the first token that crosses top_p
+        remove[..., 0] = False
+        logits = logits.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
+    return logits
+
+
+def propose_tokens(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The token the engine proposes at each position: argmax at temperature 0, else a draw from
+    softmax(filtered logits / temperature) by the Gumbel-max trick in float64 (low-precision
+    Gumbel noise is known to hurt quality)."""
+    filtered = filter_logits(logits, top_k, top_p)
+    if temperature == 0:
+        return filtered.argmax(-1)
+    u = torch.rand(filtered.shape, generator=generator, dtype=torch.float64).to(filtered.device)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+    return (filtered.double() / temperature + gumbel).argmax(-1)
+
+
+@dataclass
+class _Row:
+    """Bookkeeping for one batch row."""
+
+    index: int
+    pad: int
+    generator: torch.Generator
+    trace: Trace
+    schedule: list[int] = field(default_factory=list)
+    ptr: int = 0
+    step: int = 0
+    done: bool = False
+
+
+class Engine:
+    """Runs generations for one model with one sampler. Stateless between calls."""
+
+    def __init__(self, model: torch.nn.Module, sampler: Sampler) -> None:
+        self.model = model
+        self.sampler = sampler
+        cfg = model.config
+        self.mask_id = int(cfg.mask_token_id)
+        self.pad_id = int(getattr(cfg, "pad_token_id", None) if getattr(cfg, "pad_token_id", None) is not None else cfg.eos_token_id)
+        self.eos_id = int(cfg.eos_token_id)
+        self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
+
+    # ------------------------------------------------------------------ setup
+    def _blocks(self, x: torch.Tensor, prompt_len: int, cfg: GenerationConfig) -> list[tuple[int, int]]:
+        blocks: list[tuple[int, int]] = []
+        prompt_masks = (x[:, :prompt_len] == self.mask_id).any(0).nonzero()
+        if prompt_masks.numel():
+            blocks.append((int(prompt_masks[0]), prompt_len))
+        total = x.shape[1]
+        size = cfg.block_size or max(1, cfg.max_new_tokens)
+        for s in range(prompt_len, total, size):
+            blocks.append((s, min(s + size, total)))
+        return blocks
+
+    def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
+        if cfg.tokens_per_step is not None:
+            return fixed_schedule(n_masks, cfg.tokens_per_step)
+        if block_steps is None:
+            return fixed_schedule(n_masks, 1)
+        return block_schedule(n_masks, block_steps, cfg.schedule)
+
+    # ------------------------------------------------------------------ model
+    def _forward(self, x, am, act, start, end, cache_state, cfg, rows):
+        """Aligned logits ``[A, end - start, V]`` for the active rows, managing the block cache."""
+        model = self.model
+        for i in act.tolist():
+            rows[i].trace.nfe += 1
+            rows[i].trace.forward_rows += 1
+        self.nfe += 1
+        self.forward_rows += int(act.numel())
+        if cfg.use_cache == "none":
+            return model.predict(x[act], am[act], start=start, end=end).logits
+        if cache_state.get("cache") is None:
+            out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
+            cache_state["cache"] = out.cache
+            cache_state["rows"] = act.clone()
+            return out.logits
+        cache = cache_state["cache"]
+        cached_rows = cache_state["rows"]
+        if not torch.equal(cached_rows, act):
+            where = {int(r): j for j, r in enumerate(cached_rows.tolist())}
+            cache = cache.select_rows(torch.tensor([where[int(r)] for r in act], device=act.device))
+        window_end = x.shape[1] if cfg.use_cache == "prefix" else end
+        logits = model.predict(x[act], am[act], cache=cache, start=start, end=window_end).logits
+        return logits[:, : end - start]
+
+    def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
+        logits = logits.float()
+        logits[..., self.mask_id] = float("-inf")
+        if cfg.suppress_token_ids:
+            logits[..., list(cfg.suppress_token_ids)] = float("-inf")
+        if cfg.eos_penalty:
+            logits[..., stop_ids] -= cfg.eos_penalty
+        return logits
+
+    # ------------------------------------------------------------------ main
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
+        cfg.validate()
+        if len(prompts) == 0:
+            raise UnmaskError("no prompts given")
+        device = self.model.device
+        lengths = [len(p) for p in prompts]
+        prompt_len = max(lengths)
+        total = prompt_len + cfg.max_new_tokens
+        if self.max_len and total > self.max_len:
+            raise UnmaskError(
+                f"prompt ({prompt_len} tokens) + max_new_tokens ({cfg.max_new_tokens}) = {total} exceeds the "
+                f"model's context of {self.max_len} tokens; shorten the prompt or lower --max_new_tokens"
+            )
+        if getattr(self.model, "shift_logits", False) and min(lengths) == 0:
+            raise UnmaskError("this model predicts each token from the one before it: the prompt must not be empty")
+        stop_ids = list(cfg.stop_token_ids) if cfg.stop_token_ids is not None else [self.eos_id]
+        seeds = _seeds(cfg.seed, len(prompts))
+
+        b = len(prompts)
+        x = torch.full((b, total), self.pad_id, dtype=torch.long)
+        am = torch.zeros((b, total), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            if len(p):
+                x[r, prompt_len - len(p) : prompt_len] = torch.tensor(list(p), dtype=torch.long)
+            am[r, prompt_len - len(p) :] = 1
+        x[:, prompt_len:] = self.mask_id
+        if not bool((x == self.mask_id).any()):
+            raise UnmaskError("nothing to decode: max_new_tokens is 0 and the prompt has no mask tokens")
+        x, am = x.to(device), am.to(device)
+
+        rows = [
+            _Row(
+                index=r,
+                pad=prompt_len - lengths[r],
+                generator=torch.Generator().manual_seed(seeds[r]),
+                trace=Trace(prompt_length=lengths[r], max_new_tokens=cfg.max_new_tokens),
+            )
+            for r in range(b)
+        ]
+        for row in rows:
+            row.trace.initial_tokens = x[row.index, row.pad :].tolist()
+        blocks = self._blocks(x.cpu(), prompt_len, cfg)
+        block_steps: list[int | None] = [None] * len(blocks)
+        if cfg.steps is not None and cfg.tokens_per_step is None:
+            block_steps = list(split_steps(cfg.steps, len(blocks)))
+
+        if cfg.tokens_hook is not None:
+            x = cfg.tokens_hook(None, x, None)
+
+        self.nfe = 0
+        self.forward_rows = 0
+        t0 = time.perf_counter()
+        global_step = 0
+        for bi, (s, e) in enumerate(blocks):
+            in_block = x[:, s:e] == self.mask_id
+            for row in rows:
+                row.schedule = self._row_schedule(int(in_block[row.index].sum()), block_steps[bi], cfg)
+                row.ptr = 0
+            cache_state: dict[str, Any] = {}
+            while True:
+                has_masks = (x[:, s:e] == self.mask_id).any(1).cpu()
+                act_list = [r.index for r in rows if not r.done and bool(has_masks[r.index])]
+                if not act_list:
+                    break
+                act = torch.tensor(act_list, device=device)
+                logits = self._forward(x, am, act, s, e, cache_state, cfg, rows)
+                logits = self._process(logits, cfg, stop_ids)
+                if cfg.logits_hook is not None:
+                    logits = cfg.logits_hook(global_step, x[act], logits)
+                for j, ri in enumerate(act_list):
+                    self._step_row(rows[ri], x, logits[j], s, e, bi, cfg)
+                global_step += 1
+                if cfg.tokens_hook is not None:
+                    x = cfg.tokens_hook(global_step - 1, x, logits)
+                self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
+
+        seconds = time.perf_counter() - t0
+        x_cpu = x.cpu()
+        sequences, generated = [], []
+        for row in rows:
+            seq = x_cpu[row.index, row.pad :].tolist()
+            gen = x_cpu[row.index, prompt_len:].tolist()
+            cut = next((i for i, t in enumerate(gen) if t in stop_ids), len(gen))
+            sequences.append(seq)
+            generated.append(gen[:cut])
+            row.trace.final_tokens = seq
+        return GenerationOutput(
+            sequences=sequences,
+            generated=generated,
+            traces=[r.trace for r in rows],
+            nfe=self.nfe,
+            forward_rows=self.forward_rows,
+            seconds=seconds,
+            prompt_lengths=lengths,
+        )
+
+    def _step_row(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, s: int, e: int, block: int, cfg) -> None:
+        """Build the row's view of the block, ask the sampler, commit its action."""
+        r = row.index
+        elig = (x[r, s:e] == self.mask_id).nonzero().squeeze(-1)  # block-local indices
+        if elig.numel() == 0:
+            return
+        lg = logits[elig]  # [n, V]
+        probs = torch.softmax(lg, dim=-1)
+        ent = entropy_from_logits(lg)
+        tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
+        conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        if self.sampler.uses_schedule:
+            k = row.schedule[row.ptr] if row.ptr < len(row.schedule) else int(elig.numel())
+            k = min(k, int(elig.numel()))
+        else:
+            k = None
+        view = StepView(
+            logits=lg, probs=probs, positions=elig + s, tokens=tokens, confidence=conf, entropy=ent, k=k,
+            generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature,
+        )
+        action = self.sampler.select(view)
+        idx = action.index.to(elig.device)
+        chosen = action.tokens.to(tokens.device) if action.tokens is not None else tokens[idx]
+        pos = elig[idx] + s
+        x[r, pos] = chosen.to(x.dtype)
+        for i, p, t in zip(idx.tolist(), pos.tolist(), chosen.tolist()):
+            row.trace.tokens.append(
+                TokenRecord(step=row.step, position=p - row.pad, token=int(t),
+                            confidence=float(probs[i, t]), entropy=float(ent[i]))
+            )
+        row.trace.steps.append(StepRecord(step=row.step, block=block, committed=int(idx.numel()),
+                                          kind=action.info.get("kind", "select"),
+                                          info={k_: v for k_, v in action.info.items() if k_ != "kind"}))
+        row.ptr += 1
+        row.step += 1
+
+    def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> None:
+        if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
+            return
+        gen = x[:, prompt_len:]
+        is_stop = torch.zeros_like(gen, dtype=torch.bool)
+        for t in stop_ids:
+            is_stop |= gen == t
+        for row in rows:
+            if row.done:
+                continue
+            hits = is_stop[row.index].nonzero()
+            if hits.numel() == 0:
+                continue
+            q = int(hits[0])
+            masked = gen[row.index] == self.mask_id
+            if cfg.eos_fill:
+                after = masked.clone()
+                after[: q + 1] = False
+                gen[row.index][after] = self.eos_id
+            if cfg.stop_at_eos and not bool(masked[:q].any()):
+                rest = gen[row.index] == self.mask_id
+                gen[row.index][rest] = self.eos_id
+                row.done = True
+
+
+def generate(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    sampler: Sampler | str = "confidence",
+    config: GenerationConfig | None = None,
+    **overrides: Any,
+) -> GenerationOutput:
+    """Decode a batch of token-id prompts. ``overrides`` set :class:`GenerationConfig` fields;
+    sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name."""
+    from ..samplers.base import make_sampler
+
+    fields = set(GenerationConfig.__dataclass_fields__)
+    cfg_kwargs = {k: v for k, v in overrides.items() if k in fields}
+    sampler_kwargs = {k: v for k, v in overrides.items() if k not in fields}
+    if isinstance(sampler, str):
+        sampler = make_sampler(sampler, **sampler_kwargs)
+    elif sampler_kwargs:
+        raise UnmaskError(f"unknown options {sorted(sampler_kwargs)} (a Sampler object was passed)")
+    cfg = GenerationConfig(**{**(asdict(config) if config else {}), **cfg_kwargs})
+    return Engine(model, sampler).generate(prompts, cfg)

@@ -1,0 +1,114 @@
+"""The sampler contract: a policy that picks which masked positions to commit.
+
+The engine hands a sampler one :class:`StepView` per row and step: the eligible masked positions of
+the active block, their (processed, fp32) logits and probabilities, the token the engine proposes
+at each position, and ``k`` from the schedule. The sampler answers with an :class:`Action`: which of
+those positions to commit, and (optionally) which tokens. A sampler never sees caches, padding or
+blocks; samplers that look ahead ask the engine through ``view.lookahead``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import UnmaskError
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats over the last axis, computed in fp32 (-inf logits contribute 0)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
+
+
+@dataclass
+class StepView:
+    """What a sampler sees for one row at one step (all tensors on the model's device).
+
+    ``positions`` are canvas indices of the eligible masked positions, ascending; every other
+    tensor is indexed the same way (``n`` = number of eligible positions).
+    """
+
+    logits: torch.Tensor  # [n, V] fp32, after penalties/filters; mask token at -inf
+    probs: torch.Tensor  # [n, V] softmax(logits) (no temperature)
+    positions: torch.Tensor  # [n] long, canvas indices
+    tokens: torch.Tensor  # [n] proposed tokens (argmax, or a sample at the token temperature)
+    confidence: torch.Tensor  # [n] probs at the proposed tokens
+    entropy: torch.Tensor  # [n] nats
+    k: int | None  # tokens to commit this step (None: the sampler decides, e.g. threshold)
+    generator: torch.Generator
+    step: int = 0  # step index within the row's generation
+    block_start: int = 0  # canvas index where the active block starts
+    temperature: float = 0.0
+    lookahead: Callable[..., Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.positions.shape[0])
+
+
+@dataclass
+class Action:
+    """Indices into the view's eligible positions to commit, with their tokens (default: the
+    view's proposed tokens) and a free-form record for the trace."""
+
+    index: torch.Tensor  # [m] long, indices into view.positions
+    tokens: torch.Tensor | None = None  # [m]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def top_k_stable(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores; ties go to the lower index (deterministic everywhere)."""
+    k = max(0, min(k, scores.shape[0]))
+    order = torch.sort(-scores.float(), stable=True).indices
+    return order[:k]
+
+
+class Sampler:
+    """Base policy. Subclasses implement :meth:`select`."""
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: False for samplers that choose how many tokens to commit themselves (threshold, factor, eb)
+    uses_schedule: ClassVar[bool] = True
+    #: True when the sampler's choice depends on the rng even at temperature 0
+    stochastic: ClassVar[bool] = False
+
+    def select(self, view: StepView) -> Action:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change this sampler's output (used in result keys and the trace)."""
+        return {"sampler": self.name}
+
+
+_REGISTRY: dict[str, type[Sampler]] = {}
+
+
+def register(cls: type[Sampler]) -> type[Sampler]:
+    for key in (cls.name, *cls.aliases):
+        _REGISTRY[key] = cls
+    return cls
+
+
+def sampler_names() -> list[str]:
+    return sorted({cls.name for cls in _REGISTRY.values()})
+
+
+def make_sampler(name: str, **options: Any) -> Sampler:
+    """Build a sampler by name or alias. Options a sampler does not take are ignored (the CLI
+    passes every flag), but values it takes are validated."""
+    from . import baselines  # noqa: F401 - registration side effects
+
+    key = name.strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise UnmaskError(f"unknown sampler {name!r}; choose one of {', '.join(sampler_names())}")
+    cls = _REGISTRY[key]
+    accepted = getattr(cls, "options", ())
+    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    return cls(**kwargs)

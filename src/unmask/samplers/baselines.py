@@ -1,0 +1,244 @@
+"""The baseline policies users compare against.
+
+Each ``select`` returns indices into the view's eligible positions; ties always go to the lower
+position, so results do not depend on the batch a row sits in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import UnmaskError
+from .base import Action, Sampler, StepView, register, top_k_stable
+
+
+def _k(view: StepView) -> int:
+    return view.n if view.k is None else max(1, min(view.k, view.n))
+
+
+@register
+class RandomSampler(Sampler):
+    """Uniformly random positions: ``k`` of the eligible positions drawn without replacement
+    from the row's generator (the "vanilla" MDM order of Kim et al.)."""
+
+    name = "random"
+    aliases = ("uniform", "vanilla", "origin")
+    stochastic = True
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def select(self, view: StepView) -> Action:
+        u = torch.rand(view.n, generator=view.generator, device="cpu").to(view.positions.device)
+        return Action(top_k_stable(u, _k(view)))
+
+
+@register
+class LeftRightSampler(Sampler):
+    """The ``k`` leftmost eligible positions (autoregressive order inside the block)."""
+
+    name = "leftright"
+    aliases = ("left_to_right", "ar", "l2r")
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def select(self, view: StepView) -> Action:
+        return Action(torch.arange(_k(view), device=view.positions.device))
+
+
+@register
+class ConfidenceSampler(Sampler):
+    """Top-``k`` positions by the probability of their proposed token (LLaDA ``low_confidence``
+    remasking, Dream ``maskgit_plus``, Kim et al. "top probability")."""
+
+    name = "confidence"
+    aliases = ("low_confidence", "maskgit_plus", "top_prob")
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def select(self, view: StepView) -> Action:
+        return Action(top_k_stable(view.confidence, _k(view)))
+
+
+@register
+class MarginSampler(Sampler):
+    """Top-``k`` positions by top-1 minus top-2 probability (Dream ``topk_margin``, Kim et al.
+    "top probability margin")."""
+
+    name = "margin"
+    aliases = ("topk_margin", "top_prob_margin")
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def select(self, view: StepView) -> Action:
+        top2 = view.probs.topk(2, dim=-1).values
+        return Action(top_k_stable(top2[:, 0] - top2[:, 1], _k(view)))
+
+
+@register
+class EntropySampler(Sampler):
+    """Top-``k`` positions by negative entropy of their predictive distribution (Dream
+    ``entropy``): the most certain distributions first."""
+
+    name = "entropy"
+    aliases = ("neg_entropy",)
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def select(self, view: StepView) -> Action:
+        return Action(top_k_stable(-view.entropy, _k(view)))
+
+
+def _check_unit(name: str, value: float) -> float:
+    if not (0.0 < float(value) <= 1.0):
+        raise UnmaskError(f"{name} must be in (0, 1], got {value}")
+    return float(value)
+
+
+@register
+class ThresholdSampler(Sampler):
+    """Fast-dLLM parallel decoding, threshold rule: commit every eligible position whose
+    confidence is >= ``threshold``, and always the most confident one (so a step is never
+    empty). The schedule is ignored: the number of steps adapts to the model's certainty."""
+
+    name = "threshold"
+    aliases = ("fast_dllm", "confidence_threshold", "parallel")
+    uses_schedule = False
+    options: ClassVar[tuple[str, ...]] = ("threshold",)
+
+    def __init__(self, threshold: float = 0.9) -> None:
+        self.threshold = _check_unit("threshold", threshold)
+
+    def select(self, view: StepView) -> Action:
+        order = top_k_stable(view.confidence, view.n)
+        keep = view.confidence[order] >= self.threshold
+        keep[0] = True
+        return Action(order[keep])
+
+    def config(self) -> dict[str, Any]:
+        return {"sampler": self.name, "threshold": self.threshold}
+
+
+@register
+class FactorSampler(Sampler):
+    """Fast-dLLM parallel decoding, factor rule: sort confidences c1 >= c2 >= ...; the n-th
+    (1-based) passes when ``(n + 1) * (1 - c_n) <= factor``; commit the longest leading run of
+    passes, and at least the first. (The reference also commits everything when its scan reaches
+    the last candidate; we do not copy that quirk.)"""
+
+    name = "factor"
+    aliases = ("fast_dllm_factor", "dynamic")
+    uses_schedule = False
+    options: ClassVar[tuple[str, ...]] = ("factor",)
+
+    def __init__(self, factor: float = 1.0) -> None:
+        if float(factor) <= 0:
+            raise UnmaskError(f"factor must be > 0, got {factor}")
+        self.factor = float(factor)
+
+    def select(self, view: StepView) -> Action:
+        order = top_k_stable(view.confidence, view.n)
+        c = view.confidence[order]
+        n = torch.arange(1, c.shape[0] + 1, device=c.device, dtype=torch.float32)
+        passes = (n + 1) * (1 - c) <= self.factor
+        passes[0] = True
+        run = int(torch.cumprod(passes.int(), 0).sum())
+        return Action(order[:run])
+
+    def config(self) -> dict[str, Any]:
+        return {"sampler": self.name, "factor": self.factor}
+
+
+@register
+class EBSampler(Sampler):
+    """EB-sampler (entropy-bounded): sort eligible positions by entropy, ascending, and commit the
+    longest prefix whose entropy sum minus its largest entropy is <= ``gamma`` (at least one).
+    Restricted to the active block like every sampler here."""
+
+    name = "eb"
+    aliases = ("eb_sampler", "entropy_bounded")
+    uses_schedule = False
+    options: ClassVar[tuple[str, ...]] = ("gamma",)
+
+    def __init__(self, gamma: float = 0.01) -> None:
+        if float(gamma) < 0:
+            raise UnmaskError(f"gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def select(self, view: StepView) -> Action:
+        order = top_k_stable(-view.entropy, view.n)
+        h = view.entropy[order]
+        csum = torch.cumsum(h, 0)
+        cmax = torch.cummax(h, 0).values
+        ok = (csum - cmax) <= self.gamma
+        ok[0] = True
+        run = int(torch.cumprod(ok.int(), 0).sum())
+        return Action(order[:run])
+
+    def config(self) -> dict[str, Any]:
+        return {"sampler": self.name, "gamma": self.gamma}
+
+
+def load_token_frequencies(path: str | Path) -> dict[int, float]:
+    """Read the JSON written by :func:`write_token_frequencies`."""
+    path = Path(path)
+    if not path.exists():
+        raise UnmaskError(f"token frequency file {path} does not exist; write one with `unmask pc-freq`")
+    try:
+        data = json.loads(path.read_text())
+        freqs = data["token_frequency"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UnmaskError(f"{path} is not a token frequency file (need key 'token_frequency'): {e}") from e
+    return {int(k): float(v) for k, v in freqs.items()}
+
+
+def write_token_frequencies(texts: list[str], tokenizer: Any, path: str | Path) -> dict[str, Any]:
+    """Count token frequencies of a reference corpus (PC-sampler's background distribution) and
+    write ``{"num_tokens": N, "token_frequency": {id: count / N}}``. The reader uses the same key."""
+    counts: dict[int, int] = {}
+    total = 0
+    for t in texts:
+        for i in tokenizer(t, add_special_tokens=False)["input_ids"]:
+            counts[i] = counts.get(i, 0) + 1
+            total += 1
+    if total == 0:
+        raise UnmaskError("the reference corpus is empty: no tokens to count")
+    data = {"num_tokens": total, "token_frequency": {str(k): v / total for k, v in sorted(counts.items())}}
+    Path(path).write_text(json.dumps(data))
+    return data
+
+
+@register
+class PCSampler(Sampler):
+    """PC-sampler: score = exp(-lambda * i) * min(-p * log(f_bg(token) + 1e-9), alpha), where i is
+    the position's offset inside the active block, p the confidence of its proposed token and
+    f_bg the token's frequency in a reference corpus (file from ``unmask pc-freq``; without a file
+    every token counts as unseen, so the score reduces to a position-decayed confidence). Top-k."""
+
+    name = "pc"
+    aliases = ("pc_sampler",)
+    options: ClassVar[tuple[str, ...]] = ("pc_lambda", "pc_alpha", "pc_freq_file")
+
+    def __init__(self, pc_lambda: float = 0.25, pc_alpha: float = 10.0, pc_freq_file: str | None = None) -> None:
+        self.lam, self.alpha, self.freq_file = float(pc_lambda), float(pc_alpha), pc_freq_file
+        self._freqs = load_token_frequencies(pc_freq_file) if pc_freq_file else {}
+        self._table: torch.Tensor | None = None
+
+    def _freq(self, tokens: torch.Tensor) -> torch.Tensor:
+        if not self._freqs:
+            return torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
+        need = int(tokens.max()) + 1
+        if self._table is None or self._table.shape[0] < need or self._table.device != tokens.device:
+            size = max(need, max(self._freqs) + 1)
+            table = torch.zeros(size, dtype=torch.float32)
+            for k, v in self._freqs.items():
+                table[k] = v
+            self._table = table.to(tokens.device)
+        return self._table[tokens]
+
+    def select(self, view: StepView) -> Action:
+        offset = (view.positions - view.block_start).float()
+        calib = (-view.confidence * torch.log(self._freq(view.tokens) + 1e-9)).clamp(max=self.alpha)
+        score = torch.exp(-self.lam * offset) * calib
+        return Action(top_k_stable(score, _k(view)))
+
+    def config(self) -> dict[str, Any]:
+        return {"sampler": self.name, "pc_lambda": self.lam, "pc_alpha": self.alpha, "pc_freq_file": self.freq_file}

@@ -1,0 +1,182 @@
+"""Synthetic puzzle tasks for the tiny CPU-trainable models: a common interface and a registry.
+
+Every task describes a fixed-length *canvas* ``[BOS] + seq_len answer tokens`` over a
+character-level tokenizer (:func:`unmask.tokenizer.build_char_tokenizer`). A test item is decoded
+by infilling: :meth:`SyntheticTask.prompt_ids` returns the canvas with the tokenizer's mask id at
+every position the model must fill, so a decoder is called with ``max_new_tokens=0``.
+
+Training data is generated on the fly by :meth:`SyntheticTask.training_example`, which returns the
+token ids of a complete canvas plus a ``target`` flag per position. Only target positions may be
+masked by the diffusion objective; givens (Sudoku clues, fixed operator symbols, the BOS) are
+always visible, exactly as they are at test time.
+
+The char tokenizer assigns ids deterministically (specials first, then the alphabet in order), so
+each task keeps a character -> id table and builds training examples without calling the HF
+tokenizer: that keeps data generation cheap next to a training step on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+
+from ..tokenizer import BOS, MASK, build_char_tokenizer
+
+
+class SyntheticTask:
+    """Base class: subclasses set ``name``, ``alphabet``, ``seq_len`` and implement the hooks.
+
+    ``params`` holds everything that defines the task beyond its name (e.g. NAE-SAT's N, P and
+    triple seed); it is written to the model folder's ``task.json`` so a trained model is
+    self-describing and :func:`get_task` can rebuild the exact same task from it.
+    """
+
+    name: str = ""
+    alphabet: str = ""
+    seq_len: int = 0
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+
+    # ---------------------------------------------------------------- tokenizer & ids
+    @cached_property
+    def tokenizer(self):
+        """The task's char tokenizer (built once; building it costs a few milliseconds)."""
+        return build_char_tokenizer(self.alphabet)
+
+    @cached_property
+    def char_ids(self) -> dict[str, int]:
+        """Character -> token id, taken from the tokenizer itself so the two can never disagree."""
+        vocab = self.tokenizer.get_vocab()
+        return {c: vocab[c] for c in self.alphabet}
+
+    @cached_property
+    def id_chars(self) -> dict[int, str]:
+        return {i: c for c, i in self.char_ids.items()}
+
+    @property
+    def bos_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(BOS)
+
+    @property
+    def mask_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(MASK)
+
+    @property
+    def canvas_len(self) -> int:
+        """BOS plus the answer tokens: the model's ``max_sequence_length``."""
+        return 1 + self.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of a task text (no BOS). Raises on characters outside the alphabet, since the
+        fast tokenizer would otherwise silently map them to ``[PAD]``."""
+        try:
+            return [self.char_ids[c] for c in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in the {self.name} alphabet {self.alphabet!r}") from None
+
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """Text of answer ids; specials (BOS, MASK, ...) become ``?`` so lengths are preserved."""
+        return "".join(self.id_chars.get(int(i), "?") for i in ids)
+
+    def answer_text(self, text_or_ids: str | Sequence[int]) -> str:
+        """Normalise a model output to the ``seq_len`` answer characters.
+
+        Accepts a decoded string (with or without a leading ``[BOS]`` marker) or token ids of the
+        whole canvas (``canvas_len``) or of the answer only (``seq_len``)."""
+        if isinstance(text_or_ids, str):
+            text = text_or_ids.replace(BOS, "").replace(MASK, "?")
+            return text.strip()
+        ids = [int(i) for i in text_or_ids]
+        if len(ids) == self.canvas_len and ids[0] == self.bos_id:
+            ids = ids[1:]
+        return self.decode_ids(ids)
+
+    # ---------------------------------------------------------------- hooks
+    def sample(self, rng: random.Random, **difficulty: Any) -> dict[str, Any]:
+        """One JSON-able test item."""
+        raise NotImplementedError
+
+    def training_example(self, rng: random.Random) -> tuple[list[int], list[bool]]:
+        """``(ids, target)`` of length ``canvas_len``; ``target[i]`` = may be masked."""
+        raise NotImplementedError
+
+    def prompt_ids(self, item: dict[str, Any], tokenizer=None) -> list[int]:
+        """The canvas to decode: ``[BOS]`` + answer positions, mask id where the model must fill.
+
+        ``tokenizer`` is accepted for interface symmetry with benchmark tasks; when given, its
+        mask/BOS ids are used (they equal ours for any tokenizer built from this alphabet)."""
+        raise NotImplementedError
+
+    def parse(self, text_or_ids: str | Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def verify(self, item: dict[str, Any], answer: Any) -> bool:
+        raise NotImplementedError
+
+    def score(self, item: dict[str, Any], answer: Any) -> dict[str, float]:
+        """Graded metrics; always includes ``correct`` (1.0 / 0.0)."""
+        return {"correct": float(self.verify(item, answer))}
+
+    # ---------------------------------------------------------------- shared helpers
+    def make_dataset(self, n: int, seed: int, **difficulty: Any) -> list[dict[str, Any]]:
+        """``n`` test items, a pure function of ``(seed, difficulty, task params)``."""
+        rng = random.Random(seed)
+        items = []
+        for i in range(n):
+            item = self.sample(rng, **difficulty)
+            item["id"] = f"{self.name}-{seed}-{i}"
+            items.append(item)
+        return items
+
+    def _special_ids(self, tokenizer) -> tuple[int, int]:
+        if tokenizer is None:
+            return self.bos_id, self.mask_id
+        return tokenizer.convert_tokens_to_ids(BOS), tokenizer.mask_token_id
+
+    def task_json(self) -> dict[str, Any]:
+        """What ``task.json`` stores: enough to rebuild the task with :func:`get_task`."""
+        return {"task": self.name, "params": dict(self.params), "alphabet": self.alphabet,
+                "seq_len": self.seq_len, "canvas_len": self.canvas_len}
+
+
+_REGISTRY: dict[str, Callable[..., SyntheticTask]] = {}
+
+
+def register(name: str) -> Callable[[type[SyntheticTask]], type[SyntheticTask]]:
+    """Class decorator adding a task constructor to the registry under ``name``."""
+
+    def deco(cls: type[SyntheticTask]) -> type[SyntheticTask]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    # the task modules register themselves on import; importing here avoids a cycle at load time
+    from . import multiply, nae_sat, sudoku  # noqa: F401
+
+
+def task_names() -> list[str]:
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str, **params: Any) -> SyntheticTask:
+    """Build a registered synthetic task, e.g. ``get_task("nae_sat", n=12, p=48, seed=0)``."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown synthetic task {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**params)
+
+
+def task_from_json(d: dict[str, Any]) -> SyntheticTask:
+    """Inverse of :meth:`SyntheticTask.task_json` (reads a model folder's ``task.json``)."""
+    return get_task(d["task"], **d.get("params", {}))

@@ -1,0 +1,7 @@
+"""``python -m unmask.train ...``: the trainer's command line."""
+
+import sys
+
+from .trainer import main
+
+sys.exit(main())

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random-weight LLaDA and Dream checkpoints written to disk and loaded back
+through the same path as the real 8B models."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import write_tiny
+
+from unmask.models.loading import load_model
+
+
+@pytest.fixture(scope="session")
+def tiny_llada_dir(tmp_path_factory):
+    return write_tiny(tmp_path_factory.mktemp("llada"), "llada")
+
+
+@pytest.fixture(scope="session")
+def tiny_dream_dir(tmp_path_factory):
+    return write_tiny(tmp_path_factory.mktemp("dream"), "dream")
+
+
+@pytest.fixture(scope="session")
+def tiny_llada(tiny_llada_dir):
+    return load_model(tiny_llada_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dream(tiny_dream_dir):
+    return load_model(tiny_dream_dir)
+
+
+@pytest.fixture(scope="session", params=["llada", "dream"])
+def tiny_model(request, tiny_llada, tiny_dream):
+    return tiny_llada if request.param == "llada" else tiny_dream

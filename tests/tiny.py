@@ -1,0 +1,55 @@
+"""Helpers: tiny random-weight LLaDA and Dream checkpoints written to disk and loaded back
+through the same path as the real 8B models."""
+
+from __future__ import annotations
+
+import string
+
+import torch
+
+from unmask.models.dream import DreamConfig
+from unmask.models.llada import LLaDAConfig
+from unmask.models.loading import build_model, load_model, save_model
+from unmask.tokenizer import build_char_tokenizer
+
+ALPHABET = string.ascii_lowercase + string.digits + " .,?!=+*-"
+
+
+def make_tokenizer():
+    return build_char_tokenizer(ALPHABET)
+
+
+def tiny_config(arch: str, vocab: int, **kw):
+    ids = dict(mask_token_id=1, eos_token_id=2, pad_token_id=0)
+    if arch == "llada":
+        base = dict(d_model=32, n_layers=2, n_heads=4, mlp_hidden_size=64, vocab_size=vocab,
+                    embedding_size=vocab, max_sequence_length=256, rope_theta=10000.0, **ids)
+        base.update(kw)
+        return LLaDAConfig(**base)
+    base = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=256, rope_theta=10000.0, **ids)
+    base.update(kw)
+    return DreamConfig(**base)
+
+
+def peaked(model, std: float = 0.6, seed: int = 0):
+    """Re-initialise with a larger std so predictions are confident and differ between positions
+    (a 0.02-std random model is almost uniform, which would make sampler tests vacuous)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * std / (p.shape[1] ** 0.5) * 4)
+            elif "bias" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def write_tiny(folder, arch: str = "llada", dtype: str = "float32", shard: int | None = None, seed: int = 0):
+    tok = make_tokenizer()
+    model = peaked(build_model(tiny_config(arch, len(tok)), seed=seed), seed=seed)
+    save_model(model, folder, dtype=dtype, max_shard_bytes=shard)
+    tok.save_pretrained(str(folder))
+    return folder
+
+
