@@ -57,3 +57,16 @@ def test_unknown_alias_and_empty_folder(tmp_path, capsys):
 def test_argparse_errors_are_one_line():
     rc, out, err = run_cli("sample", "--steps", "abc")
     assert rc == 2 and err.count("\n") == 1 and "invalid int value" in err
+
+
+def test_info_gain_flags_as_the_seeds_spell_them(tiny_llada_dir, capsys):
+    rc = main(["sample", "--model_name_or_path", str(tiny_llada_dir), "--prompt", "abc", "--chat_template", "False",
+               "--max_new_tokens", "8", "--sampler", "info_gain", "--variant", "lookum", "--use_cache", "prefix",
+               "--threshold", "0.9", "--candidate_number", "4", "--position_temperature", "0.1",
+               "--hnext_scope", "block", "--cost_reduction", "mean", "--beam_size", "2", "--json"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    assert len(d["order"]) >= 1 and d["nfe"] >= 1
+    rc = main(["sample", "--model_name_or_path", str(tiny_llada_dir), "--prompt", "abc", "--chat_template", "False",
+               "--max_new_tokens", "8", "--sampler", "info_gain", "--candidate_number", "0"])
+    assert rc == 2 and "candidate_number must be >= 1" in capsys.readouterr().err

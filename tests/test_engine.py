@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from unmask.decoding.engine import GenerationConfig, generate
 from unmask.errors import UnmaskError

@@ -3,12 +3,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny import write_tiny
 
 from unmask.errors import UnmaskError
 from unmask.models.loading import load_model
 from unmask.models.registry import find_in_hf_cache, resolve_model_path
-
-from tiny import write_tiny
 
 
 @pytest.mark.parametrize("arch", ["llada", "dream"])

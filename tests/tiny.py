@@ -9,7 +9,7 @@ import torch
 
 from unmask.models.dream import DreamConfig
 from unmask.models.llada import LLaDAConfig
-from unmask.models.loading import build_model, load_model, save_model
+from unmask.models.loading import build_model, save_model
 from unmask.tokenizer import build_char_tokenizer
 
 ALPHABET = string.ascii_lowercase + string.digits + " .,?!=+*-"

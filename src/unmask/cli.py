@@ -7,6 +7,8 @@ one line (``error: ...``) on stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -48,7 +50,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     """Every flag that changes decoding; shared by sample, chat, eval and compare."""
-    add_flag(p, "sampler", default="confidence", help="random, leftright, confidence, margin, entropy, threshold, factor, eb, pc, ...")
+    add_flag(p, "sampler", default="confidence",
+             help="random, leftright, confidence, margin, entropy, threshold, factor, eb, pc, info_gain, lookum")
     add_flag(p, "max_new_tokens", type=int, default=None, help="tokens to generate after the prompt")
     add_flag(p, "steps", type=int, default=None, help="total decoding steps (default: one token per step)")
     add_flag(p, "block_size", type=int, default=None, help="semi-autoregressive block length (default: one block)")
@@ -63,16 +66,36 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "pc_lambda", type=float, default=None)
     add_flag(p, "pc_alpha", type=float, default=None)
     add_flag(p, "pc_freq_file", default=None, help="token frequency JSON from `unmask pc-freq`")
+    add_flag(p, "variant", default=None, help="Info-Gain objective: info_gain (default) or lookum")
+    add_flag(p, "candidate_number", type=int, default=None, help="Info-Gain candidate actions per step (default 8)")
+    add_flag(p, "position_temperature", type=float, default=None, help="Info-Gain position temperature (default 0.1)")
+    add_flag(p, "bypass", default=None, help="Info-Gain threshold bypass: any (default) or all")
+    add_flag(p, "hnext_scope", default=None, help="Info-Gain H_next over: all (default) remaining masks, or block")
+    add_flag(p, "cost_reduction", default=None, help="Info-Gain cost C: sum (default) or mean")
+    add_flag(p, "beam_size", type=int, default=None, help="beam search over Info-Gain trajectories")
+    add_flag(p, "best_of", type=int, default=None, help="N runs, keep the lowest cumulative entropy")
+    add_flag(p, "max_lookahead_rows", type=int, default=None, help="split lookahead forwards larger than this")
     add_flag(p, "use_cache", default="none", help="none | prefix | dual")
     add_flag(p, "eos_penalty", type=float, default=0.0)
     add_flag(p, "eos_fill", type=parse_bool, default=False, help="fill every mask after a committed EOS with EOS")
     add_flag(p, "seed", type=int, default=0)
 
 
-SAMPLER_OPTION_FLAGS = ("threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_freq_file")
+#: modules that add subcommands; each exposes ``register(subparsers)``
+SUBCOMMAND_MODULES = (
+    "unmask.train.commands",
+    "unmask.eval.commands",
+    "unmask.chat.commands",
+    "unmask.viz.commands",
+)
+
+SAMPLER_OPTION_FLAGS = (
+    "threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
+    "position_temperature", "bypass", "hnext_scope", "cost_reduction",
+)
 CONFIG_FLAGS = (
     "max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p", "top_k",
-    "use_cache", "eos_penalty", "eos_fill", "seed",
+    "use_cache", "eos_penalty", "eos_fill", "seed", "beam_size", "best_of", "max_lookahead_rows",
 )
 
 
@@ -134,15 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "out", required=True)
     p.set_defaults(func=cmd_pc_freq)
 
-    try:
-        from .train.trainer import add_train_arguments, run_train
-
-        p = sub.add_parser("train", help="train a tiny masked diffusion model on a synthetic task")
-        add_train_arguments(p)
-        p.set_defaults(func=lambda a: run_train(a))
-    except ImportError:  # pragma: no cover - trainer is part of the package
-        pass
+    for module in SUBCOMMAND_MODULES:
+        if _module_exists(module):
+            importlib.import_module(module).register(sub)
     return parser
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package is not there
+        return False
 
 
 def cmd_pc_freq(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import UnmaskError
-from ..samplers.base import Sampler, StepView, entropy_from_logits
+from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
 from .trace import StepRecord, TokenRecord, Trace
 
@@ -54,6 +54,9 @@ class GenerationConfig:
     stop_token_ids: tuple[int, ...] | None = None  # default: the model's eos_token_id
     suppress_token_ids: tuple[int, ...] = ()
     seed: int | Sequence[int] | None = 0
+    beam_size: int = 1  # > 1: keep the best partial trajectories (lookahead samplers only)
+    best_of: int = 1  # > 1: N independent runs per prompt, keep the lowest cumulative entropy
+    max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
@@ -76,6 +79,14 @@ class GenerationConfig:
             raise UnmaskError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k is not None and self.top_k <= 0:
             raise UnmaskError(f"top_k must be > 0, got {self.top_k}")
+        if self.beam_size < 1:
+            raise UnmaskError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.best_of < 1:
+            raise UnmaskError(f"best_of must be >= 1, got {self.best_of}")
+        if self.beam_size > 1 and self.best_of > 1:
+            raise UnmaskError("use either beam_size or best_of, not both")
+        if self.max_lookahead_rows is not None and self.max_lookahead_rows < 1:
+            raise UnmaskError(f"max_lookahead_rows must be >= 1, got {self.max_lookahead_rows}")
         if self.use_cache not in CACHE_MODES:
             raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
 
@@ -162,16 +173,29 @@ def propose_tokens(
 
 @dataclass
 class _Row:
-    """Bookkeeping for one batch row."""
+    """Bookkeeping for one canvas row (a prompt, a best-of run, or a beam)."""
 
     index: int
+    group: int  # the prompt this row belongs to
     pad: int
     generator: torch.Generator
     trace: Trace
     schedule: list[int] = field(default_factory=list)
     ptr: int = 0
+    deficit: int = 0  # scheduled tokens an earlier step did not commit
     step: int = 0
     done: bool = False
+    alive: bool = True  # beams not (yet) in use are not alive
+    score: float = 0.0  # cumulative objective (beam search)
+    next_logits: torch.Tensor | None = None  # winner's lookahead logits, reused by the next step
+
+
+@dataclass
+class _Child:
+    parent: int
+    action: Action
+    score: float
+    next_logits: torch.Tensor | None
 
 
 class Engine:
@@ -182,7 +206,8 @@ class Engine:
         self.sampler = sampler
         cfg = model.config
         self.mask_id = int(cfg.mask_token_id)
-        self.pad_id = int(getattr(cfg, "pad_token_id", None) if getattr(cfg, "pad_token_id", None) is not None else cfg.eos_token_id)
+        pad = getattr(cfg, "pad_token_id", None)
+        self.pad_id = int(pad if pad is not None else cfg.eos_token_id)
         self.eos_id = int(cfg.eos_token_id)
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
 
@@ -205,27 +230,40 @@ class Engine:
             return fixed_schedule(n_masks, 1)
         return block_schedule(n_masks, block_steps, cfg.schedule)
 
-    # ------------------------------------------------------------------ model
-    def _forward(self, x, am, act, start, end, cache_state, cfg, rows):
-        """Aligned logits ``[A, end - start, V]`` for the active rows, managing the block cache."""
-        model = self.model
-        for i in act.tolist():
-            rows[i].trace.nfe += 1
-            rows[i].trace.forward_rows += 1
+    # ------------------------------------------------------------------ accounting
+    def _count(self, rows: list[_Row], row_ids: list[int]) -> None:
+        """One forward over ``row_ids``: NFE +1 for every prompt (group) involved."""
         self.nfe += 1
-        self.forward_rows += int(act.numel())
+        self.forward_rows += len(row_ids)
+        groups: dict[int, int] = {}
+        for ri in row_ids:
+            groups[rows[ri].group] = groups.get(rows[ri].group, 0) + 1
+        for g, n in groups.items():
+            self.group_nfe[g] += 1
+            self.group_rows[g] += n
+
+    # ------------------------------------------------------------------ model
+    def _cached_rows(self, cache_state, row_ids: list[int]):
+        cache = cache_state["cache"]
+        where = cache_state["map"]
+        idx = [where[r] for r in row_ids]
+        if idx == list(range(cache.batch_size)):
+            return cache
+        return cache.select_rows(torch.tensor(idx, device=cache.keys[0].device))
+
+    def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
+        """Aligned logits ``[A, end - start, V]`` for the given rows, managing the block cache."""
+        model = self.model
+        act = torch.tensor(row_ids, device=x.device)
+        self._count(rows, row_ids)
         if cfg.use_cache == "none":
             return model.predict(x[act], am[act], start=start, end=end).logits
         if cache_state.get("cache") is None:
             out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
             cache_state["cache"] = out.cache
-            cache_state["rows"] = act.clone()
+            cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
-        cache = cache_state["cache"]
-        cached_rows = cache_state["rows"]
-        if not torch.equal(cached_rows, act):
-            where = {int(r): j for j, r in enumerate(cached_rows.tolist())}
-            cache = cache.select_rows(torch.tensor([where[int(r)] for r in act], device=act.device))
+        cache = self._cached_rows(cache_state, row_ids)
         window_end = x.shape[1] if cfg.use_cache == "prefix" else end
         logits = model.predict(x[act], am[act], cache=cache, start=start, end=window_end).logits
         return logits[:, : end - start]
@@ -245,6 +283,8 @@ class Engine:
         cfg.validate()
         if len(prompts) == 0:
             raise UnmaskError("no prompts given")
+        if cfg.beam_size > 1 and not getattr(self.sampler, "needs_lookahead", False):
+            raise UnmaskError(f"beam_size > 1 needs a lookahead sampler (info_gain, lookum), not {self.sampler.name}")
         device = self.model.device
         lengths = [len(p) for p in prompts]
         prompt_len = max(lengths)
@@ -259,27 +299,27 @@ class Engine:
         stop_ids = list(cfg.stop_token_ids) if cfg.stop_token_ids is not None else [self.eos_id]
         seeds = _seeds(cfg.seed, len(prompts))
 
-        b = len(prompts)
+        # rows: one per prompt, or best_of runs / beam_size beams per prompt
+        per = max(cfg.beam_size, cfg.best_of)
+        b = len(prompts) * per
         x = torch.full((b, total), self.pad_id, dtype=torch.long)
         am = torch.zeros((b, total), dtype=torch.long)
-        for r, p in enumerate(prompts):
-            if len(p):
-                x[r, prompt_len - len(p) : prompt_len] = torch.tensor(list(p), dtype=torch.long)
-            am[r, prompt_len - len(p) :] = 1
+        rows: list[_Row] = []
+        for g, p in enumerate(prompts):
+            for j in range(per):
+                r = g * per + j
+                if len(p):
+                    x[r, prompt_len - len(p) : prompt_len] = torch.tensor(list(p), dtype=torch.long)
+                am[r, prompt_len - len(p) :] = 1
+                seed = seeds[g] + (j if cfg.best_of > 1 else 0)
+                rows.append(_Row(index=r, group=g, pad=prompt_len - len(p),
+                                 generator=torch.Generator().manual_seed(seed),
+                                 trace=Trace(prompt_length=len(p), max_new_tokens=cfg.max_new_tokens),
+                                 alive=(j == 0 or cfg.beam_size == 1)))
         x[:, prompt_len:] = self.mask_id
         if not bool((x == self.mask_id).any()):
             raise UnmaskError("nothing to decode: max_new_tokens is 0 and the prompt has no mask tokens")
         x, am = x.to(device), am.to(device)
-
-        rows = [
-            _Row(
-                index=r,
-                pad=prompt_len - lengths[r],
-                generator=torch.Generator().manual_seed(seeds[r]),
-                trace=Trace(prompt_length=lengths[r], max_new_tokens=cfg.max_new_tokens),
-            )
-            for r in range(b)
-        ]
         for row in rows:
             row.trace.initial_tokens = x[row.index, row.pad :].tolist()
         blocks = self._blocks(x.cpu(), prompt_len, cfg)
@@ -292,6 +332,8 @@ class Engine:
 
         self.nfe = 0
         self.forward_rows = 0
+        self.group_nfe = [0] * len(prompts)
+        self.group_rows = [0] * len(prompts)
         t0 = time.perf_counter()
         global_step = 0
         for bi, (s, e) in enumerate(blocks):
@@ -299,77 +341,255 @@ class Engine:
             for row in rows:
                 row.schedule = self._row_schedule(int(in_block[row.index].sum()), block_steps[bi], cfg)
                 row.ptr = 0
+                row.deficit = 0
+                row.next_logits = None
             cache_state: dict[str, Any] = {}
             while True:
                 has_masks = (x[:, s:e] == self.mask_id).any(1).cpu()
-                act_list = [r.index for r in rows if not r.done and bool(has_masks[r.index])]
+                act_list = [r.index for r in rows if r.alive and not r.done and bool(has_masks[r.index])]
                 if not act_list:
                     break
-                act = torch.tensor(act_list, device=device)
-                logits = self._forward(x, am, act, s, e, cache_state, cfg, rows)
-                logits = self._process(logits, cfg, stop_ids)
+                raw = self._step_logits(x, am, act_list, s, e, cache_state, cfg, rows)
+                logits = self._process(raw, cfg, stop_ids)
                 if cfg.logits_hook is not None:
-                    logits = cfg.logits_hook(global_step, x[act], logits)
-                for j, ri in enumerate(act_list):
-                    self._step_row(rows[ri], x, logits[j], s, e, bi, cfg)
+                    logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
+                views = [self._view(rows[ri], x, logits[j], s, e, cfg) for j, ri in enumerate(act_list)]
+                if cfg.beam_size > 1:
+                    x = self._beam_step(views, act_list, x, am, s, e, bi, cache_state, cfg, rows, stop_ids)
+                else:
+                    actions = self._decide(views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids)
+                    for j, ri in enumerate(act_list):
+                        self._commit(rows[ri], x, views[j], actions[j], bi)
+                for ri in act_list:
+                    if not bool((x[ri, s:e] == self.mask_id).any()):
+                        rows[ri].next_logits = None
                 global_step += 1
                 if cfg.tokens_hook is not None:
                     x = cfg.tokens_hook(global_step - 1, x, logits)
+                    for row in rows:
+                        row.next_logits = None  # the hook may have changed the canvas
                 self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
 
         seconds = time.perf_counter() - t0
         x_cpu = x.cpu()
-        sequences, generated = [], []
-        for row in rows:
-            seq = x_cpu[row.index, row.pad :].tolist()
-            gen = x_cpu[row.index, prompt_len:].tolist()
+        sequences, generated, traces = [], [], []
+        for g in range(len(prompts)):
+            group = [r for r in rows if r.group == g and r.alive]
+            if cfg.beam_size > 1:
+                best = max(group, key=lambda r: (r.score, -r.index))
+            elif cfg.best_of > 1:
+                best = min(group, key=lambda r: (r.trace.cumulative_entropy, r.index))
+            else:
+                best = group[0]
+            seq = x_cpu[best.index, best.pad :].tolist()
+            gen = x_cpu[best.index, prompt_len:].tolist()
             cut = next((i for i, t in enumerate(gen) if t in stop_ids), len(gen))
             sequences.append(seq)
             generated.append(gen[:cut])
-            row.trace.final_tokens = seq
+            best.trace.final_tokens = seq
+            best.trace.nfe = self.group_nfe[g]
+            best.trace.forward_rows = self.group_rows[g]
+            traces.append(best.trace)
         return GenerationOutput(
             sequences=sequences,
             generated=generated,
-            traces=[r.trace for r in rows],
+            traces=traces,
             nfe=self.nfe,
             forward_rows=self.forward_rows,
             seconds=seconds,
             prompt_lengths=lengths,
         )
 
-    def _step_row(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, s: int, e: int, block: int, cfg) -> None:
-        """Build the row's view of the block, ask the sampler, commit its action."""
+    def _step_logits(self, x, am, act_list, s, e, cache_state, cfg, rows) -> torch.Tensor:
+        """Raw aligned logits ``[A, e - s, V]`` for the active rows: rows that carry the winner's
+        lookahead logits from the previous step reuse them; the others share one forward."""
+        need = [ri for ri in act_list if rows[ri].next_logits is None]
+        fresh = {}
+        if need:
+            out = self._forward(x, am, need, s, e, cache_state, cfg, rows)
+            fresh = {ri: out[j] for j, ri in enumerate(need)}
+        parts = []
+        for ri in act_list:
+            if ri in fresh:
+                parts.append(fresh[ri])
+            else:
+                parts.append(rows[ri].next_logits.to(x.device))
+                rows[ri].next_logits = None
+        return torch.stack(parts)
+
+    def _view(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, s: int, e: int, cfg) -> StepView:
+        """The row's view of the active block: eligible masked positions and their predictions."""
         r = row.index
         elig = (x[r, s:e] == self.mask_id).nonzero().squeeze(-1)  # block-local indices
-        if elig.numel() == 0:
-            return
         lg = logits[elig]  # [n, V]
         probs = torch.softmax(lg, dim=-1)
         ent = entropy_from_logits(lg)
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        k = None
         if self.sampler.uses_schedule:
-            k = row.schedule[row.ptr] if row.ptr < len(row.schedule) else int(elig.numel())
-            k = min(k, int(elig.numel()))
-        else:
-            k = None
-        view = StepView(
+            # counts not committed earlier (a bypass may commit fewer than k) carry over, and the
+            # last scheduled step takes everything left, so no schedule can leave masks behind
+            if row.ptr < len(row.schedule) - 1:
+                k = row.schedule[row.ptr] + row.deficit
+            else:
+                k = int(elig.numel())
+            k = max(1, min(k, int(elig.numel())))
+        gen = row.generator
+
+        def resample() -> torch.Tensor:
+            return propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+
+        return StepView(
             logits=lg, probs=probs, positions=elig + s, tokens=tokens, confidence=conf, entropy=ent, k=k,
             generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature,
+            resample=resample,
         )
-        action = self.sampler.select(view)
-        idx = action.index.to(elig.device)
-        chosen = action.tokens.to(tokens.device) if action.tokens is not None else tokens[idx]
-        pos = elig[idx] + s
-        x[r, pos] = chosen.to(x.dtype)
+
+    def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[Action]:
+        """Ask the sampler. Lookahead samplers answer in two phases so that the candidates of
+        every row are scored in one batched forward."""
+        sampler = self.sampler
+        if not getattr(sampler, "needs_lookahead", False):
+            return [sampler.select(v) for v in views]
+        proposals = [sampler.propose(v) for v in views]
+        pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
+        if not pending:
+            return proposals
+        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
+        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
+        actions = list(proposals)
+        for j, (ri, view, cands), res in zip(pending, requests, results):
+            action = sampler.choose(view, cands, res)
+            actions[j] = action
+            rows[ri].next_logits = res.raw_block_logits[action.info.get("winner", 0)]
+        return actions
+
+    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
+        """Score candidate actions: apply each to a copy of its row's canvas and run the copies in
+        as few forwards as ``max_lookahead_rows`` allows (cached context reused read-only).
+        Returns, per request, the entropies of the predictions at every window position, which
+        of them are still masked, and every candidate's raw block logits (the winner's become
+        the next step's logits)."""
+        canvases, owner = [], []
+        for ri, view, cands in requests:
+            for c in cands:
+                xc = x[ri].clone()
+                toks = c.tokens if c.tokens is not None else view.tokens[c.index]
+                xc[view.positions[c.index]] = toks.to(xc.dtype)
+                canvases.append(xc)
+                owner.append(ri)
+        xb = torch.stack(canvases)
+        total = x.shape[1]
+        window_end = total if scope == "all" else e
+        chunk = cfg.max_lookahead_rows or len(owner)
+        raws = []
+        for lo in range(0, len(owner), chunk):
+            ids = owner[lo : lo + chunk]
+            self._count(rows, ids)
+            xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
+            if cfg.use_cache == "none":
+                raws.append(self.model.predict(xs, ams, start=s, end=window_end).logits)
+            else:
+                cache = self._cached_rows(cache_state, ids)
+                end = total if cfg.use_cache == "prefix" else window_end
+                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end).logits[:, : window_end - s])
+        raw = torch.cat(raws)
+        ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
+        masked = xb[:, s:window_end] == self.mask_id
+        results, i = [], 0
+        for _, _, cands in requests:
+            m = len(cands)
+            results.append(LookaheadResult(entropy=ent[i : i + m], masked=masked[i : i + m],
+                                           raw_block_logits=raw[i : i + m, : e - s]))
+            i += m
+        return results
+
+    def _beam_step(self, views, act_list, x, am, s, e, bi, cache_state, cfg, rows, stop_ids) -> torch.Tensor:
+        """Beam search step: expand every live beam with its candidates (all lookaheads batched),
+        keep the ``beam_size`` best distinct states per prompt by cumulative objective."""
+        sampler = self.sampler
+        proposals = [sampler.propose(v) for v in views]
+        pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
+        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
+        results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
+                   if requests else [])
+        res_of = {j: r for j, r in zip(pending, results)}
+        children: dict[int, list[_Child]] = {}
+        for j, ri in enumerate(act_list):
+            row = rows[ri]
+            prop = proposals[j]
+            if isinstance(prop, list):
+                res = res_of[j]
+                scores = sampler.objective(views[j], prop, res)
+                for c, (cand, val) in enumerate(zip(prop, scores.tolist())):
+                    act = Action(cand.index, cand.tokens, info={"kind": "lookahead", "winner": c,
+                                                                "J": [round(float(v), 6) for v in scores],
+                                                                "objective": float(val)})
+                    children.setdefault(row.group, []).append(
+                        _Child(ri, act, row.score + float(val), res.raw_block_logits[c]))
+            else:
+                val = sampler.step_objective(views[j], prop)
+                prop.info["objective"] = val
+                children.setdefault(row.group, []).append(_Child(ri, prop, row.score + val, None))
+        new_x = x.clone()
+        snapshot = {ri: (rows[ri].trace, rows[ri].generator.get_state(), rows[ri].ptr, rows[ri].deficit,
+                         rows[ri].step, rows[ri].schedule) for ri in act_list}
+        cmap = dict(cache_state.get("map", {}))
+        for g, kids in children.items():
+            kids.sort(key=lambda c: -c.score)  # stable: earlier beams and candidate 0 win ties
+            slots = [r.index for r in rows if r.group == g and not r.done]
+            chosen, seen = [], set()
+            for c in kids:
+                xc = x[c.parent].clone()
+                toks = c.action.tokens if c.action.tokens is not None else views[act_list.index(c.parent)].tokens[c.action.index]
+                xc[views[act_list.index(c.parent)].positions[c.action.index]] = toks.to(xc.dtype)
+                key = tuple(xc.tolist())
+                if key in seen:
+                    continue
+                seen.add(key)
+                chosen.append(c)
+                if len(chosen) == len(slots):
+                    break
+            for slot, c in zip(slots, chosen):
+                trace, gstate, ptr, deficit, step, sched = snapshot[c.parent]
+                row = rows[slot]
+                new_x[slot] = x[c.parent]
+                row.trace = Trace(prompt_length=trace.prompt_length, max_new_tokens=trace.max_new_tokens,
+                                  tokens=list(trace.tokens), steps=list(trace.steps),
+                                  initial_tokens=trace.initial_tokens)
+                row.generator = torch.Generator().manual_seed(0)
+                row.generator.set_state(gstate)
+                row.ptr, row.deficit, row.step, row.schedule = ptr, deficit, step, list(sched)
+                row.score, row.alive = c.score, True
+                row.next_logits = c.next_logits
+                if c.parent in cache_state.get("map", {}):
+                    cmap[slot] = cache_state["map"][c.parent]
+                self._commit(row, new_x, views[act_list.index(c.parent)], c.action, bi)
+            for slot in slots[len(chosen):]:
+                rows[slot].alive = False
+        if "map" in cache_state:
+            cache_state["map"] = cmap
+        return new_x
+
+    def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, block: int) -> None:
+        """Write the action's tokens into the canvas and record them in the trace."""
+        idx = action.index.to(view.positions.device)
+        chosen = action.tokens.to(view.tokens.device) if action.tokens is not None else view.tokens[idx]
+        order = torch.argsort(idx)  # tokens of one step are simultaneous: record them by position
+        idx, chosen = idx[order], chosen[order]
+        pos = view.positions[idx]
+        x[row.index, pos] = chosen.to(x.dtype)
         for i, p, t in zip(idx.tolist(), pos.tolist(), chosen.tolist()):
             row.trace.tokens.append(
                 TokenRecord(step=row.step, position=p - row.pad, token=int(t),
-                            confidence=float(probs[i, t]), entropy=float(ent[i]))
+                            confidence=float(view.probs[i, t]), entropy=float(view.entropy[i]))
             )
         row.trace.steps.append(StepRecord(step=row.step, block=block, committed=int(idx.numel()),
                                           kind=action.info.get("kind", "select"),
                                           info={k_: v for k_, v in action.info.items() if k_ != "kind"}))
+        if view.k is not None:
+            row.deficit = max(0, view.k - int(idx.numel()))
         row.ptr += 1
         row.step += 1
 
@@ -391,7 +611,9 @@ class Engine:
             if cfg.eos_fill:
                 after = masked.clone()
                 after[: q + 1] = False
-                gen[row.index][after] = self.eos_id
+                if bool(after.any()):
+                    gen[row.index][after] = self.eos_id
+                    row.next_logits = None
             if cfg.stop_at_eos and not bool(masked[:q].any()):
                 rest = gen[row.index] == self.mask_id
                 gen[row.index][rest] = self.eos_id
@@ -416,5 +638,6 @@ def generate(
         sampler = make_sampler(sampler, **sampler_kwargs)
     elif sampler_kwargs:
         raise UnmaskError(f"unknown options {sorted(sampler_kwargs)} (a Sampler object was passed)")
-    cfg = GenerationConfig(**{**(asdict(config) if config else {}), **cfg_kwargs})
+    base = {k: getattr(config, k) for k in fields} if config else {}
+    cfg = GenerationConfig(**{**base, **cfg_kwargs})
     return Engine(model, sampler).generate(prompts, cfg)

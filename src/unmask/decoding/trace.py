@@ -47,6 +47,12 @@ class Trace:
         return float(sum(r.entropy for r in self.tokens))
 
     @property
+    def cumulative_objective(self) -> float:
+        """Sum of the lookahead samplers' per-step objective (J of the chosen action; -C on steps
+        without a lookahead). 0 for samplers that do not score actions."""
+        return float(sum(float(st.info.get("objective", 0.0)) for st in self.steps))
+
+    @property
     def order(self) -> list[list[int]]:
         """``[step, position, token_id]`` for every committed token, in commit order."""
         return [[r.step, r.position, r.token] for r in self.tokens]

@@ -44,12 +44,26 @@ class StepView:
     step: int = 0  # step index within the row's generation
     block_start: int = 0  # canvas index where the active block starts
     temperature: float = 0.0
-    lookahead: Callable[..., Any] | None = None
+    resample: Callable[[], torch.Tensor] | None = None  # a fresh token proposal at the token temperature
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return int(self.positions.shape[0])
+
+
+@dataclass
+class LookaheadResult:
+    """What the engine measured on the states after each candidate action (one row).
+
+    ``entropy[i, j]``: entropy (nats) of the prediction at window position j in candidate i's
+    state; ``masked[i, j]``: whether that position is still masked there. The window is the
+    active block (H_next scope ``block``) or everything from the block start to the end of the
+    canvas (scope ``all``: every remaining mask)."""
+
+    entropy: torch.Tensor  # [m, W]
+    masked: torch.Tensor  # [m, W] bool
+    raw_block_logits: torch.Tensor  # [m, block_len, V] raw model logits for the block
 
 
 @dataclass
@@ -78,6 +92,10 @@ class Sampler:
     uses_schedule: ClassVar[bool] = True
     #: True when the sampler's choice depends on the rng even at temperature 0
     stochastic: ClassVar[bool] = False
+    #: lookahead samplers implement propose()/choose() instead of select(); the engine scores all
+    #: rows' candidates in one batched forward between the two calls
+    needs_lookahead: ClassVar[bool] = False
+    hnext_scope: str = "block"
 
     def select(self, view: StepView) -> Action:  # pragma: no cover - interface
         raise NotImplementedError
@@ -103,7 +121,7 @@ def sampler_names() -> list[str]:
 def make_sampler(name: str, **options: Any) -> Sampler:
     """Build a sampler by name or alias. Options a sampler does not take are ignored (the CLI
     passes every flag), but values it takes are validated."""
-    from . import baselines  # noqa: F401 - registration side effects
+    from . import baselines, info_gain  # noqa: F401 - registration side effects
 
     key = name.strip().lower().replace("-", "_")
     if key not in _REGISTRY:

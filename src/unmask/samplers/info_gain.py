@@ -1,0 +1,178 @@
+"""Info-Gain and LookUM: choose the action that leaves the least uncertainty behind.
+
+For the active block, with ``k`` tokens to commit this step (from the schedule):
+
+* Objective. ``info_gain`` (default): J(a) = -C(a) - H_next(a); ``lookum``: J(a) = -H_next(a).
+  C(a) is the entropy (nats, full vocabulary, fp32) of the current predictions at the positions a
+  decodes, summed (``cost_reduction="sum"``, default, as in the public code) or averaged
+  (``"mean"``). H_next(a) is the mean entropy over the positions still masked after a, measured
+  with one lookahead forward on the state after a. Its scope is ``"all"`` (default, as in the
+  public code: every remaining mask of the canvas) or ``"block"`` (the paper's wording: masks of
+  the active block only).
+* Candidates (``candidate_number`` N, default 8). Candidate 0 is the greedy action: the top-k
+  positions by confidence with the engine's proposed tokens. Candidates 1..N-1 draw fresh tokens
+  at the token temperature (the same argmax tokens at temperature 0) and k positions by
+  Gumbel-top-k over confidence / ``position_temperature`` (default 0.1), i.e. without replacement
+  from softmax(confidence / tau). Candidates with the same position set as an earlier one are
+  dropped, so candidate 0 wins both duplicates and ties of J. With one distinct action left, it is
+  committed without a lookahead; N = 1 or tau = 0 is exactly the ``confidence`` sampler.
+* All candidates of all rows are scored in one batched forward by the engine (read-only use of
+  the KV cache). The winner's lookahead logits are the next step's logits, so a steady-state step
+  costs one batched forward, not two.
+* Fast path: when k covers every remaining mask of the block they are filled at once.
+* High-confidence bypass (off unless ``threshold`` is given; the seeds' examples use 0.9):
+  ``bypass="any"`` (default; the semantics of the paper-era and dllm code): when any eligible
+  position has top-1 probability >= threshold, commit the most confident of them, at most k, with
+  their argmax tokens and no lookahead. If that is fewer than k, the engine carries the shortfall
+  to the next step, so unlike the reference no mask is ever left behind. ``bypass="all"`` (the
+  standalone/PR semantics): only when *every* eligible position is >= threshold, fill the whole
+  block at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import UnmaskError
+from .base import Action, LookaheadResult, Sampler, StepView, register, top_k_stable
+
+VARIANTS = ("info_gain", "lookum")
+
+
+@register
+class InfoGainSampler(Sampler):
+    name = "info_gain"
+    aliases = ("infogain", "info-gain", "ig")
+    needs_lookahead = True
+    options: ClassVar[tuple[str, ...]] = (
+        "variant", "candidate_number", "position_temperature", "threshold", "bypass", "hnext_scope",
+        "cost_reduction",
+    )
+    default_variant = "info_gain"
+
+    def __init__(
+        self,
+        variant: str | None = None,
+        candidate_number: int = 8,
+        position_temperature: float = 0.1,
+        threshold: float | None = None,
+        bypass: str = "any",
+        hnext_scope: str = "all",
+        cost_reduction: str = "sum",
+    ) -> None:
+        variant = (variant or self.default_variant).replace("-", "_").lower()
+        if variant not in VARIANTS:
+            raise UnmaskError(f"unknown variant {variant!r}; choose info_gain or lookum")
+        if int(candidate_number) < 1:
+            raise UnmaskError(f"candidate_number must be >= 1, got {candidate_number}")
+        if float(position_temperature) < 0:
+            raise UnmaskError(f"position_temperature must be >= 0, got {position_temperature}")
+        if threshold is not None and not (0.0 < float(threshold) <= 1.0):
+            raise UnmaskError(f"threshold must be in (0, 1], got {threshold}")
+        if bypass not in ("any", "all"):
+            raise UnmaskError(f"bypass must be 'any' or 'all', got {bypass!r}")
+        if hnext_scope not in ("all", "block"):
+            raise UnmaskError(f"hnext_scope must be 'all' or 'block', got {hnext_scope!r}")
+        if cost_reduction not in ("sum", "mean"):
+            raise UnmaskError(f"cost_reduction must be 'sum' or 'mean', got {cost_reduction!r}")
+        self.variant = variant
+        self.candidate_number = int(candidate_number)
+        self.position_temperature = float(position_temperature)
+        self.threshold = None if threshold is None else float(threshold)
+        self.bypass = bypass
+        self.hnext_scope = hnext_scope
+        self.cost_reduction = cost_reduction
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "sampler": self.name, "variant": self.variant, "candidate_number": self.candidate_number,
+            "position_temperature": self.position_temperature, "threshold": self.threshold,
+            "bypass": self.bypass, "hnext_scope": self.hnext_scope, "cost_reduction": self.cost_reduction,
+        }
+
+    # -- phase 1 ---------------------------------------------------------------------------
+    def propose(self, view: StepView) -> Action | list[Action]:
+        """A final action (fast path, bypass, single candidate) or the candidates to score."""
+        out = self._propose(view)
+        if isinstance(out, Action):
+            out.info["objective"] = self.step_objective(view, out)
+        return out
+
+    def _propose(self, view: StepView) -> Action | list[Action]:
+        n = view.n
+        k = n if view.k is None else min(view.k, n)
+        if k >= n:
+            return Action(torch.arange(n, device=view.positions.device), info={"kind": "fast_path"})
+        if self.threshold is not None:
+            top1, argmax_tok = view.probs.max(-1)
+            sure = top1 >= self.threshold
+            if self.bypass == "all" and bool(sure.all()):
+                return Action(torch.arange(n, device=view.positions.device), argmax_tok, info={"kind": "bypass"})
+            if self.bypass == "any" and bool(sure.any()):
+                cand = sure.nonzero().squeeze(-1)
+                pick = cand[top_k_stable(top1[cand], k)]
+                return Action(pick, argmax_tok[pick], info={"kind": "bypass"})
+        greedy = Action(top_k_stable(view.confidence, k), view.tokens[top_k_stable(view.confidence, k)])
+        if self.candidate_number <= 1 or self.position_temperature <= 0:
+            greedy.info["kind"] = "greedy"
+            return greedy
+        cands = [greedy]
+        seen = {tuple(sorted(greedy.index.tolist()))}
+        for _ in range(1, self.candidate_number):
+            tokens = view.resample() if (view.temperature > 0 and view.resample is not None) else view.tokens
+            conf = view.probs.gather(-1, tokens[:, None]).squeeze(-1)
+            u = torch.rand(n, generator=view.generator, dtype=torch.float64).to(conf.device)
+            gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+            idx = top_k_stable(conf.double() / self.position_temperature + gumbel, k)
+            key = tuple(sorted(idx.tolist()))
+            if key in seen:
+                continue
+            seen.add(key)
+            cands.append(Action(idx, tokens[idx]))
+        if len(cands) == 1:
+            greedy.info["kind"] = "single"
+            return greedy
+        return cands
+
+    def step_objective(self, view: StepView, action: Action) -> float:
+        """Objective credited to a step without a lookahead (fast path, bypass, single): only
+        the immediate cost is known, -C(a) for Info-Gain and 0 for LookUM."""
+        if self.variant == "lookum":
+            return 0.0
+        e = view.entropy[action.index].double()
+        return -float(e.sum() if self.cost_reduction == "sum" else e.mean())
+
+    # -- phase 2 ---------------------------------------------------------------------------
+    def objective(self, view: StepView, cands: list[Action], result: LookaheadResult) -> torch.Tensor:
+        """J for every candidate (higher is better)."""
+        h_next = []
+        for i in range(len(cands)):
+            m = result.masked[i]
+            cnt = int(m.sum())
+            h_next.append(float(result.entropy[i][m].sum()) / cnt if cnt else 0.0)
+        h = torch.tensor(h_next, dtype=torch.float64)
+        if self.variant == "lookum":
+            return -h
+        costs = []
+        for c in cands:
+            e = view.entropy[c.index].double()
+            costs.append(float(e.sum() if self.cost_reduction == "sum" else e.mean()))
+        return -torch.tensor(costs, dtype=torch.float64) - h
+
+    def choose(self, view: StepView, cands: list[Action], result: LookaheadResult) -> Action:
+        j = self.objective(view, cands, result)
+        best = int(torch.argmax(j))  # first maximum: candidate 0 wins ties
+        win = cands[best]
+        return Action(win.index, win.tokens, info={"kind": "lookahead", "winner": best, "objective": float(j[best]),
+                                                   "J": [round(float(v), 6) for v in j]})
+
+
+@register
+class LookUMSampler(InfoGainSampler):
+    """LookUM: Info-Gain without the immediate cost, J(a) = -H_next(a)."""
+
+    name = "lookum"
+    aliases = ("look_um",)
+    default_variant = "lookum"
