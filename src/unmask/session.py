@@ -20,6 +20,20 @@ from .models.registry import resolve_model_path
 #: end-of-turn markers of the chat templates we know (LLaDA, Dream/Qwen, our tiny models)
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|eot|>", "<|endoftext|>", "<|dlm_pad|>")
 DEFAULT_MAX_NEW_TOKENS = 128
+BUILTIN_EXAMPLE_SEED = 2026
+
+
+def render_task_answer(task: str, answer: str) -> str:
+    """Human-readable answer: Sudoku as a 9x9 grid, the others as they are."""
+    if task != "sudoku" or len(answer) != 81:
+        return answer
+    lines = []
+    for r in range(9):
+        row = answer[9 * r : 9 * r + 9]
+        lines.append(" ".join(row[0:3]) + " | " + " ".join(row[3:6]) + " | " + " ".join(row[6:9]))
+        if r in (2, 5):
+            lines.append("------+-------+------")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -62,7 +76,7 @@ class SampleResult:
     def render(self) -> str:
         lines = [self.text]
         for k, v in self.extra.items():
-            if k in ("task", "puzzle", "answer", "correct", "score"):
+            if k in ("task", "puzzle", "correct", "cell_accuracy", "obs_accuracy", "product_first"):
                 lines.append(f"{k}: {v}")
         lines.append(self.summary_line())
         return "\n".join(lines)
@@ -91,9 +105,12 @@ class Session:
             tok = load_tokenizer(folder)
         task = None
         if (folder / "task.json").exists():
-            from .tasks.synthetic import task_from_folder
+            from .tasks.synthetic import task_from_json
 
-            task = task_from_folder(folder)
+            try:
+                task = task_from_json(json.loads((folder / "task.json").read_text()))
+            except (KeyError, ValueError, TypeError) as e:
+                raise UnmaskError(f"{folder / 'task.json'} does not describe a known task: {e}") from e
         return cls(model, tok, folder, task)
 
     # ------------------------------------------------------------------ prompts
@@ -153,13 +170,74 @@ class Session:
         overrides: dict[str, Any] | None = None,
     ) -> SampleResult:
         if self.task is not None:
-            return self.task.sample_with_session(self, prompt, sampler, sampler_options or {}, overrides or {})
+            return self.sample_task(prompt, sampler, sampler_options or {}, overrides or {})
         if prompt is None:
             raise UnmaskError("--prompt is required for this model (only built-in task models have a default example)")
         ids = self.encode_prompt(prompt, chat_template)
         out = self.generate_ids([ids], sampler, sampler_options, overrides)
         gen = out.generated[0]
         return SampleResult(text=self.decode(gen), token_ids=gen, output=out, prompt_text=prompt)
+
+    # ------------------------------------------------------------------ task models
+    def task_item(self, prompt: str | None) -> dict[str, Any]:
+        """The built-in example of the model's task, or an item built from the user's text:
+        Sudoku takes 81 cells (``0`` or ``.`` = blank); the unconditional tasks take a canvas
+        of their answer length with ``?`` or ``_`` where the model must fill."""
+        task = self.task
+        if prompt is None:
+            if task.name == "sudoku":
+                return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED, givens=(28, 32))[0]
+            return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED)[0]
+        text = prompt.strip()
+        if task.name == "sudoku":
+            from .tasks.sudoku import parse_grid
+
+            try:
+                parse_grid(text)
+            except ValueError as e:
+                raise UnmaskError(f"not a Sudoku puzzle: {e}") from e
+            return {"puzzle": text}
+        if len(text) != task.seq_len:
+            raise UnmaskError(f"a {task.name} prompt has {task.seq_len} characters ('?' = to fill), got {len(text)}")
+        return {"puzzle": text}
+
+    def task_prompt_ids(self, item: dict[str, Any]) -> list[int]:
+        ids = self.task.prompt_ids(item, self.tokenizer)
+        if self.task.name == "sudoku" or "puzzle" not in item:
+            return ids
+        return self._overlay(ids, item["puzzle"])
+
+    def _overlay(self, ids: list[int], text: str) -> list[int]:
+        """Pin the characters the user gave (anything but ``?``/``_``) on the task's canvas."""
+        out = list(ids)
+        for i, ch in enumerate(text):
+            if ch in "?_":
+                continue
+            try:
+                out[1 + i] = self.task.char_ids[ch]
+            except KeyError:
+                raise UnmaskError(f"character {ch!r} is not in the {self.task.name} alphabet") from None
+        return out
+
+    def sample_task(self, prompt, sampler, sampler_options, overrides) -> SampleResult:
+        task = self.task
+        item = self.task_item(prompt)
+        ids = self.task_prompt_ids(item)
+        if overrides.get("max_new_tokens"):
+            raise UnmaskError(f"{task.name} models fill a fixed canvas: drop --max_new_tokens")
+        cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False}
+        out = self.generate_ids([ids], sampler, sampler_options, cfg)
+        answer = task.parse(out.sequences[0])
+        scores = task.score(item, answer)
+        extra: dict[str, Any] = {"task": task.name, "puzzle": item.get("puzzle"), "answer": answer,
+                                 "correct": bool(scores.get("correct", 0.0))}
+        extra.update({k: v for k, v in scores.items() if k != "correct"})
+        if task.name == "multiply":
+            from .tasks.multiply import product_before_factors
+
+            extra["product_first"] = product_before_factors([p for _, p, _ in out.traces[0].order])
+        return SampleResult(text=render_task_answer(task.name, answer), token_ids=out.sequences[0][1:], output=out,
+                            prompt_text=item.get("puzzle") or "", extra=extra)
 
     @staticmethod
     def save_trace(result: SampleResult, path: str | Path) -> None:
