@@ -84,6 +84,7 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
 #: modules that add subcommands; each exposes ``register(subparsers)``
 SUBCOMMAND_MODULES = (
     "unmask.train.commands",
+    "unmask.compare",
     "unmask.eval.commands",
     "unmask.chat.commands",
     "unmask.viz.commands",
