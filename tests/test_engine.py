@@ -147,3 +147,19 @@ def test_config_roundtrip():
     cfg = GenerationConfig(max_new_tokens=5, seed=[1, 2])
     d = cfg.to_dict()
     assert d["max_new_tokens"] == 5 and "logits_hook" not in d
+
+
+def test_top_k_top_p_filters():
+    from unmask.decoding.engine import filter_logits, propose_tokens
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    k2 = filter_logits(logits, top_k=2, top_p=None)
+    assert torch.isinf(k2[0, 2:]).all() and torch.isfinite(k2[0, :2]).all()
+    p = filter_logits(logits, top_k=None, top_p=0.7)  # 0.5 < 0.7, 0.5 + 0.3 crosses it: keep two
+    assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
+    p1 = filter_logits(logits, top_k=None, top_p=0.1)  # the most likely token always survives
+    assert torch.isfinite(p1[0, 0]) and torch.isinf(p1[0, 1:]).all()
+    g = torch.Generator().manual_seed(0)
+    draws = {int(propose_tokens(logits, 1.0, 2, None, g)) for _ in range(200)}
+    assert draws == {0, 1}
+    assert int(propose_tokens(logits, 0.0, None, None, g)) == 0
