@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from unmask.decoding.engine import GenerationConfig, generate
 from unmask.errors import UnmaskError
