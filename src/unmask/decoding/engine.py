@@ -265,8 +265,7 @@ class Engine:
             return out.logits
         cache = self._cached_rows(cache_state, row_ids)
         window_end = x.shape[1] if cfg.use_cache == "prefix" else end
-        logits = model.predict(x[act], am[act], cache=cache, start=start, end=window_end).logits
-        return logits[:, : end - start]
+        return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end).logits
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
@@ -493,7 +492,7 @@ class Engine:
             else:
                 cache = self._cached_rows(cache_state, ids)
                 end = total if cfg.use_cache == "prefix" else window_end
-                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end).logits[:, : window_end - s])
+                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=window_end).logits)
         raw = torch.cat(raws)
         ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
         masked = xb[:, s:window_end] == self.mask_id

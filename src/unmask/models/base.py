@@ -109,9 +109,14 @@ class DiffusionLM(nn.Module):
         cache: KVCache | None = None,
         start: int = 0,
         return_cache: bool = False,
+        head_range: tuple[int, int] | None = None,
     ) -> ModelOutput:
         """Run the transformer on ``input_ids`` ``[B, Q]`` that sit at canvas positions
         ``[start, start + Q)``.
+
+        ``head_range`` = ``(lo, hi)`` (indices into the Q query rows) applies the LM head to those
+        rows only: the head is a large GEMM (vocabulary x d_model per position) and its fp32
+        logits dominate memory for long canvases, so the engine asks only for what it reads.
 
         * ``cache is None``: ``start`` must be 0 and ``input_ids`` is the whole canvas.
           ``return_cache=True`` returns K/V for every position (the refresh forward).
@@ -143,6 +148,8 @@ class DiffusionLM(nn.Module):
             if return_cache:
                 new_keys.append(k)
                 new_values.append(v)
+        if head_range is not None:
+            h = h[:, head_range[0] : head_range[1]]
         logits = self.head(h)
         out_cache = KVCache(new_keys, new_values) if return_cache else None
         return ModelOutput(logits=logits, cache=out_cache)
@@ -156,9 +163,12 @@ class DiffusionLM(nn.Module):
         start: int = 0,
         end: int | None = None,
         return_cache: bool = False,
+        logits_end: int | None = None,
     ) -> ModelOutput:
         """Aligned logits ``[B, end - start, V]`` for canvas positions ``[start, end)``: row j
-        predicts token ``start + j``.
+        predicts token ``start + j``. With a cache, ``logits_end`` < ``end`` computes the window
+        ``[start, end)`` (e.g. block + suffix in prefix mode) but returns logits only for
+        ``[start, logits_end)``.
 
         ``x`` is the whole canvas ``[B, T]``. Without a cache the whole canvas is run and the window
         is sliced out; with a cache only the window is run. For shifted models (Dream) the
@@ -169,16 +179,24 @@ class DiffusionLM(nn.Module):
         t = x.shape[1]
         end = t if end is None else end
         if cache is None:
-            out = self(x, attention_mask, return_cache=return_cache)
-            logits = out.logits
-            if self.shift_logits:
-                logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-            return ModelOutput(logits[:, start:end], out.cache)
+            if not self.shift_logits:
+                out = self(x, attention_mask, return_cache=return_cache, head_range=(start, end))
+                return ModelOutput(out.logits, out.cache)
+            if start > 0:  # raw rows start-1 .. end-2 predict tokens start .. end-1
+                out = self(x, attention_mask, return_cache=return_cache, head_range=(start - 1, end - 1))
+                return ModelOutput(out.logits, out.cache)
+            out = self(x, attention_mask, return_cache=return_cache, head_range=(0, end))
+            logits = torch.cat([out.logits[:, :1], out.logits[:, :-1]], dim=1)
+            return ModelOutput(logits, out.cache)
         lo = start - 1 if (self.shift_logits and start > 0) else start
-        out = self(x[:, lo:end], attention_mask, cache=cache, start=lo)
+        want = end if logits_end is None else logits_end  # logits needed for [start, want)
+        shift = 1 if (self.shift_logits and start > 0) else 0
+        # Dream at start > 0: raw rows lo .. want-2 predict tokens start .. want-1
+        n_rows = want - lo - shift
+        out = self(x[:, lo:end], attention_mask, cache=cache, start=lo, head_range=(0, n_rows))
         logits = out.logits
-        if self.shift_logits:
-            logits = logits[:, :-1] if start > 0 else torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        if self.shift_logits and start == 0:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return ModelOutput(logits)
 
     # ---- helpers every subclass provides through attributes ----
