@@ -121,15 +121,18 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args: argparse.Namespace) -> int:
     from .session import Session
+    from .viz.live import LiveView
 
     session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
-    result = session.sample(
-        prompt=args.prompt,
-        chat_template=args.chat_template,
-        sampler=args.sampler,
-        sampler_options=sampler_options(args),
-        overrides=config_overrides(args),
-    )
+    with LiveView(session, enabled=args.visualize) as view:  # inert unless stdout is a terminal
+        result = session.sample(
+            prompt=args.prompt,
+            chat_template=args.chat_template,
+            sampler=args.sampler,
+            sampler_options=sampler_options(args),
+            overrides={**config_overrides(args), **view.overrides},
+        )
+    result.extra.setdefault("sampler", args.sampler)
     if args.save_trace:
         session.save_trace(result, args.save_trace)
     if args.json:
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_flags(p)
     add_flag(p, "json", action="store_true", help="print one JSON object")
     add_flag(p, "save_trace", default=None, help="write the decoding trace (JSON) here")
+    add_flag(p, "visualize", type=parse_bool, nargs="?", const=True, default=False,
+             help="redraw the canvas live as it is unmasked (terminal only; plain output otherwise)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("pc-freq", help="write the token-frequency file the PC-sampler reads")
