@@ -70,3 +70,10 @@ def test_info_gain_flags_as_the_seeds_spell_them(tiny_llada_dir, capsys):
     rc = main(["sample", "--model_name_or_path", str(tiny_llada_dir), "--prompt", "abc", "--chat_template", "False",
                "--max_new_tokens", "8", "--sampler", "info_gain", "--candidate_number", "0"])
     assert rc == 2 and "candidate_number must be >= 1" in capsys.readouterr().err
+
+
+def test_kebab_case_everywhere():
+    from unmask.cli import normalize_flags
+
+    assert normalize_flags(["train", "--max-steps", "5", "--task-param=n-x=3", "-1"]) == [
+        "train", "--max_steps", "5", "--task_param=n-x=3", "-1"]

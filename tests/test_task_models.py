@@ -48,3 +48,13 @@ def test_text_output_shows_grid_and_figures(tmp_path, capsys):
     assert main(["sample", "--model_name_or_path", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "------+-------+------" in out and "correct:" in out and "[nfe=" in out
+
+
+def test_decoder_never_writes_blank_markers(tmp_path, capsys):
+    """'0' and '.' are in the Sudoku alphabet (puzzle texts use them) but never valid answers."""
+    folder = write_task_model(tmp_path / "s", "sudoku", seed=3)
+    for sampler in ("confidence", "random", "info_gain"):
+        assert main(["sample", "--model_name_or_path", str(folder), "--sampler", sampler, "--temperature", "1.5",
+                     "--json"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert set(d["answer"]) <= set("123456789")

@@ -203,9 +203,20 @@ def cmd_pc_freq(args: argparse.Namespace) -> int:
     return 0
 
 
+def normalize_flags(argv: Sequence[str]) -> list[str]:
+    """``--kebab-case`` -> ``--snake_case`` for every flag of every subcommand (values untouched)."""
+    out = []
+    for tok in argv:
+        if tok.startswith("--") and len(tok) > 2:
+            name, eq, value = tok[2:].partition("=")
+            tok = "--" + name.replace("-", "_") + eq + value
+        out.append(tok)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalize_flags(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

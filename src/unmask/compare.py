@@ -72,7 +72,7 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
 
     task = session.task
     prompts = [session.task_prompt_ids(it) for it in items]
-    cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False}
+    cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False, "suppress_token_ids": tuple(task.suppressed_ids())}
     rows = []
     for name in samplers:
         correct, nfe, frows, ent, secs, obs, prod_first = 0, 0, 0, 0.0, 0.0, [], 0

@@ -225,7 +225,8 @@ class Session:
         ids = self.task_prompt_ids(item)
         if overrides.get("max_new_tokens"):
             raise UnmaskError(f"{task.name} models fill a fixed canvas: drop --max_new_tokens")
-        cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False}
+        cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False,
+               "suppress_token_ids": tuple(task.suppressed_ids())}
         out = self.generate_ids([ids], sampler, sampler_options, cfg)
         answer = task.parse(out.sequences[0])
         scores = task.score(item, answer)

@@ -69,6 +69,7 @@ class MultiplyTask(SyntheticTask):
 
     name = "multiply"
     alphabet = "0123456789*="
+    answer_alphabet = "0123456789"  # what a decoder may write into a masked cell
     seq_len = 10
 
     def __init__(self) -> None:

@@ -41,6 +41,7 @@ class NAESatTask(SyntheticTask):
 
     name = "nae_sat"
     alphabet = "01"
+    answer_alphabet = "01"  # what a decoder may write into a masked cell
 
     def __init__(self, n: int = 12, p: int = 48, seed: int = 0) -> None:
         super().__init__(n=n, p=p, seed=seed)

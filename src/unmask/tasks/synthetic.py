@@ -35,6 +35,7 @@ class SyntheticTask:
 
     name: str = ""
     alphabet: str = ""
+    answer_alphabet: str = ""  # characters a decoder may write into a masked cell ("" = alphabet)
     seq_len: int = 0
 
     def __init__(self, **params: Any) -> None:
@@ -72,6 +73,12 @@ class SyntheticTask:
     @property
     def vocab_size(self) -> int:
         return len(self.tokenizer)
+
+    def suppressed_ids(self) -> list[int]:
+        """Token ids a decoder must never write into a masked cell: every special token and every
+        character outside ``answer_alphabet`` (e.g. Sudoku's blank markers ``0`` and ``.``)."""
+        allowed = {self.char_ids[c] for c in (self.answer_alphabet or self.alphabet)}
+        return [i for i in range(self.vocab_size) if i not in allowed and i != self.mask_id]
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of a task text (no BOS). Raises on characters outside the alphabet, since the

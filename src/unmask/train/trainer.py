@@ -13,12 +13,15 @@ Design choices (each made so that runs are reproducible and resumable on a share
   ``random.Random(seed * 1_000_003 + s)`` and its diffusion noise from a ``torch.Generator`` seeded
   the same way. Nothing about the data stream lives in the checkpoint, so ``--resume`` continues
   bit-for-bit: N straight steps equal k steps + resume + N - k steps.
-* **Objective.** Per example ``t ~ U(eps, 1)``; each target token is masked with probability ``t``
-  (at least one is forced); loss = sum over masked tokens of ``CE / t``, divided by the number of
-  *target* tokens in the batch. With the ``1/t`` weight this is the usual Monte-Carlo estimate of
-  the masked-diffusion NELBO, and dividing by target tokens (not masked tokens) keeps it an
-  unbiased per-token bound: dividing by the masked count would re-weight examples by their draw
-  of ``t``.
+* **Objective** (``--objective discrete``, the default). Per example draw ``k ~ U{1..n}`` where
+  ``n`` is its number of target tokens, mask a uniformly random set of exactly ``k`` targets, i.e.
+  ``t = k / n``; loss = sum over masked tokens of ``CE / t``, divided by the number of *target*
+  tokens in the batch. This is the masked-diffusion (any-order) NELBO per target token: dividing by
+  target tokens rather than masked tokens keeps each example's ``1/t`` weighting intact (dividing by
+  the masked count would re-weight examples by their draw of ``t``). ``--objective continuous`` is
+  the textbook form (``t ~ U(1e-3, 1)``, each target masked with probability ``t``, at least one
+  forced); on short canvases the forced token gets weights up to 1000, which biases and destabilises
+  training (see :func:`diffusion_loss`), hence the discrete default.
 * **Schedule.** Linear warm-up then cosine decay to 10% of ``--lr`` at ``--max_steps``, computed
   from the step number alone (no scheduler state). Resuming with a larger ``--max_steps`` therefore
   *recomputes* the schedule: the learning rate jumps to where the longer cosine would be at the
@@ -91,26 +94,31 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     g.add_argument("--weight_decay", type=float, default=None, help="default 0.01")
     g.add_argument("--warmup_steps", type=int, default=None, help="default 200")
     g.add_argument("--grad_clip", type=float, default=None, help="default 1.0")
+    g.add_argument("--objective", choices=["discrete", "continuous"], default=None,
+                   help="noise schedule of the diffusion loss (default discrete; see diffusion_loss)")
     g = parser.add_argument_group("runtime")
     g.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     g.add_argument("--eval_every", type=int, default=None, help="held-out evaluation period in steps (default 500)")
     g.add_argument("--eval_size", type=int, default=None, help="held-out examples per mask rate (default 256)")
     g.add_argument("--decode_eval", type=int, default=None,
                    help="held-out items decoded by the built-in greedy monitor (default 48; 0 = off)")
-    g.add_argument("--log_every", type=int, default=50)
+    g.add_argument("--log_every", type=int, default=None, help="training-loss log period in steps (default 50)")
     g.add_argument("--ckpt_minutes", type=float, default=5.0)
     g.add_argument("--max_minutes", type=float, default=None,
                    help="stop (with a checkpoint) after this much wall time in this process")
+    g.add_argument("--stop_at_step", type=int, default=None,
+                   help="stop (with a checkpoint) once this step is reached, without changing the schedule")
     return parser
 
 
 DEFAULTS: dict[str, Any] = {
     "n_layers": 4, "d_model": 128, "n_heads": 4, "mlp_hidden_size": None, "seed": 0, "max_steps": 10000,
-    "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 200, "grad_clip": 1.0,
-    "eval_every": 500, "eval_size": 256, "decode_eval": 48,
+    "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 200, "grad_clip": 1.0, "objective": "discrete",
+    "eval_every": 500, "eval_size": 256, "decode_eval": 48, "log_every": 50,
 }
 # settings a resumed run must keep (changing them would change what the checkpoint means)
-FROZEN_ON_RESUME = ("task", "task_param", "n_layers", "d_model", "n_heads", "mlp_hidden_size", "seed", "batch_size")
+FROZEN_ON_RESUME = ("task", "task_param", "n_layers", "d_model", "n_heads", "mlp_hidden_size", "seed", "batch_size",
+                    "objective")
 
 
 # ------------------------------------------------------------------------------------ pieces
@@ -160,12 +168,39 @@ def apply_noise(ids: torch.Tensor, target: torch.Tensor, t: torch.Tensor, mask_i
     return noisy, masked
 
 
+def apply_noise_discrete(ids: torch.Tensor, target: torch.Tensor, mask_id: int,
+                         gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Discrete-time noise: per row draw ``k ~ U{1..n}`` (``n`` = its number of targets) and mask a
+    uniformly random set of exactly ``k`` targets; returns ``(noisy, masked, t = k / n)``."""
+    n = target.sum(dim=1)
+    u = torch.rand(ids.shape[0], generator=gen)
+    k = (u * n).floor().long().clamp(max=n - 1) + 1
+    scores = torch.rand(ids.shape, generator=gen).masked_fill(~target, 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)
+    masked = (rank < k[:, None]) & target
+    noisy = torch.where(masked, torch.full_like(ids, mask_id), ids)
+    return noisy, masked, k.float() / n.clamp(min=1).float()
+
+
 def diffusion_loss(model: DiffusionLM, ids: torch.Tensor, target: torch.Tensor, mask_id: int,
-                   gen: torch.Generator) -> torch.Tensor:
-    """Masked-diffusion NELBO estimate per target token (see the module docstring)."""
-    b = ids.shape[0]
-    t = EPS + (1 - EPS) * torch.rand(b, generator=gen)
-    noisy, masked = apply_noise(ids, target, t, mask_id, gen)
+                   gen: torch.Generator, objective: str = "discrete") -> torch.Tensor:
+    """Masked-diffusion NELBO estimate per target token (see the module docstring).
+
+    ``objective="discrete"`` (default): ``t = k / n`` with ``k ~ U{1..n}`` masked targets, weight
+    ``1 / t = n / k``; this is exactly the any-order (absorbing diffusion) ELBO, always masks at
+    least one token and its weights are bounded by ``n``. ``"continuous"``: ``t ~ U(eps, 1)``, each
+    target masked with probability ``t``, weight ``1 / t``, one token forced when none was drawn.
+    The forced token is what makes the continuous form a poor fit for short canvases: for small
+    ``t`` almost every row is forced and then weighted by up to ``1 / eps`` = 1000, which both biases
+    the estimate (about ``(ln(1/eps) - H_n) / n`` extra CE per token, +0.5 for multiply's 8 digits)
+    and makes the gradient very noisy."""
+    if objective == "discrete":
+        noisy, masked, t = apply_noise_discrete(ids, target, mask_id, gen)
+    elif objective == "continuous":
+        t = EPS + (1 - EPS) * torch.rand(ids.shape[0], generator=gen)
+        noisy, masked = apply_noise(ids, target, t, mask_id, gen)
+    else:
+        raise ValueError(f"unknown objective {objective!r}")
     logits = model(noisy).logits
     ce = F.cross_entropy(logits[masked].float(), ids[masked], reduction="none")
     weights = (1.0 / t)[:, None].expand_as(ids)[masked]
@@ -329,7 +364,8 @@ def plot_loss(log_path: Path, png: Path) -> None:
         if pts:
             axes[1].plot([s for s, _ in pts], [v for _, v in pts], marker="o", label=key)
     axes[1].set(xlabel="step", ylabel="held-out", ylim=(0, 1.02), title="held-out")
-    axes[1].legend(fontsize=8)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=8)
     fig.tight_layout()
     tmp = png.with_name(png.stem + ".tmp.png")
     fig.savefig(tmp, dpi=90)
@@ -360,8 +396,10 @@ def model_card(task: SyntheticTask, model: DiffusionLM, cfg: dict[str, Any], ste
         f"- seed {cfg['seed']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, "
         f"cosine to 10% at step {cfg['max_steps']}), weight decay {cfg['weight_decay']}",
         f"- steps done: {step} of {cfg['max_steps']}; wall time {elapsed / 3600:.2f} h on CPU",
-        "- objective: masked diffusion, t ~ U(1e-3, 1), targets masked with prob. t, CE/t summed over masked "
-        "tokens / number of target tokens; givens never masked",
+        ("- objective: masked diffusion (discrete time): k ~ U{1..n} of the n target tokens masked, t = k/n, "
+         if cfg.get("objective", "discrete") == "discrete" else
+         "- objective: masked diffusion (continuous time): t ~ U(1e-3, 1), targets masked with prob. t, ")
+        + "CE/t summed over masked tokens / number of target tokens; givens never masked",
         "",
         "## Held-out figures (latest evaluation)",
     ]
@@ -390,7 +428,7 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
                                                                    dict(given) == dict(saved.get(k) or [])):
                 raise SystemExit(f"--{k} {given!r} differs from the checkpoint's {saved.get(k)!r}; "
                                  "it cannot change on resume")
-            cfg[k] = saved.get(k)
+            cfg[k] = saved.get(k, DEFAULTS.get(k))
         elif given is not None:
             cfg[k] = given
         elif saved is not None and k in saved:
@@ -469,7 +507,7 @@ def run_train(args: argparse.Namespace) -> int:
         lr = lr_at(step, cfg["lr"], cfg["warmup_steps"], cfg["max_steps"])
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = diffusion_loss(model, ids, target, mask_id, gen)
+        loss = diffusion_loss(model, ids, target, mask_id, gen, cfg["objective"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
@@ -478,7 +516,7 @@ def run_train(args: argparse.Namespace) -> int:
         window_loss += float(loss.detach())
         window_n += 1
         window_tok += ids.numel()
-        if step % args.log_every == 0 or step == cfg["max_steps"]:
+        if step % cfg["log_every"] == 0 or step == cfg["max_steps"]:
             dt = time.time() - window_t0
             row = {"kind": "train", "step": step, "loss": window_loss / window_n, "lr": lr,
                    "grad_norm": float(gnorm), "tok_per_s": window_tok / max(dt, 1e-9),
@@ -493,7 +531,7 @@ def run_train(args: argparse.Namespace) -> int:
             figures = heldout.evaluate(model)
             last_eval = {"kind": "eval", "step": step, **figures, "eval_seconds": time.time() - t0}
             log(last_eval)
-            print("[eval] step {} ".format(step) + " ".join(f"{k} {v:.4f}" for k, v in figures.items())
+            print(f"[eval] step {step} " + " ".join(f"{k} {v:.4f}" for k, v in figures.items())
                   + f" ({last_eval['eval_seconds']:.0f}s)", flush=True)
             window_t0 = time.time()  # keep the throughput figure about training only
         now = time.time()
@@ -501,6 +539,9 @@ def run_train(args: argparse.Namespace) -> int:
             checkpoint()
             last_ckpt = time.time()
             window_t0 += last_ckpt - now
+        if args.stop_at_step is not None and step >= args.stop_at_step:
+            print(f"[train] --stop_at_step reached at step {step}", flush=True)
+            break
         if stop_at is not None and time.time() >= stop_at:
             print(f"[train] --max_minutes reached at step {step}", flush=True)
             break
