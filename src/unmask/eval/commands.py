@@ -1,0 +1,141 @@
+"""``unmask eval``, ``unmask sweep`` and ``unmask lm-eval``: wiring into the main CLI.
+
+``register(sub)`` is called by :func:`unmask.cli.build_parser`; heavy imports happen only when a
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..cli import add_flag, add_model_flags, add_sampling_flags, config_overrides, parse_bool, sampler_options
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"{s['task']}  model={s['model']}  sampler={s['sampler']}  n={s['n']}/{s['n_expected']}"
+        + ("" if s["complete"] else "  (incomplete)"),
+        f"accuracy={s['accuracy']:.4f} ± {s['accuracy_stderr']:.4f}  mean_nfe={s['mean_nfe']:.1f}  "
+        f"tokens/s={s['tokens_per_second']:.1f}  mean_cumulative_entropy={s['mean_cumulative_entropy']:.3f}  "
+        f"wall={s['wall_seconds']:.1f}s",
+    ]
+    extra = {k: v for k, v in s.get("metrics", {}).items()}
+    if extra:
+        lines.append("  ".join(f"{k}={v:.4f}" for k, v in extra.items()))
+    if s.get("n_empty") or s.get("n_unparsable"):
+        lines.append(f"empty outputs: {s['n_empty']}  unparsable answers: {s['n_unparsable']}")
+    lines.append(f"results: {s['run_dir']}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .runner import EvalSpec, run_eval
+
+    if args.list_tasks:
+        return _list_tasks()
+    if args.check_sandbox:
+        from .sandbox import isolation_report
+
+        print(json.dumps(isolation_report()))
+        return 0
+    spec = EvalSpec(
+        model=args.model_name_or_path,
+        task=args.task,
+        sampler=args.sampler,
+        sampler_options=sampler_options(args),
+        overrides=config_overrides(args),
+        limit=args.limit,
+        data=args.data,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        chat_template=args.chat_template,
+        num_fewshot=args.num_fewshot,
+        device=args.device,
+        dtype=args.dtype,
+        exec_timeout=args.exec_timeout,
+        wandb=args.wandb,
+        wandb_project=args.wandb_project,
+        progress=not args.json,
+        threads=args.threads,
+    )
+    summary = run_eval(spec)
+    if "note" in summary:  # a non-zero rank of a multi-process run: rank 0 reports
+        return 0
+    print(json.dumps(summary) if args.json else _format_summary(summary))
+    return 0
+
+
+def _list_tasks() -> int:
+    from ..tasks.benchmarks import get_benchmark
+    from ..tasks.benchmarks.registry import synthetic_names, task_names
+
+    syn = set(synthetic_names())
+    for name in task_names():
+        if name in syn:
+            print(f"{name:16s} synthetic task of the built-in tiny models (infilling)")
+        else:
+            t = get_benchmark(name)
+            d = t.generation_defaults()
+            print(f"{name:16s} {t.description}  [max_new_tokens={d.get('max_new_tokens')} "
+                  f"block_size={d.get('block_size')}]")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    result = run_sweep(args.config, output_dir=args.output_dir, dry_run=args.dry_run, progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_lm_eval(args: argparse.Namespace) -> int:
+    try:
+        from .lm_eval_adapter import run_lm_eval_cli
+    except ImportError as e:
+        from ..errors import UnmaskError
+
+        raise UnmaskError(str(e)) from None
+
+    return run_lm_eval_cli(list(args.lm_eval_args))
+
+
+def add_eval_flags(p: argparse.ArgumentParser) -> None:
+    add_model_flags(p)
+    add_flag(p, "task", default=None, help="benchmark or synthetic task (see --list_tasks); default: the tiny model's own task")
+    add_sampling_flags(p)
+    add_flag(p, "limit", type=int, default=None, help="evaluate only the first N samples")
+    add_flag(p, "data", default=None, help="JSONL file in the task's format instead of the packaged data")
+    add_flag(p, "output_dir", default="results", help="where run folders (records, summary) go")
+    add_flag(p, "batch_size", type=int, default=1, help="prompts decoded together (results do not depend on it)")
+    add_flag(p, "chat_template", type=parse_bool, default=None, help="use the tokenizer's chat template (default: when it has one)")
+    add_flag(p, "num_fewshot", type=int, default=None, help="in-prompt examples (default: the task's)")
+    add_flag(p, "exec_timeout", type=float, default=None, help="per-test time limit in seconds for code tasks (default 5)")
+    add_flag(p, "threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_flag(p, "wandb", action="store_true", help="log to Weights & Biases (needs `pip install wandb`)")
+    add_flag(p, "wandb_project", default=None)
+    add_flag(p, "json", action="store_true", help="print the summary as one JSON object")
+    add_flag(p, "list_tasks", action="store_true", help="list the tasks and exit")
+    add_flag(p, "check_sandbox", action="store_true", help="print which code-sandbox layers work on this machine and exit")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model + sampler on a benchmark (resumable)")
+    add_eval_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", help="run a grid of models x tasks x samplers x settings from a YAML file")
+    p.add_argument("config", help="sweep YAML (see benchmarks/sweep_tiny.yaml)")
+    add_flag(p, "output_dir", default=None, help="override the YAML's output_dir")
+    add_flag(p, "dry_run", action="store_true", help="list the runs without decoding")
+    add_flag(p, "json", action="store_true", help="print the sweep table as JSON")
+    p.set_defaults(func=cmd_sweep)
+
+    # prefix_chars="+": every "-" argument belongs to lm_eval, so argparse must not parse them
+    p = sub.add_parser("lm-eval", help="run lm-evaluation-harness with the `unmask` model registered "
+                       "(arguments as for `lm_eval`)", add_help=False, prefix_chars="+")
+    p.add_argument("lm_eval_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_lm_eval)

@@ -1,0 +1,75 @@
+"""Sweep plots (matplotlib, Agg backend so no display is needed): accuracy vs mean NFE per
+sampler, and accuracy vs mean cumulative entropy. One panel per task."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _panels(rows: Sequence[dict[str, Any]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    n = max(1, len(tasks))
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.8), squeeze=False)
+    return plt, fig, tasks, axes[0]
+
+
+def _series_label(r: dict[str, Any], many_models: bool) -> str:
+    return f"{r['model']} / {r['sampler']}" if many_models else str(r["sampler"])
+
+
+def plot_accuracy_vs_nfe(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Accuracy (with its standard error) against mean NFE; one line per sampler (and model),
+    points ordered by NFE, e.g. the tokens_per_step settings of a sweep."""
+    plt, fig, tasks, axes = _panels(rows)
+    many_models = len({r["model"] for r in rows}) > 1
+    for ax, task in zip(axes, tasks):
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            if r["task"] == task:
+                groups[_series_label(r, many_models)].append(r)
+        for label, rs in sorted(groups.items()):
+            rs = sorted(rs, key=lambda r: r["mean_nfe"])
+            ax.errorbar([r["mean_nfe"] for r in rs], [r["accuracy"] for r in rs],
+                        yerr=[r["accuracy_stderr"] for r in rs], marker="o", capsize=3, label=label)
+        ax.set_title(task)
+        ax.set_xlabel("mean NFE per sample")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_entropy_vs_accuracy(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Accuracy against mean cumulative entropy of the decoding trajectories, one marker colour
+    per sampler: does a sampler that commits less uncertainty score higher?"""
+    plt, fig, tasks, axes = _panels(rows)
+    many_models = len({r["model"] for r in rows}) > 1
+    for ax, task in zip(axes, tasks):
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            if r["task"] == task:
+                groups[_series_label(r, many_models)].append(r)
+        for label, rs in sorted(groups.items()):
+            ax.scatter([r["mean_cumulative_entropy"] for r in rs], [r["accuracy"] for r in rs], label=label, s=28)
+        ax.set_title(task)
+        ax.set_xlabel("mean cumulative entropy")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

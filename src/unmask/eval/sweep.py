@@ -1,0 +1,301 @@
+"""``unmask sweep CONFIG.yaml``: a grid of models x tasks x samplers x settings.
+
+Config (YAML)::
+
+    output_dir: results/sweep_tiny      # run folders, table and plots go here
+    limit: 3                            # defaults for every run (any EvalSpec field)
+    batch_size: 4
+    device: cpu
+    models: [tiny-multiply]             # names/paths, or {name: label, path: folder}
+    tasks: [auto]                       # names ("auto": a tiny model's own task), or
+                                        # {name: gsm8k, limit: 10, num_fewshot: 0, data: f.jsonl}
+    samplers:                           # names, or {name: info_gain, options: {candidate_number: 4}}
+      - confidence
+      - {name: info_gain, options: {candidate_number: 4}}
+    settings:                           # grid: every combination of these values
+      tokens_per_step: [1, 2, 3]
+    common: {temperature: 0.0}          # fixed settings for every run
+
+Setting and option keys that are :class:`~unmask.decoding.engine.GenerationConfig` fields
+(``tokens_per_step``, ``steps``, ``block_size``, ``max_new_tokens``, ``temperature``, ...) set the
+decoding; ``num_fewshot``, ``chat_template``, ``batch_size`` and ``limit`` set the run; any other
+key is passed to the sampler (``threshold``, ``candidate_number``, ...).
+
+Every run is an ordinary ``unmask eval`` run (same folders and results key), so a finished run
+is skipped and an interrupted one resumes. Each model is loaded once. At the end the sweep writes
+``sweep_summary.md`` and ``sweep_summary.csv`` (one row per run) and, when matplotlib is
+installed, ``accuracy_vs_nfe.png`` and ``entropy_vs_accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnmaskError
+from .runner import EvalRun, EvalSpec
+
+RUN_KEYS = ("num_fewshot", "chat_template", "batch_size", "limit", "data", "exec_timeout")
+TABLE_COLUMNS = ("model", "task", "sampler", "sampler_options", "settings", "n", "accuracy", "accuracy_stderr", "mean_nfe",
+                 "tokens_per_second", "mean_cumulative_entropy", "mean_generated_tokens", "wall_seconds",
+                 "status", "run_dir")
+
+
+def _gen_fields() -> set[str]:
+    from ..decoding.engine import GenerationConfig
+
+    return {f.name for f in fields(GenerationConfig)}
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UnmaskError(f"sweep config {p} does not exist")
+    try:
+        cfg = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UnmaskError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict):
+        raise UnmaskError(f"{p}: expected a mapping at the top level")
+    for key in ("models", "tasks", "samplers"):
+        if not cfg.get(key):
+            raise UnmaskError(f"{p}: '{key}' must be a non-empty list")
+    return cfg
+
+
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def _norm_model(m: Any) -> tuple[str, str]:
+    if isinstance(m, dict):
+        path = m.get("path") or m.get("name")
+        return str(m.get("name", path)), str(path)
+    return str(m), str(m)
+
+
+def _norm_named(x: Any, what: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(x, dict):
+        if "name" not in x:
+            raise UnmaskError(f"each {what} entry needs a 'name': {x}")
+        rest = {k: v for k, v in x.items() if k != "name"}
+        return str(x["name"]), rest
+    return str(x), {}
+
+
+def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str, EvalSpec, dict[str, Any]]]:
+    """The runs of a sweep as ``(model label, spec, settings)`` in a stable order."""
+    gen = _gen_fields()
+    spec_fields = {f.name for f in fields(EvalSpec)}
+    base_kwargs = {k: v for k, v in cfg.items() if k in spec_fields and k not in ("model", "task", "sampler")}
+    if output_dir is not None:
+        base_kwargs["output_dir"] = output_dir
+    base_kwargs.setdefault("output_dir", "results/sweep")
+    grid = cfg.get("settings") or {}
+    if not isinstance(grid, dict):
+        raise UnmaskError("'settings' must map a setting name to a list of values")
+    keys = sorted(grid)
+    combos = [dict(zip(keys, vals)) for vals in itertools.product(*[_as_list(grid[k]) for k in keys])] or [{}]
+    common = dict(cfg.get("common") or {})
+    runs = []
+    for m in _as_list(cfg["models"]):
+        label, path = _norm_model(m)
+        for t in _as_list(cfg["tasks"]):
+            tname, tkw = _norm_named(t, "task")
+            for s in _as_list(cfg["samplers"]):
+                sname, skw = _norm_named(s, "sampler")
+                sopts = dict(skw.get("options") or {})
+                for combo in combos:
+                    merged = {**common, **combo}
+                    spec_kw = dict(base_kwargs)
+                    overrides: dict[str, Any] = {}
+                    opts = dict(sopts)
+                    for k, v in {**merged, **{k: v for k, v in tkw.items() if k not in RUN_KEYS}}.items():
+                        if k in gen:
+                            overrides[k] = v
+                        elif k in RUN_KEYS:
+                            spec_kw[k] = v
+                        else:
+                            opts[k] = v
+                    for k in RUN_KEYS:
+                        if k in tkw:
+                            spec_kw[k] = tkw[k]
+                    spec = EvalSpec(model=path, task=None if tname == "auto" else tname, sampler=sname, sampler_options=opts,
+                                    overrides=overrides, progress=False, **spec_kw)
+                    runs.append((label, spec, combo))
+    return runs
+
+
+def _settings_str(d: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in d.items())
+
+
+def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: bool = False,
+              progress: bool = True) -> dict[str, Any]:
+    """Run every grid point (skipping finished ones), then write the table and the plots."""
+    from .runner import load_session
+
+    cfg = load_config(config_path)
+    runs = expand(cfg, output_dir)
+    out_dir = Path(runs[0][1].output_dir)
+    if dry_run:
+        rows = [{"model": label, "task": spec.task or "auto", "sampler": spec.sampler, "settings": _settings_str(st)}
+                for label, spec, st in runs]
+        for r in rows:
+            print(f"{r['model']}  {r['task']}  {r['sampler']}  {r['settings']}")
+        return {"runs": rows}
+
+    bar = _SweepProgress.create(progress, len(runs))
+    rows: list[dict[str, Any]] = []
+    try:
+        by_model: dict[tuple[str, str, str], list[int]] = {}
+        for i, (_, spec, _) in enumerate(runs):
+            by_model.setdefault((spec.model or "", spec.device, spec.dtype), []).append(i)
+        results: dict[int, dict[str, Any]] = {}
+        for (model, device, dtype), idxs in by_model.items():
+            from ..cli import resolve_device
+
+            session = load_session(model, resolve_device(device), dtype)
+            for i in idxs:
+                label, spec, settings = runs[i]
+                try:
+                    run = EvalRun(spec, session)
+                except UnmaskError as e:  # a bad grid point (e.g. task/model mismatch): report, go on
+                    results[i] = {"task": spec.task or "auto", "_status": f"error: {e}"}
+                    bar.end_run()
+                    continue
+                todo = len(run.pending())
+                status = "skipped (finished)" if todo == 0 else ("resumed" if todo < len(run.items) else "ran")
+                bar.start_run(f"{label} {spec.task} {spec.sampler} {_settings_str(settings)}", todo)
+                summary = run.run(on_progress=bar.advance)
+                bar.end_run()
+                results[i] = {**summary, "_status": status}
+            del session
+        for i, (label, spec, settings) in enumerate(runs):
+            s = results[i]
+            if "run_dir" not in s:
+                rows.append({"model": label, "task": s["task"], "sampler": spec.sampler,
+                             "sampler_options": _settings_str(spec.sampler_options),
+                             "settings": _settings_str(settings), "status": s["_status"]})
+                continue
+            rows.append({
+                "model": label, "task": s["task"], "sampler": spec.sampler,
+                "sampler_options": _settings_str(spec.sampler_options), "settings": _settings_str(settings),
+                "n": s["n"], "accuracy": s["accuracy"], "accuracy_stderr": s["accuracy_stderr"],
+                "mean_nfe": s["mean_nfe"], "tokens_per_second": s["tokens_per_second"],
+                "mean_cumulative_entropy": s["mean_cumulative_entropy"],
+                "mean_generated_tokens": s["mean_generated_tokens"], "wall_seconds": s["wall_seconds"],
+                "status": s["_status"], "run_dir": s["run_dir"],
+            })
+    finally:
+        bar.stop()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_tables(rows, out_dir)
+    files.update(write_plots([r for r in rows if "accuracy" in r], out_dir))
+    if progress:
+        sys.stderr.write(markdown_table(rows) + "\n")
+        for name, path in files.items():
+            sys.stderr.write(f"{name}: {path}\n")
+    return {"rows": rows, "files": {k: str(v) for k, v in files.items()}}
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    cols = [c for c in TABLE_COLUMNS if c != "run_dir"]
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+    lines = [head]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    md = out_dir / "sweep_summary.md"
+    md.write_text(markdown_table(rows) + "\n")
+    csv_path = out_dir / "sweep_summary.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(TABLE_COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in TABLE_COLUMNS})
+    (out_dir / "sweep_summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return {"markdown": md, "csv": csv_path}
+
+
+def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    if not rows:
+        return {}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sys.stderr.write("matplotlib is not installed: no plots (pip install 'unmask[plots]')\n")
+        return {}
+    from .plots import plot_accuracy_vs_nfe, plot_entropy_vs_accuracy
+
+    return {
+        "accuracy_vs_nfe": plot_accuracy_vs_nfe(rows, out_dir / "accuracy_vs_nfe.png"),
+        "entropy_vs_accuracy": plot_entropy_vs_accuracy(rows, out_dir / "entropy_vs_accuracy.png"),
+    }
+
+
+class _SweepProgress:
+    """Two rich bars on stderr: runs done, and samples of the current run with an ETA."""
+
+    def __init__(self, prog=None, runs_task=None) -> None:
+        self.prog = prog
+        self.runs_task = runs_task
+        self.sample_task = None
+
+    @classmethod
+    def create(cls, enabled: bool, n_runs: int):
+        if not enabled or not sys.stderr.isatty():
+            return cls()
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
+        tid = prog.add_task("runs", total=n_runs)
+        prog.start()
+        return cls(prog, tid)
+
+    def start_run(self, label: str, todo: int) -> None:
+        if self.prog is None:
+            return
+        self.sample_task = self.prog.add_task(label[:70], total=max(todo, 1))
+        if todo == 0:
+            self.prog.update(self.sample_task, completed=1)
+
+    def advance(self, n: int) -> None:
+        if self.prog is not None and self.sample_task is not None:
+            self.prog.advance(self.sample_task, n)
+
+    def end_run(self) -> None:
+        if self.prog is None:
+            return
+        if self.sample_task is not None:
+            self.prog.remove_task(self.sample_task)
+            self.sample_task = None
+        self.prog.advance(self.runs_task, 1)
+
+    def stop(self) -> None:
+        if self.prog is not None:
+            self.prog.stop()
+

@@ -1,0 +1,62 @@
+"""``unmask sweep``: grid expansion, runs, table, plots, and skipping finished runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+from test_eval_fixtures import multiply_model_dir, one_thread  # noqa: F401 - fixture
+
+from unmask.cli import main
+from unmask.eval.sweep import expand, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_expands():
+    cfg = load_config(REPO / "benchmarks" / "sweep_tiny.yaml")
+    runs = expand(cfg)
+    assert len(runs) == 2 * 1 * 5 * 3
+    label, spec, settings = runs[-1]
+    assert spec.task is None and spec.sampler == "info_gain" and settings == {"tokens_per_step": 3}
+    assert spec.sampler_options == {"candidate_number": 4, "position_temperature": 0.1}
+    assert spec.overrides == {"temperature": 1.0, "tokens_per_step": 3} and spec.limit == 100
+
+
+def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_model_dir, tmp_path, capsys):  # noqa: F811
+    cfg = {
+        "output_dir": str(tmp_path / "sweep"),
+        "limit": 3,
+        "batch_size": 3,
+        "device": "cpu",
+        "models": [{"name": "tiny", "path": str(multiply_model_dir)}],
+        "tasks": ["auto", "nae_sat"],  # nae_sat does not fit this model: reported, the sweep goes on
+        "samplers": ["confidence", {"name": "info_gain", "options": {"candidate_number": 2}}],
+        "settings": {"tokens_per_step": [1, 2]},
+        "common": {"temperature": 1.0},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with one_thread():
+        assert main(["sweep", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    errors = [r for r in result["rows"] if r["status"].startswith("error")]
+    assert len(errors) == 4 and all("trained on" in r["status"] for r in errors)
+    rows = [r for r in result["rows"] if not r["status"].startswith("error")]
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ran"}
+    assert {(r["sampler"], r["settings"]) for r in rows} == {
+        ("confidence", "tokens_per_step=1"), ("confidence", "tokens_per_step=2"),
+        ("info_gain", "tokens_per_step=1"), ("info_gain", "tokens_per_step=2")}
+    out = tmp_path / "sweep"
+    for name in ("sweep_summary.md", "sweep_summary.csv", "accuracy_vs_nfe.png", "entropy_vs_accuracy.png"):
+        assert (out / name).exists() and (out / name).stat().st_size > 0, name
+    table = [r for r in csv.DictReader(open(out / "sweep_summary.csv")) if r["mean_nfe"]]
+    assert len(table) == 4 and all(float(r["mean_nfe"]) > 0 for r in table)
+    assert "| model | task | sampler |" in (out / "sweep_summary.md").read_text()
+    with one_thread():
+        assert main(["sweep", str(path), "--json"]) == 0
+    again = [r for r in json.loads(capsys.readouterr().out)["rows"] if not r["status"].startswith("error")]
+    assert {r["status"] for r in again} == {"skipped (finished)"}
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
