@@ -4,9 +4,13 @@ through the same path as the real 8B models."""
 from __future__ import annotations
 
 import pytest
+import torch
 from tiny import write_tiny
 
 from unmask.models.loading import load_model
+
+# tiny models: intra-op threads only add contention (the suite runs on 2 shared cores)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ def test_roundtrip(tmp_path, arch, dtype, shard):
         assert len(list(folder.glob("model-*-of-*.safetensors"))) > 1
     else:
         assert (folder / "model.safetensors").exists()
-    m = load_model(folder)
+    m = load_model(folder, dtype=dtype)
     assert m.dtype == getattr(torch, dtype)
+    assert load_model(folder).dtype == torch.float32  # "auto" on a CPU upcasts half precision
     state = {}
     for f in folder.glob("*.safetensors"):
         state.update(load_file(str(f)))

@@ -64,11 +64,17 @@ def load_tokenizer(folder: str | Path):
 
     folder = Path(folder)
     errors = []
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # AutoTokenizer warns about our config.json's unknown model_type
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - we try a second loader below and report both
         errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
         tok = None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if tok is None and (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
         from transformers import Qwen2TokenizerFast
 

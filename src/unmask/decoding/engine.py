@@ -113,8 +113,10 @@ class GenerationOutput:
 
     @property
     def generated_tokens(self) -> int:
-        """Real generated tokens (no padding, no stop or fill tokens)."""
-        return sum(len(g) for g in self.generated)
+        """Real generated tokens: the generation up to its first stop token (no padding, stop or
+        fill tokens), plus the masks filled inside the prompt (infilling tasks)."""
+        infilled = sum(sum(1 for r in t.tokens if r.position < t.prompt_length) for t in self.traces)
+        return sum(len(g) for g in self.generated) + infilled
 
     @property
     def tokens_per_second(self) -> float:
