@@ -126,8 +126,12 @@ def test_export_folder_loads(tmp_path: Path) -> None:
     info = json.loads((folder / "task.json").read_text())
     task = task_from_json(info)
     assert (task.n, task.p, task.triple_seed) == (6, 10, 4)
-    model = load_model(folder)
-    assert model.dtype == torch.bfloat16
+    model = load_model(folder, dtype="auto", device="cpu")
+    assert model.dtype == torch.float32  # stored bf16 (small), upcast on a CPU
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
+        assert all(fh.get_tensor(k).dtype == torch.bfloat16 for k in fh.keys())
     assert model.config.max_sequence_length == task.canvas_len == 17
     tok = load_tokenizer(folder)
     assert tok.mask_token_id == model.config.mask_token_id == task.mask_id
