@@ -56,3 +56,22 @@ def test_compare_errors(tmp_path, capsys):
     bad.write_text("{not json\n")
     assert main(["compare", "--task", "multiply", "--model_name_or_path", str(folder), "--data", str(bad)]) == 2
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_each_item_gets_its_own_seed(tmp_path):
+    """Unconditional tasks have identical prompts: a shared seed would decode every item the same."""
+    from unmask.compare import run_compare
+    from unmask.session import Session
+
+    session = Session.load(str(write_task_model(tmp_path / "m", "multiply")))
+    seen = []
+    orig = session.generate_ids
+
+    def spy(prompts, sampler, opts, cfg):
+        seen.extend(cfg["seed"])
+        return orig(prompts, sampler, opts, cfg)
+
+    session.generate_ids = spy
+    items = session.task.make_dataset(5, seed=0)
+    run_compare(session, items, ["random"], {}, {"temperature": 1.0, "seed": 7}, batch_size=2)
+    assert seen == [7, 8, 9, 10, 11]

@@ -78,7 +78,11 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
         correct, nfe, frows, ent, secs, obs, prod_first = 0, 0, 0, 0.0, 0.0, [], 0
         for lo in range(0, len(items), batch_size):
             chunk = prompts[lo : lo + batch_size]
-            out = session.generate_ids(chunk, name, sampler_options, cfg)
+            # one seed per item: unconditional tasks have identical prompts, and a shared seed would
+            # decode every item identically
+            base = int(cfg.get("seed", 0) or 0)
+            seeds = [base + lo + j for j in range(len(chunk))]
+            out = session.generate_ids(chunk, name, sampler_options, {**cfg, "seed": seeds})
             secs += out.seconds
             for j, seq in enumerate(out.sequences):
                 item = items[lo + j]
