@@ -144,3 +144,51 @@ def test_export_folder_loads(tmp_path: Path) -> None:
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)
     for k, v in model.state_dict().items():
         assert torch.equal(v, ckpt["model"][k].to(torch.bfloat16)), k
+
+
+class _Spy(torch.nn.Module):
+    """Records the noisy canvases the loss feeds the model."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor):
+        self.seen.append(x.clone())
+        return self.inner(x)
+
+
+def test_derived_frac_masks_only_derived_tokens_in_picked_rows() -> None:
+    task = get_task("multiply")
+    derived = torch.zeros(task.canvas_len, dtype=torch.bool)
+    derived[task.derived_positions()] = True
+    assert task.derived_positions() == [7, 8, 9, 10]
+    spy = _Spy(make_model(task, 1, 16, 2, None, seed=0))
+    rng, gen = step_generators(0, 0)
+    ids, target = make_batch(task, rng, 256)
+    loss = diffusion_loss(spy, ids, target, task.mask_id, gen, derived=derived, derived_frac=0.5)
+    assert torch.isfinite(loss)
+    masked = spy.seen[0] == task.mask_id
+    only_derived = ~(masked & ~derived).any(dim=1)
+    factors_hidden = (masked & ~derived).any(dim=1)
+    # roughly half the rows keep every factor digit visible; the others mask factor digits freely
+    assert 90 < int(only_derived.sum()) < 200
+    assert int(factors_hidden.sum()) > 50
+    assert bool(masked.any(dim=1).all())  # every row still trains on something
+
+
+def test_derived_frac_zero_draws_nothing_extra() -> None:
+    task = get_task("nae_sat")
+    derived = torch.zeros(task.canvas_len, dtype=torch.bool)
+    derived[task.derived_positions()] = True
+    assert task.derived_positions()[0] == 1 + task.n and len(task.derived_positions()) == task.p
+    model = make_model(task, 1, 16, 2, None, seed=0)
+    rng, gen_a = step_generators(3, 7)
+    ids, target = make_batch(task, rng, 8)
+    _, gen_b = step_generators(3, 7)
+    with torch.no_grad():
+        a = diffusion_loss(model, ids, target, task.mask_id, gen_a)
+        b = diffusion_loss(model, ids, target, task.mask_id, gen_b, derived=derived, derived_frac=0.0)
+    assert float(a) == float(b)
+    assert get_task("sudoku").derived_positions() == []

@@ -75,6 +75,9 @@ class MultiplyTask(SyntheticTask):
     def __init__(self) -> None:
         super().__init__()
 
+    def derived_positions(self) -> list[int]:
+        return [1 + i for i in PRODUCT_POSITIONS]
+
     def sample(self, rng: random.Random, **difficulty: Any) -> dict[str, Any]:
         # unconditional: the item is an empty canvas; a reference equation is kept for round-trips
         a, b = rng.randint(10, 99), rng.randint(10, 99)

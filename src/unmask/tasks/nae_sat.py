@@ -55,6 +55,9 @@ class NAESatTask(SyntheticTask):
     def text_of(self, latents: Sequence[int]) -> str:
         return "".join(map(str, latents)) + "".join(map(str, self.observations(latents)))
 
+    def derived_positions(self) -> list[int]:
+        return list(range(1 + self.n, 1 + self.seq_len))
+
     def sample(self, rng: random.Random, **difficulty: Any) -> dict[str, Any]:
         latents = [rng.randint(0, 1) for _ in range(self.n)]
         return {"puzzle": "_" * self.seq_len, "reference": self.text_of(latents)}

@@ -41,6 +41,15 @@ class SyntheticTask:
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
 
+    def derived_positions(self) -> list[int]:
+        """Canvas indices (BOS = 0) of tokens that are a function of the other targets, e.g. the
+        product digits of ``a*b=c`` or NAE-SAT's observation bits; empty when there are none.
+
+        The trainer's ``--derived_frac`` spends part of each batch on exactly the conditional a
+        good decoding order relies on ("the rest is written, now fill these"), which the uniform
+        any-order masking visits only rarely."""
+        return []
+
     # ---------------------------------------------------------------- tokenizer & ids
     @cached_property
     def tokenizer(self):

@@ -96,6 +96,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     g.add_argument("--grad_clip", type=float, default=None, help="default 1.0")
     g.add_argument("--objective", choices=["discrete", "continuous"], default=None,
                    help="noise schedule of the diffusion loss (default discrete; see diffusion_loss)")
+    g.add_argument("--derived_frac", type=float, default=None,
+                   help="fraction of rows that mask only the task's derived tokens (product digits, NAE-SAT "
+                        "observations) with the rest visible (default 0; see diffusion_loss)")
     g = parser.add_argument_group("runtime")
     g.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     g.add_argument("--eval_every", type=int, default=None, help="held-out evaluation period in steps (default 500)")
@@ -114,7 +117,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 DEFAULTS: dict[str, Any] = {
     "n_layers": 4, "d_model": 128, "n_heads": 4, "mlp_hidden_size": None, "seed": 0, "max_steps": 10000,
     "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 200, "grad_clip": 1.0, "objective": "discrete",
-    "eval_every": 500, "eval_size": 256, "decode_eval": 48, "log_every": 50,
+    "derived_frac": 0.0, "eval_every": 500, "eval_size": 256, "decode_eval": 48, "log_every": 50,
 }
 # settings a resumed run must keep (changing them would change what the checkpoint means)
 FROZEN_ON_RESUME = ("task", "task_param", "n_layers", "d_model", "n_heads", "mlp_hidden_size", "seed", "batch_size",
@@ -183,7 +186,8 @@ def apply_noise_discrete(ids: torch.Tensor, target: torch.Tensor, mask_id: int,
 
 
 def diffusion_loss(model: DiffusionLM, ids: torch.Tensor, target: torch.Tensor, mask_id: int,
-                   gen: torch.Generator, objective: str = "discrete") -> torch.Tensor:
+                   gen: torch.Generator, objective: str = "discrete", derived: torch.Tensor | None = None,
+                   derived_frac: float = 0.0) -> torch.Tensor:
     """Masked-diffusion NELBO estimate per target token (see the module docstring).
 
     ``objective="discrete"`` (default): ``t = k / n`` with ``k ~ U{1..n}`` masked targets, weight
@@ -193,7 +197,17 @@ def diffusion_loss(model: DiffusionLM, ids: torch.Tensor, target: torch.Tensor, 
     The forced token is what makes the continuous form a poor fit for short canvases: for small
     ``t`` almost every row is forced and then weighted by up to ``1 / eps`` = 1000, which both biases
     the estimate (about ``(ln(1/eps) - H_n) / n`` extra CE per token, +0.5 for multiply's 8 digits)
-    and makes the gradient very noisy."""
+    and makes the gradient very noisy.
+
+    ``derived`` (a bool canvas mask) with ``derived_frac > 0``: that fraction of rows, drawn from
+    ``gen``, treats only its derived tokens as targets, so the rest of the row is visible and the
+    row trains ``p(derived | rest)`` at every mask rate. Each row is still an unbiased any-order
+    term for *some* conditional of the data, so the model stays a masked diffusion model; the
+    batch is simply tilted towards the conditional that order-aware decoding leans on. With
+    ``derived_frac == 0`` no extra random numbers are drawn (older runs resume bit-for-bit)."""
+    if derived is not None and derived_frac > 0 and bool(derived.any()):
+        pick = torch.rand(ids.shape[0], generator=gen) < derived_frac
+        target = torch.where(pick[:, None], target & derived[None, :], target)
     if objective == "discrete":
         noisy, masked, t = apply_noise_discrete(ids, target, mask_id, gen)
     elif objective == "continuous":
@@ -249,6 +263,18 @@ class HeldOut:
                 n_tok += int(masked.sum())
             out[f"acc@{rate:g}"] = n_hit / max(1, n_tok)
             out[f"loss@{rate:g}"] = ce_sum / max(1, n_tok)
+        derived = self.task.derived_positions()
+        if derived:
+            # every derived token masked, the rest visible: can the model compute the easy part?
+            noisy = self.ids.clone()
+            noisy[:, derived] = mask_id
+            hits = []
+            for lo in range(0, noisy.shape[0], batch):
+                pred = model(noisy[lo:lo + batch]).logits[:, derived].argmax(-1)
+                hits.append(pred == self.ids[lo:lo + batch, derived])
+            hit = torch.cat(hits)
+            out["derived_acc"] = float(hit.float().mean())
+            out["derived_row_acc"] = float(hit.all(dim=1).float().mean())
         if self.items:
             out.update(self.decode_monitor(model))
         model.train(was_training)
@@ -399,7 +425,9 @@ def model_card(task: SyntheticTask, model: DiffusionLM, cfg: dict[str, Any], ste
         ("- objective: masked diffusion (discrete time): k ~ U{1..n} of the n target tokens masked, t = k/n, "
          if cfg.get("objective", "discrete") == "discrete" else
          "- objective: masked diffusion (continuous time): t ~ U(1e-3, 1), targets masked with prob. t, ")
-        + "CE/t summed over masked tokens / number of target tokens; givens never masked",
+        + "CE/t summed over masked tokens / number of target tokens; givens never masked"
+        + (f"; {cfg['derived_frac']:.0%} of rows mask only the derived tokens ({task.derived_positions()})"
+           if cfg.get("derived_frac") else ""),
         "",
         "## Held-out figures (latest evaluation)",
     ]
@@ -501,13 +529,15 @@ def run_train(args: argparse.Namespace) -> int:
     window_loss, window_n, window_t0, window_tok = 0.0, 0, time.time(), 0
     stop_at = t_start + 60 * args.max_minutes if args.max_minutes else None
     mask_id = task.mask_id
+    derived = torch.zeros(task.canvas_len, dtype=torch.bool)
+    derived[task.derived_positions()] = True
     while step < cfg["max_steps"]:
         rng, gen = step_generators(cfg["seed"], step)
         ids, target = make_batch(task, rng, cfg["batch_size"])
         lr = lr_at(step, cfg["lr"], cfg["warmup_steps"], cfg["max_steps"])
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = diffusion_loss(model, ids, target, mask_id, gen, cfg["objective"])
+        loss = diffusion_loss(model, ids, target, mask_id, gen, cfg["objective"], derived, cfg["derived_frac"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
