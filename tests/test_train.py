@@ -192,3 +192,24 @@ def test_derived_frac_zero_draws_nothing_extra() -> None:
         b = diffusion_loss(model, ids, target, task.mask_id, gen_b, derived=derived, derived_frac=0.0)
     assert float(a) == float(b)
     assert get_task("sudoku").derived_positions() == []
+
+
+def test_init_from_a_model_folder(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert main(["--task", "multiply", *TINY, "--max_steps", "5", "--out", str(first)]) == 0
+    second = tmp_path / "second"
+    assert main(["--task", "multiply", *TINY, "--max_steps", "0", "--out", str(second),
+                 "--init_from", str(first / "model")]) == 0
+    started = torch.load(second / "ckpt.pt", weights_only=False)
+    assert started["step"] == 0
+    shipped = load_model(first / "model", dtype=torch.float32).state_dict()
+    for k, v in shipped.items():
+        assert torch.equal(started["model"][k], v), k
+    # a different shape is refused with a message naming the mismatch
+    try:
+        main(["--task", "multiply", *TINY, "--n_layers", "3", "--max_steps", "0",
+              "--out", str(tmp_path / "third"), "--init_from", str(first / "model")])
+    except SystemExit as exc:
+        assert "shape differs" in str(exc)
+    else:
+        raise AssertionError("a mismatched --init_from was accepted")

@@ -81,6 +81,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="task parameter, repeatable (e.g. --task_param n=12 --task_param p=48)")
     g.add_argument("--out", required=True, help="output folder (ckpt.pt, model/, log.jsonl, loss.png)")
     g.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    g.add_argument("--init_from", default=None, metavar="MODEL",
+                   help="start a new run from the weights of a model folder or built-in alias (e.g. "
+                        "tiny-sudoku; the shape flags must match it); step 0, fresh optimizer")
     g = parser.add_argument_group("model")
     g.add_argument("--n_layers", type=int, default=None, help="default 4")
     g.add_argument("--d_model", type=int, default=None, help="default 128")
@@ -445,6 +448,27 @@ def model_card(task: SyntheticTask, model: DiffusionLM, cfg: dict[str, Any], ste
 
 
 # ------------------------------------------------------------------------------------ main loop
+def init_weights(model: DiffusionLM, source: str) -> None:
+    """Copy the weights of a model folder / built-in alias into ``model`` (shapes must agree).
+
+    Why: ``ckpt.pt`` (with the optimizer state) lives in the git-ignored run folder, so on a new
+    machine the only copy of a shipped model is its bf16 export; this continues training from it."""
+    from ..models.loading import load_model
+    from ..models.registry import resolve_model_path
+
+    try:
+        src = load_model(resolve_model_path(source), dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - any load failure is a user error here
+        raise SystemExit(f"--init_from {source}: {exc}") from None
+    theirs, ours = src.state_dict(), model.state_dict()
+    bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+    if bad or set(theirs) != set(ours):
+        raise SystemExit(f"--init_from {source}: its shape differs from this run's model "
+                         f"(first mismatch: {(bad or sorted(set(theirs) ^ set(ours)))[0]}); pass matching "
+                         "--n_layers/--d_model/--n_heads/--mlp_hidden_size")
+    model.load_state_dict(theirs)
+
+
 def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
     """Merge command-line flags, checkpoint settings (on resume) and defaults."""
     cfg: dict[str, Any] = {}
@@ -486,6 +510,10 @@ def run_train(args: argparse.Namespace) -> int:
     model = make_model(task, cfg["n_layers"], cfg["d_model"], cfg["n_heads"], cfg["mlp_hidden_size"], cfg["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.98), weight_decay=cfg["weight_decay"])
     step, elapsed = 0, 0.0
+    if args.init_from and saved:
+        raise SystemExit("--init_from starts a new run; it cannot be combined with --resume")
+    if args.init_from:
+        init_weights(model, args.init_from)
     if saved:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
