@@ -33,6 +33,12 @@ def tiny_dream(tiny_dream_dir):
     return load_model(tiny_dream_dir)
 
 
-@pytest.fixture(scope="session", params=["llada", "dream"])
-def tiny_model(request, tiny_llada, tiny_dream):
-    return tiny_llada if request.param == "llada" else tiny_dream
+@pytest.fixture(scope="session")
+def tiny_llada_wpe(tmp_path_factory):
+    """LLaDA with ``rope: false``: learned absolute positions (the layout of our task models)."""
+    return load_model(write_tiny(tmp_path_factory.mktemp("llada_wpe"), "llada", rope=False))
+
+
+@pytest.fixture(scope="session", params=["llada", "dream", "llada_wpe"])
+def tiny_model(request, tiny_llada, tiny_dream, tiny_llada_wpe):
+    return {"llada": tiny_llada, "dream": tiny_dream, "llada_wpe": tiny_llada_wpe}[request.param]

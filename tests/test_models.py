@@ -124,3 +124,19 @@ def test_dream_shift_undone_in_predict(tiny_dream):
     aligned = tiny_dream.predict(x).logits
     assert torch.equal(aligned[:, 1:], raw[:, :-1])
     assert torch.equal(aligned[:, 0], raw[:, 0])
+
+
+def test_learned_positions_roundtrip(tmp_path):
+    """``rope: false`` (OLMo's switch) gives a ``wpe`` table, survives save/load and makes
+    identical tokens at different cells predict differently."""
+    folder = write_tiny(tmp_path / "wpe", "llada", rope=False)
+    assert json.loads((folder / "config.json").read_text())["rope"] is False
+    model = load_model(folder)
+    assert "model.transformer.wpe.weight" in model.state_dict()
+    assert not model.uses_rope
+    x = torch.full((1, 6), 5)
+    logits = model.predict(x, torch.ones_like(x)).logits[0]
+    assert (logits[0] - logits[3]).abs().max() > 1e-4
+    # the default keeps RoPE and no position table (the real LLaDA layout)
+    rope_model = load_model(write_tiny(tmp_path / "rope", "llada"))
+    assert rope_model.uses_rope and "model.transformer.wpe.weight" not in rope_model.state_dict()

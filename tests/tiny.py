@@ -45,9 +45,10 @@ def peaked(model, std: float = 0.6, seed: int = 0):
     return model
 
 
-def write_tiny(folder, arch: str = "llada", dtype: str = "float32", shard: int | None = None, seed: int = 0):
+def write_tiny(folder, arch: str = "llada", dtype: str = "float32", shard: int | None = None, seed: int = 0,
+               **config):
     tok = make_tokenizer()
-    model = peaked(build_model(tiny_config(arch, len(tok)), seed=seed), seed=seed)
+    model = peaked(build_model(tiny_config(arch, len(tok), **config), seed=seed), seed=seed)
     save_model(model, folder, dtype=dtype, max_shard_bytes=shard)
     tok.save_pretrained(str(folder))
     return folder

@@ -101,7 +101,7 @@ class DiffusionLM(nn.Module):
     shift_logits: bool = False
     config: object
 
-    # Subclasses implement: embed(ids), layers (iterable of blocks with attn(x, ...)), final(h)
+    # Subclasses implement: embed(ids, positions), layers (iterable of blocks with attn(x, ...)), final(h)
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -138,9 +138,11 @@ class DiffusionLM(nn.Module):
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, keys are {total}")
         key_mask = attention_mask.to(torch.bool)
         positions = positions_from_mask(attention_mask)[:, start : start + q_len]
-        cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)
-
-        h = self.embed(input_ids)
+        if getattr(self, "uses_rope", True):
+            cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)
+        else:
+            cos = sin = None
+        h = self.embed(input_ids, positions)
         new_keys: list[torch.Tensor] = []
         new_values: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):

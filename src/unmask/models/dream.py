@@ -130,7 +130,7 @@ class Dream(DiffusionLM):
     def blocks(self) -> nn.ModuleList:
         return self.model.layers
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.model.embed_tokens(ids)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,11 @@ class LLaDAConfig:
     rms_norm_eps: float = 1e-5
     rope_theta: float = 500000.0
     rope_full_precision: bool = True
+    # OLMo/LLaDA config switch: with ``rope: false`` (and no ALiBi) the model adds a learned
+    # absolute position table ``wpe`` instead of rotating q/k. LLaDA-8B uses RoPE; our tiny
+    # task models use ``wpe`` because their fixed layouts (Sudoku cells, NAE-SAT triples) are
+    # about *which* absolute cell a token sits in, which relative rotations learn only slowly.
+    rope: bool = True
     weight_tying: bool = False
     include_bias: bool = False
     include_qkv_bias: bool = False
@@ -54,7 +59,7 @@ class LLaDAConfig:
         d = asdict(self)
         extra = d.pop("extra")
         d.update({"architectures": ["LLaDAModelLM"], "block_type": "llama", "activation_type": "silu",
-                  "layer_norm_type": "rms", "rope": True, "alibi": False})
+                  "layer_norm_type": "rms", "alibi": False})
         return {**extra, **d}
 
     @property
@@ -88,13 +93,15 @@ class LLaDABlock(nn.Module):
         self.ff_out = nn.Linear(cfg.hidden, d, bias=cfg.include_bias)
 
     def forward(self, x, cos, sin, key_mask, cache: KVCache | None, layer: int, start: int):
+        """``cos``/``sin`` None means no rotary embedding (the model uses learned positions)."""
         b, q_len, _ = x.shape
         a = self.attn_norm(x)
         q = self.q_proj(a).view(b, q_len, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(a).view(b, q_len, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(a).view(b, q_len, self.kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rope(q, cos, sin, self.rope_fp32)
-        k = apply_rope(k, cos, sin, self.rope_fp32)
+        if cos is not None:
+            q = apply_rope(q, cos, sin, self.rope_fp32)
+            k = apply_rope(k, cos, sin, self.rope_fp32)
         k_all, v_all = (k, v) if cache is None else cache.layer_window(layer, start, k, v)
         o = attention(q, k_all, v_all, key_mask)  # [B, H, Q, D]
         x = x + self.attn_out(o.transpose(1, 2).reshape(b, q_len, -1))
@@ -113,6 +120,8 @@ class _Transformer(nn.Module):
                 "ln_f": RMSNorm(cfg.d_model, cfg.rms_norm_eps),
             }
         )
+        if not cfg.rope:
+            self.transformer["wpe"] = nn.Embedding(cfg.max_sequence_length, cfg.d_model)
         if not cfg.weight_tying:
             self.transformer["ff_out"] = nn.Linear(cfg.d_model, cfg.rows, bias=cfg.include_bias)
 
@@ -129,13 +138,17 @@ class LLaDA(DiffusionLM):
         self.model = _Transformer(config)
         self.head_dim = config.d_model // config.n_heads
         self.rope_theta = config.rope_theta
+        self.uses_rope = config.rope
 
     @property
     def blocks(self) -> nn.ModuleList:
         return self.model.transformer["blocks"]
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.transformer["wte"](ids)
+    def embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        t = self.model.transformer
+        if self.config.rope:
+            return t["wte"](ids)
+        return t["wte"](ids) + t["wpe"](positions)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         t = self.model.transformer

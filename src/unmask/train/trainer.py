@@ -89,6 +89,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     g.add_argument("--d_model", type=int, default=None, help="default 128")
     g.add_argument("--n_heads", type=int, default=None, help="default 4")
     g.add_argument("--mlp_hidden_size", type=int, default=None, help="default 3 * d_model (SwiGLU)")
+    g.add_argument("--positions", choices=["rope", "learned"], default=None,
+                   help="rope (LLaDA-8B's) or learned absolute positions (config rope: false, OLMo's "
+                        "wpe table); fixed-layout puzzles learn much faster with learned ones (default rope)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--seed", type=int, default=None, help="init and data stream seed (default 0)")
     g.add_argument("--max_steps", type=int, default=None, help="default 10000; may be raised on resume")
@@ -118,18 +121,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 DEFAULTS: dict[str, Any] = {
-    "n_layers": 4, "d_model": 128, "n_heads": 4, "mlp_hidden_size": None, "seed": 0, "max_steps": 10000,
+    "n_layers": 4, "d_model": 128, "n_heads": 4, "mlp_hidden_size": None, "positions": "rope", "seed": 0, "max_steps": 10000,
     "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 200, "grad_clip": 1.0, "objective": "discrete",
     "derived_frac": 0.0, "eval_every": 500, "eval_size": 256, "decode_eval": 48, "log_every": 50,
 }
 # settings a resumed run must keep (changing them would change what the checkpoint means)
-FROZEN_ON_RESUME = ("task", "task_param", "n_layers", "d_model", "n_heads", "mlp_hidden_size", "seed", "batch_size",
+FROZEN_ON_RESUME = ("task", "task_param", "n_layers", "d_model", "n_heads", "mlp_hidden_size", "positions", "seed", "batch_size",
                     "objective")
 
 
 # ------------------------------------------------------------------------------------ pieces
 def make_model(task: SyntheticTask, n_layers: int, d_model: int, n_heads: int,
-               mlp_hidden_size: int | None, seed: int) -> LLaDA:
+               mlp_hidden_size: int | None, seed: int, positions: str = "rope") -> LLaDA:
     """A fresh LLaDA sized for the task's canvas, with the char tokenizer's special ids."""
     tok = task.tokenizer
     vocab = len(tok)
@@ -138,7 +141,7 @@ def make_model(task: SyntheticTask, n_layers: int, d_model: int, n_heads: int,
         mlp_hidden_size=mlp_hidden_size or 3 * d_model,
         vocab_size=vocab, embedding_size=vocab, max_sequence_length=task.canvas_len,
         mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        rope_theta=10000.0,
+        rope_theta=10000.0, rope=positions == "rope",
     )
     return build_model(cfg, seed=seed)  # type: ignore[return-value]
 
@@ -420,7 +423,9 @@ def model_card(task: SyntheticTask, model: DiffusionLM, cfg: dict[str, Any], ste
         "## Training",
         f"- command: `{command}`",
         f"- model: {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
-        f"SwiGLU hidden {cfg['mlp_hidden_size'] or 3 * cfg['d_model']}, {n_params:,} parameters",
+        f"SwiGLU hidden {cfg['mlp_hidden_size'] or 3 * cfg['d_model']}, "
+        f"{'learned absolute positions (rope: false)' if cfg.get('positions') == 'learned' else 'RoPE'}, "
+        f"{n_params:,} parameters",
         f"- task parameters: `{json.dumps(task.params)}`",
         f"- seed {cfg['seed']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, "
         f"cosine to 10% at step {cfg['max_steps']}), weight decay {cfg['weight_decay']}",
@@ -507,7 +512,8 @@ def run_train(args: argparse.Namespace) -> int:
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     cfg = resolve_config(args, saved["config"] if saved else None)
     task = get_task(cfg["task"], **dict(cfg["task_param"]))
-    model = make_model(task, cfg["n_layers"], cfg["d_model"], cfg["n_heads"], cfg["mlp_hidden_size"], cfg["seed"])
+    model = make_model(task, cfg["n_layers"], cfg["d_model"], cfg["n_heads"], cfg["mlp_hidden_size"], cfg["seed"],
+                       cfg.get("positions") or "rope")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.98), weight_decay=cfg["weight_decay"])
     step, elapsed = 0, 0.0
     if args.init_from and saved:
