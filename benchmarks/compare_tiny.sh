@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The sampler comparison tables of docs/tiny_models.md: every built-in tiny model at two
+# difficulty levels. Writes results/compare/<name>.md (the table) and .json, and prints both.
+#   bash benchmarks/compare_tiny.sh            # all tables (about 30-60 min on 2 CPU cores)
+#   bash benchmarks/compare_tiny.sh multiply   # only the tables whose name contains "multiply"
+set -euo pipefail
+only="${1:-}"
+out=results/compare
+mkdir -p "$out"
+S6=random,confidence,margin,entropy,info_gain,lookum
+S7=random,leftright,confidence,margin,entropy,info_gain,lookum
+
+run() {
+  local name="$1"; shift
+  if [[ -n "$only" && "$name" != *"$only"* ]]; then return; fi
+  unmask compare "$@" --json > "$out/$name.json"
+  python3 - "$out/$name.json" "unmask compare $*" > "$out/$name.md" <<'PY'
+import json, sys
+from unmask.compare import format_table
+d = json.load(open(sys.argv[1]))
+print(f"`{sys.argv[2]}` (model {d['model']}, n={d['n']})\n")
+print(format_table(d["rows"]))
+PY
+  cat "$out/$name.md"; echo
+}
+
+run sudoku-28-32 --task sudoku --samplers "$S6" --n 100 --givens 28-32
+run sudoku-36-45 --task sudoku --samplers "$S6" --n 100 --givens 36-45
+run multiply-t1 --task multiply --samplers "$S7" --n 200 --temperature 1
+run multiply-t1-2perstep --task multiply --samplers "$S7" --n 200 --temperature 1 --tokens_per_step 2
+run nae-sat-t1 --task nae_sat --samplers "$S7" --n 200 --temperature 1
+run nae-sat-t1-4perstep --task nae_sat --samplers "$S7" --n 200 --temperature 1 --tokens_per_step 4
