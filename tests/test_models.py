@@ -85,6 +85,15 @@ def test_unknown_architecture(tmp_path):
         load_model(folder)
 
 
+def test_alibi_config_is_refused(tmp_path):
+    folder = write_tiny(tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(rope=False, alibi=True)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnmaskError, match="ALiBi"):
+        load_model(folder)
+
+
 def test_unknown_alias():
     with pytest.raises(UnmaskError, match="unknown model 'no-such-model'"):
         resolve_model_path("no-such-model")

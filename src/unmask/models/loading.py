@@ -55,6 +55,10 @@ def architecture_of(config: dict[str, Any]) -> type[DiffusionLM]:
 
 def config_from_dict(config: dict[str, Any]) -> LLaDAConfig | DreamConfig:
     cls = architecture_of(config)
+    if config.get("alibi"):
+        # OLMo-style configs can ask for ALiBi; silently building RoPE or a wpe table instead
+        # would give wrong logits, so refuse clearly
+        raise UnmaskError("config.json asks for ALiBi attention biases (alibi: true), which unmask does not implement")
     return cls.config_class.from_dict(config)
 
 
