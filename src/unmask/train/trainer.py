@@ -445,8 +445,9 @@ def model_card(task: SyntheticTask, model: DiffusionLM, cfg: dict[str, Any], ste
                 lines.append(f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}")
         lines.append("")
         lines.append("`acc@r`/`loss@r`: masked-token accuracy / CE with each target masked with probability r. "
-                     "`decode_*`: built-in greedy confidence monitor (one token per step) on held-out items "
-                     "(Sudoku: 28-32 givens).")
+                     "`derived_*`: argmax accuracy on every derived token at once (per token / whole row), the "
+                     "rest visible. `decode_*`: built-in confidence monitor (one token per step; argmax for "
+                     "Sudoku on 28-32 givens, temperature 1 for the unconditional tasks) on held-out items.")
     else:
         lines.append("- none yet")
     return "\n".join(lines) + "\n"
