@@ -10,7 +10,7 @@ import yaml
 from test_eval_fixtures import multiply_model_dir, one_thread  # noqa: F401 - fixture
 
 from unmask.cli import main
-from unmask.eval.sweep import expand, load_config
+from unmask.eval.sweep import _metrics_str, expand, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,11 +18,21 @@ REPO = Path(__file__).resolve().parent.parent
 def test_example_config_expands():
     cfg = load_config(REPO / "benchmarks" / "sweep_tiny.yaml")
     runs = expand(cfg)
-    assert len(runs) == 2 * 1 * 5 * 3
-    label, spec, settings = runs[-1]
-    assert spec.task is None and spec.sampler == "info_gain" and settings == {"tokens_per_step": 3}
+    assert len(runs) == 3 * 1 * 6 * 3
+    label, spec, settings = runs[2 * 6 * 3 - 1]  # the last tiny-nae-sat run
+    assert label == "tiny-nae-sat" and spec.task is None and spec.sampler == "info_gain"
+    assert settings == {"tokens_per_step": 3}
     assert spec.sampler_options == {"candidate_number": 4, "position_temperature": 0.1}
     assert spec.overrides == {"temperature": 1.0, "tokens_per_step": 3} and spec.limit == 100
+    # a model entry's own settings beat the common ones, for that model only
+    label, spec, settings = runs[-1]
+    assert label == "tiny-sudoku" and spec.limit == 50
+    assert spec.overrides == {"temperature": 0.0, "tokens_per_step": 3}
+
+
+def test_sweep_metrics_cell_lists_task_metrics():
+    assert _metrics_str({"obs_accuracy": 0.75, "cell_accuracy": 1}) == "cell_accuracy=1.0000 obs_accuracy=0.7500"
+    assert _metrics_str({}) == ""
 
 
 def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_model_dir, tmp_path, capsys):  # noqa: F811
@@ -53,6 +63,7 @@ def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_mode
     for name in ("sweep_summary.md", "sweep_summary.csv", "accuracy_vs_nfe.png", "entropy_vs_accuracy.png"):
         assert (out / name).exists() and (out / name).stat().st_size > 0, name
     table = [r for r in csv.DictReader(open(out / "sweep_summary.csv")) if r["mean_nfe"]]
+    assert all("metrics" in r for r in table)
     assert len(table) == 4 and all(float(r["mean_nfe"]) > 0 for r in table)
     assert "| model | task | sampler |" in (out / "sweep_summary.md").read_text()
     with one_thread():

@@ -6,7 +6,8 @@ Config (YAML)::
     limit: 3                            # defaults for every run (any EvalSpec field)
     batch_size: 4
     device: cpu
-    models: [tiny-multiply]             # names/paths, or {name: label, path: folder}
+    models: [tiny-multiply]             # names/paths, or {name: label, path: folder, ...}
+                                        # (other keys: settings for that model only)
     tasks: [auto]                       # names ("auto": a tiny model's own task), or
                                         # {name: gsm8k, limit: 10, num_fewshot: 0, data: f.jsonl}
     samplers:                           # names, or {name: info_gain, options: {candidate_number: 4}}
@@ -41,7 +42,8 @@ from ..errors import UnmaskError
 from .runner import EvalRun, EvalSpec
 
 RUN_KEYS = ("num_fewshot", "chat_template", "batch_size", "limit", "data", "exec_timeout")
-TABLE_COLUMNS = ("model", "task", "sampler", "sampler_options", "settings", "n", "accuracy", "accuracy_stderr", "mean_nfe",
+TABLE_COLUMNS = ("model", "task", "sampler", "sampler_options", "settings", "n", "accuracy", "accuracy_stderr",
+                 "metrics", "mean_nfe",
                  "tokens_per_second", "mean_cumulative_entropy", "mean_generated_tokens", "wall_seconds",
                  "status", "run_dir")
 
@@ -74,11 +76,16 @@ def _as_list(v: Any) -> list[Any]:
     return v if isinstance(v, list) else [v]
 
 
-def _norm_model(m: Any) -> tuple[str, str]:
+def _norm_model(m: Any) -> tuple[str, str, dict[str, Any]]:
+    """``(label, path, per-model settings)``; a dict entry's keys other than name/path are
+    settings for that model's runs only (e.g. greedy decoding for a puzzle model)."""
     if isinstance(m, dict):
         path = m.get("path") or m.get("name")
-        return str(m.get("name", path)), str(path)
-    return str(m), str(m)
+        if path is None:
+            raise UnmaskError(f"each model entry needs a 'name' or 'path': {m}")
+        extra = {k: v for k, v in m.items() if k not in ("name", "path")}
+        return str(m.get("name", path)), str(path), extra
+    return str(m), str(m), {}
 
 
 def _norm_named(x: Any, what: str) -> tuple[str, dict[str, Any]]:
@@ -106,7 +113,7 @@ def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str
     common = dict(cfg.get("common") or {})
     runs = []
     for m in _as_list(cfg["models"]):
-        label, path = _norm_model(m)
+        label, path, mkw = _norm_model(m)
         for t in _as_list(cfg["tasks"]):
             tname, tkw = _norm_named(t, "task")
             for s in _as_list(cfg["samplers"]):
@@ -117,7 +124,9 @@ def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str
                     spec_kw = dict(base_kwargs)
                     overrides: dict[str, Any] = {}
                     opts = dict(sopts)
-                    for k, v in {**merged, **{k: v for k, v in tkw.items() if k not in RUN_KEYS}}.items():
+                    # precedence: common < grid settings < model entry < task entry
+                    specific = {**mkw, **tkw}
+                    for k, v in {**merged, **{k: v for k, v in specific.items() if k not in RUN_KEYS}}.items():
                         if k in gen:
                             overrides[k] = v
                         elif k in RUN_KEYS:
@@ -125,8 +134,8 @@ def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str
                         else:
                             opts[k] = v
                     for k in RUN_KEYS:
-                        if k in tkw:
-                            spec_kw[k] = tkw[k]
+                        if k in specific:
+                            spec_kw[k] = specific[k]
                     spec = EvalSpec(model=path, task=None if tname == "auto" else tname, sampler=sname, sampler_options=opts,
                                     overrides=overrides, progress=False, **spec_kw)
                     runs.append((label, spec, combo))
@@ -189,6 +198,7 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
                 "model": label, "task": s["task"], "sampler": spec.sampler,
                 "sampler_options": _settings_str(spec.sampler_options), "settings": _settings_str(settings),
                 "n": s["n"], "accuracy": s["accuracy"], "accuracy_stderr": s["accuracy_stderr"],
+                "metrics": _metrics_str(s.get("metrics", {})),
                 "mean_nfe": s["mean_nfe"], "tokens_per_second": s["tokens_per_second"],
                 "mean_cumulative_entropy": s["mean_cumulative_entropy"],
                 "mean_generated_tokens": s["mean_generated_tokens"], "wall_seconds": s["wall_seconds"],
@@ -204,6 +214,12 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
         for name, path in files.items():
             sys.stderr.write(f"{name}: {path}\n")
     return {"rows": rows, "files": {k: str(v) for k, v in files.items()}}
+
+
+def _metrics_str(metrics: dict[str, float]) -> str:
+    """The task's secondary metrics in one cell (e.g. NAE-SAT's ``obs_accuracy``), because the
+    headline accuracy alone hides partial progress (a NAE-SAT canvas is rarely right as a whole)."""
+    return " ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items()))
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
