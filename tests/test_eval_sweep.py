@@ -71,3 +71,10 @@ def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_mode
     again = [r for r in json.loads(capsys.readouterr().out)["rows"] if not r["status"].startswith("error")]
     assert {r["status"] for r in again} == {"skipped (finished)"}
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+    # without --json and without a terminal (nohup, CI): one plain progress line per run, then the table
+    with one_thread():
+        assert main(["sweep", str(path)]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("[sweep] ")]
+    assert len(lines) == 8 and lines[-1].startswith("[sweep] 8/8 ") and "eta 0:00:00" in lines[-1]
+    assert any(": error" in ln for ln in lines) and "| model | task | sampler |" in err

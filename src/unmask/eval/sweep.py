@@ -34,6 +34,7 @@ import csv
 import itertools
 import json
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,7 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
                     run = EvalRun(spec, session)
                 except UnmaskError as e:  # a bad grid point (e.g. task/model mismatch): report, go on
                     results[i] = {"task": spec.task or "auto", "_status": f"error: {e}"}
+                    bar.start_run(f"{label} {spec.task} {spec.sampler}: error", 0)
                     bar.end_run()
                     continue
                 todo = len(run.pending())
@@ -265,17 +267,27 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
 
 
 class _SweepProgress:
-    """Two rich bars on stderr: runs done, and samples of the current run with an ETA."""
+    """Two rich bars on stderr: runs done, and samples of the current run with an ETA.
 
-    def __init__(self, prog=None, runs_task=None) -> None:
+    When stderr is not a terminal (``nohup``, CI logs) bars would only fill the log with control
+    codes, so one plain line per finished run is written instead, with elapsed time and an ETA."""
+
+    def __init__(self, prog=None, runs_task=None, n_runs: int = 0, plain: bool = False) -> None:
         self.prog = prog
         self.runs_task = runs_task
         self.sample_task = None
+        self.plain = plain
+        self.n_runs = n_runs
+        self.done = 0
+        self.label = ""
+        self.t0 = time.monotonic()
 
     @classmethod
     def create(cls, enabled: bool, n_runs: int):
-        if not enabled or not sys.stderr.isatty():
+        if not enabled:
             return cls()
+        if not sys.stderr.isatty():
+            return cls(n_runs=n_runs, plain=True)
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -293,6 +305,7 @@ class _SweepProgress:
         return cls(prog, tid)
 
     def start_run(self, label: str, todo: int) -> None:
+        self.label = label
         if self.prog is None:
             return
         self.sample_task = self.prog.add_task(label[:70], total=max(todo, 1))
@@ -304,6 +317,13 @@ class _SweepProgress:
             self.prog.advance(self.sample_task, n)
 
     def end_run(self) -> None:
+        self.done += 1
+        if self.plain:
+            elapsed = time.monotonic() - self.t0
+            eta = elapsed / self.done * (self.n_runs - self.done)
+            sys.stderr.write(f"[sweep] {self.done}/{self.n_runs} {self.label} "
+                             f"(elapsed {_hms(elapsed)}, eta {_hms(eta)})\n")
+            sys.stderr.flush()
         if self.prog is None:
             return
         if self.sample_task is not None:
@@ -315,3 +335,8 @@ class _SweepProgress:
         if self.prog is not None:
             self.prog.stop()
 
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
