@@ -10,6 +10,7 @@ import yaml
 from test_eval_fixtures import multiply_model_dir, one_thread  # noqa: F401 - fixture
 
 from unmask.cli import main
+from unmask.eval.plots import _parse_metrics, _partial_metric
 from unmask.eval.sweep import _metrics_str, expand, load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +34,12 @@ def test_example_config_expands():
 def test_sweep_metrics_cell_lists_task_metrics():
     assert _metrics_str({"obs_accuracy": 0.75, "cell_accuracy": 1}) == "cell_accuracy=1.0000 obs_accuracy=0.7500"
     assert _metrics_str({}) == ""
+    # the plots read the cell back, and draw a metric only when every row of the task has it
+    assert _parse_metrics("cell_accuracy=1.0000 obs_accuracy=0.7500") == {"cell_accuracy": 1.0, "obs_accuracy": 0.75}
+    assert _parse_metrics("") == {} and _parse_metrics(None) == {}
+    assert _partial_metric([{"metrics": "obs_accuracy=0.7"}, {"metrics": "obs_accuracy=1.0"}]) == "obs_accuracy"
+    assert _partial_metric([{"metrics": "obs_accuracy=0.7"}, {"metrics": ""}]) is None
+    assert _partial_metric([{"metrics": "a=1 b=2"}]) is None
 
 
 def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_model_dir, tmp_path, capsys):  # noqa: F811

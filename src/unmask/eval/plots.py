@@ -1,5 +1,10 @@
 """Sweep plots (matplotlib, Agg backend so no display is needed): accuracy vs mean NFE per
-sampler, and accuracy vs mean cumulative entropy. One panel per task."""
+sampler, and accuracy vs mean cumulative entropy. One panel per task.
+
+Where every row of a task also reports one partial-credit metric (a sweep row's ``metrics`` cell,
+e.g. NAE-SAT's ``obs_accuracy`` or Sudoku's ``cell_accuracy``), the accuracy-vs-NFE panel draws it
+as a dashed line in the same colour: on NAE-SAT whole-canvas accuracy is 0 for most samplers and
+the panel would otherwise show nothing but a flat line."""
 
 from __future__ import annotations
 
@@ -21,6 +26,27 @@ def _panels(rows: Sequence[dict[str, Any]]):
     return plt, fig, tasks, axes[0]
 
 
+def _parse_metrics(cell: Any) -> dict[str, float]:
+    """``"a=0.5 b=1"`` (the sweep table's metrics cell) or a dict -> ``{"a": 0.5, "b": 1.0}``."""
+    if isinstance(cell, dict):
+        return {str(k): float(v) for k, v in cell.items()}
+    out: dict[str, float] = {}
+    for part in str(cell or "").split():
+        key, _, value = part.partition("=")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def _partial_metric(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The one metric every row reports, if there is exactly one."""
+    names = [set(_parse_metrics(r.get("metrics"))) for r in rows]
+    common = set.intersection(*names) if names else set()
+    return next(iter(common)) if len(common) == 1 else None
+
+
 def _series_label(r: dict[str, Any], many_models: bool) -> str:
     return f"{r['model']} / {r['sampler']}" if many_models else str(r["sampler"])
 
@@ -35,13 +61,17 @@ def plot_accuracy_vs_nfe(rows: Sequence[dict[str, Any]], path: str | Path) -> Pa
         for r in rows:
             if r["task"] == task:
                 groups[_series_label(r, many_models)].append(r)
+        metric = _partial_metric([r for rs in groups.values() for r in rs])
         for label, rs in sorted(groups.items()):
             rs = sorted(rs, key=lambda r: r["mean_nfe"])
-            ax.errorbar([r["mean_nfe"] for r in rs], [r["accuracy"] for r in rs],
-                        yerr=[r["accuracy_stderr"] for r in rs], marker="o", capsize=3, label=label)
+            line = ax.errorbar([r["mean_nfe"] for r in rs], [r["accuracy"] for r in rs],
+                               yerr=[r["accuracy_stderr"] for r in rs], marker="o", capsize=3, label=label)
+            if metric is not None:
+                ax.plot([r["mean_nfe"] for r in rs], [_parse_metrics(r["metrics"])[metric] for r in rs],
+                        linestyle="--", marker=".", color=line[0].get_color())
         ax.set_title(task)
         ax.set_xlabel("mean NFE per sample")
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel("accuracy" if metric is None else f"accuracy (solid), {metric} (dashed)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
