@@ -91,7 +91,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     g.add_argument("--mlp_hidden_size", type=int, default=None, help="default 3 * d_model (SwiGLU)")
     g.add_argument("--positions", choices=["rope", "learned"], default=None,
                    help="rope (LLaDA-8B's) or learned absolute positions (config rope: false, OLMo's "
-                        "wpe table); fixed-layout puzzles learn much faster with learned ones (default rope)")
+                        "wpe table); NAE-SAT learned much faster with learned ones, 9x9 Sudoku much slower (default rope)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--seed", type=int, default=None, help="init and data stream seed (default 0)")
     g.add_argument("--max_steps", type=int, default=None, help="default 10000; may be raised on resume")
