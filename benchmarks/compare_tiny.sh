@@ -26,6 +26,7 @@ PY
 
 run sudoku-28-32 --task sudoku --samplers "$S6" --n 100 --givens 28-32
 run sudoku-36-45 --task sudoku --samplers "$S6" --n 100 --givens 36-45
+run sudoku-beyond-singles --task sudoku --samplers "$S6" --n 100 --givens 28-32 --technique beyond_singles
 run multiply-t1 --task multiply --samplers "$S7" --n 200 --temperature 1
 run multiply-t1-2perstep --task multiply --samplers "$S7" --n 200 --temperature 1 --tokens_per_step 2
 run nae-sat-t1 --task nae_sat --samplers "$S7" --n 200 --temperature 1

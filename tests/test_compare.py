@@ -75,3 +75,27 @@ def test_each_item_gets_its_own_seed(tmp_path):
     items = session.task.make_dataset(5, seed=0)
     run_compare(session, items, ["random"], {}, {"temperature": 1.0, "seed": 7}, batch_size=2)
     assert seen == [7, 8, 9, 10, 11]
+
+
+def test_compare_sudoku_technique(tmp_path, capsys):
+    """Sudoku rows break accuracy down by the technique each puzzle needs; --technique filters."""
+    folder = write_task_model(tmp_path / "s", "sudoku")
+    data = tmp_path / "p.jsonl"
+    naked = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"
+    inkala = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"
+    data.write_text("".join(json.dumps({"puzzle": p}) + "\n" for p in (naked, inkala, naked)))
+    base = ["compare", "--task", "sudoku", "--model_name_or_path", str(folder), "--data", str(data),
+            "--samplers", "margin"]
+    assert main([*base, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert row["n"] == 3
+    assert {g: n for g, (_, n) in row["by_technique"].items()} == {"naked_singles": 2, "beyond_singles": 1}
+    assert sum(k for k, _ in row["by_technique"].values()) == round(row["accuracy"] * 3)
+    assert main([*base, "--technique", "beyond_singles"]) == 0
+    out = capsys.readouterr().out
+    assert "n=1" in out and "solved by technique" in out
+    assert "beyond 0/1" in out or "beyond 1/1" in out
+    assert main([*base, "--technique", "hidden_singles"]) == 2
+    assert "no puzzle" in capsys.readouterr().err
+    assert main(["compare", "--task", "multiply", "--technique", "naked_singles"]) == 2
+    assert "only applies to --task sudoku" in capsys.readouterr().err

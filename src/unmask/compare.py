@@ -72,10 +72,12 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
 
     task = session.task
     prompts = [session.task_prompt_ids(it) for it in items]
+    grades = sudoku_grades(items) if task.name == "sudoku" else None
     cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False, "suppress_token_ids": tuple(task.suppressed_ids())}
     rows = []
     for name in samplers:
         correct, nfe, frows, ent, secs, obs, prod_first = 0, 0, 0, 0.0, 0.0, [], 0
+        by_grade: dict[str, list[int]] = {}  # Sudoku: technique -> [solved, items]
         for lo in range(0, len(items), batch_size):
             chunk = prompts[lo : lo + batch_size]
             # one seed per item: unconditional tasks have identical prompts, and a shared seed would
@@ -89,6 +91,10 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                 answer = task.parse(seq)
                 score = task.score(item, answer)
                 correct += int(score.get("correct", 0.0) == 1.0)
+                if grades is not None:
+                    tally = by_grade.setdefault(grades[lo + j], [0, 0])
+                    tally[0] += int(score.get("correct", 0.0) == 1.0)
+                    tally[1] += 1
                 if "obs_accuracy" in score:
                     obs.append(score["obs_accuracy"])
                 tr = out.traces[j]
@@ -110,13 +116,40 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
             row["obs_accuracy"] = sum(obs) / len(obs)
         if task.name == "multiply":
             row["product_first_rate"] = prod_first / n
+        if grades is not None:
+            row["by_technique"] = {g: by_grade[g] for g in SUDOKU_TECHNIQUES if g in by_grade}
         rows.append(row)
     return rows
 
 
+def sudoku_grades(items: list[dict[str, Any]]) -> list[str]:
+    """Each puzzle's technique grade: the item's ``technique`` key, else computed from the puzzle
+    (user files from ``--data`` rarely carry one)."""
+    from .tasks.sudoku import parse_grid, technique_needed
+
+    out = []
+    for it in items:
+        grade = it.get("technique")
+        if grade is None:
+            try:
+                grade = technique_needed(parse_grid(str(it.get("puzzle", ""))))
+            except ValueError:
+                grade = "unparsable"
+        out.append(str(grade))
+    return out
+
+
+SUDOKU_TECHNIQUES = ("naked_singles", "hidden_singles", "beyond_singles", "unparsable")
+_GRADE_SHORT = {"naked_singles": "naked", "hidden_singles": "hidden", "beyond_singles": "beyond",
+                "unparsable": "unparsable"}
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     extra = [k for k in ("obs_accuracy", "product_first_rate") if k in rows[0]]
+    grades = "by_technique" in rows[0]
     head = ["sampler", "accuracy (95% CI)", "NFE", "fwd rows", "cum. entropy", "ms/sample", *extra]
+    if grades:
+        head.append("solved by technique")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [
@@ -126,6 +159,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['ms_per_sample']:.1f}",
         ]
         cells += [f"{100 * r[k]:.1f}%" for k in extra]
+        if grades:
+            cells.append(", ".join(f"{_GRADE_SHORT.get(g, g)} {k}/{n}" for g, (k, n) in r["by_technique"].items()))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -141,6 +176,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     model = args.model_name_or_path or TASK_MODELS.get(task_name)
     if model is None:
         raise UnmaskError(f"unknown task {args.task!r}; choose one of {', '.join(TASK_MODELS)}")
+    if args.technique and task_name != "sudoku":
+        raise UnmaskError("--technique only applies to --task sudoku")
     session = Session.load(model, device=resolve_device(args.device), dtype=args.dtype)
     if session.task is None or session.task.name != task_name:
         have = session.task.name if session.task else "no task"
@@ -148,11 +185,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise UnmaskError(f"--n must be > 0, got {args.n}")
     if args.data:
-        items = load_items(args.data)[: args.n]
+        items = load_items(args.data)
+        if args.technique:
+            # grade the user's puzzles and keep the asked-for grade (before --n, so --n counts kept items)
+            items = [it for it, g in zip(items, sudoku_grades(items)) if g == args.technique]
+            if not items:
+                raise UnmaskError(f"no puzzle in {args.data} needs exactly {args.technique}")
+        items = items[: args.n]
     else:
         difficulty = {}
         if task_name == "sudoku":
             difficulty["givens"] = parse_range(args.givens) or (28, 32)
+            if args.technique:
+                difficulty["technique"] = args.technique
         elif args.givens:
             raise UnmaskError("--givens only applies to --task sudoku")
         items = session.task.make_dataset(args.n, seed=args.data_seed, **difficulty)
@@ -184,7 +229,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "task", required=True, help="sudoku | multiply | nae_sat")
     add_flag(p, "samplers", default="random,confidence,margin,entropy,info_gain,lookum")
     add_flag(p, "n", type=int, default=200, help="number of items")
-    add_flag(p, "givens", default=None, help="Sudoku clue range, e.g. 28-32 or 22-27")
+    add_flag(p, "givens", default=None, help="Sudoku clue range, e.g. 28-32 or 24-27 (below 22 is impractical)")
+    add_flag(p, "technique", default=None, choices=["naked_singles", "hidden_singles", "beyond_singles"],
+             help="Sudoku: only puzzles whose hardest needed technique is this one")
     add_flag(p, "data", default=None, help="JSONL of items in the task's format (e.g. {'puzzle': ...})")
     add_flag(p, "data_seed", type=int, default=1234, help="seed of the generated test items")
     add_flag(p, "batch_size", type=int, default=32)
