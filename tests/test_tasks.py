@@ -104,6 +104,28 @@ def test_sudoku_too_few_givens_is_a_clear_error() -> None:
         S.make_puzzle(random.Random(0), 12, max_tries=3)
 
 
+def test_sudoku_unique_training_examples() -> None:
+    task = get_task("sudoku", unique_frac=1.0, unique_givens=[30, 32])
+    rng = random.Random(3)
+    for _ in range(3):
+        ids, target = task.training_example(rng)
+        assert len(ids) == task.canvas_len and target[0] is False
+        solution = [int(task.id_chars[i]) for i in ids[1:]]
+        assert S.is_valid_solution(solution)
+        puzzle = [0 if t else v for t, v in zip(target[1:], solution)]
+        assert 30 <= sum(1 for v in puzzle if v) <= 32
+        assert S.count_solutions(puzzle, 3) == 1  # the clues pin the answer down
+    # the default task keeps its old random stream (no extra draw when unique_frac is 0)
+    plain = get_task("sudoku")
+    ids, target = plain.training_example(random.Random(9))
+    assert plain.decode_ids(ids[1:]) == ("938274165145936827762851934496128753871365492"
+                                         "253749618517492386329687541684513279") and sum(target) == 15
+    assert "unique_frac" not in plain.task_json()["params"]
+    assert task_from_json(task.task_json()).unique_givens == (30, 32)
+    with pytest.raises(UnmaskError):
+        get_task("sudoku", unique_frac=1.5)
+
+
 def test_sudoku_solver_counts() -> None:
     assert S.count_solutions(S.parse_grid(PUZZLE)) == 1
     assert S.solve(S.parse_grid(PUZZLE)) == S.parse_grid(SOLVED)
