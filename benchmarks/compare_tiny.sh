@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sampler comparison tables of docs/tiny_models.md: every built-in tiny model at two
 # difficulty levels. Writes results/compare/<name>.md (the table) and .json, and prints both.
-#   bash benchmarks/compare_tiny.sh            # all tables (about 30-60 min on 2 CPU cores)
+#   bash benchmarks/compare_tiny.sh            # all tables (about 40-70 min on 2 CPU cores)
 #   bash benchmarks/compare_tiny.sh multiply   # only the tables whose name contains "multiply"
 set -euo pipefail
 only="${1:-}"
