@@ -213,3 +213,17 @@ def test_init_from_a_model_folder(tmp_path: Path) -> None:
         assert "shape differs" in str(exc)
     else:
         raise AssertionError("a mismatched --init_from was accepted")
+
+
+def test_card_records_the_command_as_typed(tmp_path: Path, monkeypatch) -> None:
+    """Through ``unmask train`` the card must say ``unmask train ...`` (not ``... unmask.train train``)."""
+    from unmask.cli import main as cli_main
+
+    out = tmp_path / "sat"
+    argv = ["train", "--task", "nae_sat", "--task_param", "n=6", "--task_param", "p=10", *TINY,
+            "--max_steps", "2", "--decode_eval", "2", "--out", str(out)]
+    monkeypatch.setattr("sys.argv", ["/usr/bin/unmask", *argv])
+    assert cli_main(argv) == 0
+    card = (out / "model" / "MODEL_CARD.md").read_text()
+    assert "`unmask train --task nae_sat --task_param n=6" in card
+    assert "unmask.train train" not in card

@@ -531,7 +531,11 @@ def run_train(args: argparse.Namespace) -> int:
         if log_path.exists():
             log_path.unlink()
         commands = []
-    command = "python -m unmask.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # record the command as typed: ``unmask train ...`` arrives with "train" as its first argument
+    argv, prog = sys.argv[1:], "python -m unmask.train"
+    if argv[:1] == ["train"]:
+        argv, prog = argv[1:], "unmask train"
+    command = prog + " " + " ".join(shlex.quote(a) for a in argv)
     commands = [*commands, command]
     model.train()
 
