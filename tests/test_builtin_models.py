@@ -78,3 +78,12 @@ def test_generate_api_is_deterministic_on_a_builtin(sessions):
     b = generate(s.model, [prompt] * 3, "info_gain", **kw).sequences
     one = [generate(s.model, [prompt], "info_gain", **{**kw, "seed": [k]}).sequences[0] for k in (3, 4, 5)]
     assert a == b == one
+
+
+def test_main_job_example_shows_order_matters(sessions):
+    """`unmask sample` with no arguments must show a solved puzzle with the default sampler, and the
+    example must be one where the order matters (random order fails it)."""
+    s = sessions["tiny-sudoku"]
+    assert s.sample().extra["correct"] is True
+    assert s.sample(sampler="margin").extra["correct"] is True
+    assert s.sample(sampler="random").extra["correct"] is False
