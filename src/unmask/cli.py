@@ -70,7 +70,10 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "candidate_number", type=int, default=None, help="Info-Gain candidate actions per step (default 8)")
     add_flag(p, "position_temperature", type=float, default=None, help="Info-Gain position temperature (default 0.1)")
     add_flag(p, "bypass", default=None, help="Info-Gain threshold bypass: any (default) or all")
-    add_flag(p, "hnext_scope", default=None, help="Info-Gain H_next over: all (default) remaining masks, or block")
+    add_flag(p, "hnext_scope", default=None,
+             help="Info-Gain H_next over: auto (default: block with --use_cache dual, else all), all, block, padded")
+    add_flag(p, "lookahead_margin", type=float, default=None,
+             help="Info-Gain: skip the lookahead when the greedy action's confidence gap is at least this")
     add_flag(p, "cost_reduction", default=None, help="Info-Gain cost C: sum (default) or mean")
     add_flag(p, "beam_size", type=int, default=None, help="beam search over Info-Gain trajectories")
     add_flag(p, "best_of", type=int, default=None, help="N runs, keep the lowest cumulative entropy")
@@ -92,7 +95,7 @@ SUBCOMMAND_MODULES = (
 
 SAMPLER_OPTION_FLAGS = (
     "threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
-    "position_temperature", "bypass", "hnext_scope", "cost_reduction",
+    "position_temperature", "bypass", "hnext_scope", "cost_reduction", "lookahead_margin",
 )
 CONFIG_FLAGS = (
     "max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p", "top_k",

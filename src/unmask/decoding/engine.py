@@ -20,6 +20,7 @@ never on the other rows of the batch.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,22 @@ from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
 from .trace import StepRecord, TokenRecord, Trace
 
 CACHE_MODES = ("none", "prefix", "dual")
+
+
+def resolve_hnext_scope(scope: str, use_cache: str) -> str:
+    """The H_next scope a lookahead sampler's setting means under a cache mode.
+
+    ``auto`` (the default) is ``block`` with the dual cache and ``all`` otherwise: with ``dual``
+    nothing outside the active block is recomputed for the plain step, and the seeds' dual-cache
+    lookahead gives every mask outside the block the same constant (ln V), so only the block
+    carries information about a candidate; measuring the future blocks would cost a forward over
+    ``[block start, T)`` per candidate, the very work the cache exists to avoid. Without a cache,
+    and with ``prefix`` (whose step recomputes ``[block start, T)`` anyway), every remaining mask
+    is measured, as in the public code. ``all``, ``block`` and ``padded`` are explicit overrides.
+    """
+    if scope == "auto":
+        return "block" if use_cache == "dual" else "all"
+    return scope
 
 
 @dataclass
@@ -110,6 +127,7 @@ class GenerationOutput:
     forward_rows: int  # rows computed across those calls
     seconds: float
     prompt_lengths: list[int]
+    forward_tokens: int = 0  # sum over those calls of rows x query length (device-independent cost)
 
     @property
     def generated_tokens(self) -> int:
@@ -233,16 +251,28 @@ class Engine:
         return block_schedule(n_masks, block_steps, cfg.schedule)
 
     # ------------------------------------------------------------------ accounting
-    def _count(self, rows: list[_Row], row_ids: list[int]) -> None:
-        """One forward over ``row_ids``: NFE +1 for every prompt (group) involved."""
+    def _count(self, rows: list[_Row], row_ids: list[int], q_len: int) -> None:
+        """One forward over ``row_ids`` with ``q_len`` query positions per row: NFE +1 for every
+        prompt (group) involved; forward tokens = rows x query length, the cost that does not
+        depend on the device (a cached window of 32 costs 32 per row, a full canvas T)."""
         self.nfe += 1
         self.forward_rows += len(row_ids)
+        self.forward_tokens += len(row_ids) * q_len
         groups: dict[int, int] = {}
         for ri in row_ids:
             groups[rows[ri].group] = groups.get(rows[ri].group, 0) + 1
         for g, n in groups.items():
             self.group_nfe[g] += 1
             self.group_rows[g] += n
+            self.group_tokens[g] += n * q_len
+
+    def _query_len(self, start: int, end: int, total: int, cached: bool) -> int:
+        """Query positions a forward runs: the whole canvas without a cache; with one, the window
+        ``[start, end)`` plus, for models that predict token i at position i - 1 (Dream), the one
+        extra position before it (see ``DiffusionLM.predict``)."""
+        if not cached:
+            return total
+        return end - start + (1 if getattr(self.model, "shift_logits", False) and start > 0 else 0)
 
     # ------------------------------------------------------------------ model
     def _cached_rows(self, cache_state, row_ids: list[int]):
@@ -251,22 +281,26 @@ class Engine:
         idx = [where[r] for r in row_ids]
         if idx == list(range(cache.batch_size)):
             return cache
-        return cache.select_rows(torch.tensor(idx, device=cache.keys[0].device))
+        # lazy: the model gathers these rows while it writes the window into each layer's keys
+        return cache.rows_view(torch.tensor(idx, device=cache.keys[0].device))
 
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
         """Aligned logits ``[A, end - start, V]`` for the given rows, managing the block cache."""
         model = self.model
         act = torch.tensor(row_ids, device=x.device)
-        self._count(rows, row_ids)
+        total = x.shape[1]
         if cfg.use_cache == "none":
+            self._count(rows, row_ids, total)
             return model.predict(x[act], am[act], start=start, end=end).logits
         if cache_state.get("cache") is None:
+            self._count(rows, row_ids, total)
             out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
         cache = self._cached_rows(cache_state, row_ids)
-        window_end = x.shape[1] if cfg.use_cache == "prefix" else end
+        window_end = total if cfg.use_cache == "prefix" else end
+        self._count(rows, row_ids, self._query_len(start, window_end, total, cached=True))
         return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end).logits
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
@@ -333,8 +367,10 @@ class Engine:
 
         self.nfe = 0
         self.forward_rows = 0
+        self.forward_tokens = 0
         self.group_nfe = [0] * len(prompts)
         self.group_rows = [0] * len(prompts)
+        self.group_tokens = [0] * len(prompts)
         t0 = time.perf_counter()
         global_step = 0
         for bi, (s, e) in enumerate(blocks):
@@ -390,6 +426,7 @@ class Engine:
             best.trace.final_tokens = seq
             best.trace.nfe = self.group_nfe[g]
             best.trace.forward_rows = self.group_rows[g]
+            best.trace.forward_tokens = self.group_tokens[g]
             traces.append(best.trace)
         return GenerationOutput(
             sequences=sequences,
@@ -399,6 +436,7 @@ class Engine:
             forward_rows=self.forward_rows,
             seconds=seconds,
             prompt_lengths=lengths,
+            forward_tokens=self.forward_tokens,
         )
 
     def _step_logits(self, x, am, act_list, s, e, cache_state, cfg, rows) -> torch.Tensor:
@@ -469,40 +507,58 @@ class Engine:
     def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
         """Score candidate actions: apply each to a copy of its row's canvas and run the copies in
         as few forwards as ``max_lookahead_rows`` allows (cached context reused read-only).
-        Returns, per request, the entropies of the predictions at every window position, which
-        of them are still masked, and every candidate's raw block logits (the winner's become
-        the next step's logits)."""
-        canvases, owner = [], []
-        for ri, view, cands in requests:
-            for c in cands:
-                xc = x[ri].clone()
-                toks = c.tokens if c.tokens is not None else view.tokens[c.index]
-                xc[view.positions[c.index]] = toks.to(xc.dtype)
-                canvases.append(xc)
-                owner.append(ri)
-        xb = torch.stack(canvases)
+        Returns, per request, the entropies of the predictions at every H_next window position
+        (computed only where the position is still masked; 0 elsewhere), which of them are still
+        masked, and every candidate's raw block logits (the winner's become the next step's
+        logits).
+
+        What runs per cache mode (``scope`` resolved by :func:`resolve_hnext_scope`):
+
+        * ``none``: the whole canvas per candidate (no cache to reuse);
+        * ``prefix``: the window ``[block start, T)`` against the prefix cache, as the plain step;
+        * ``dual``: only the active block ``[block start, block end)`` against the frozen prefix
+          and suffix of the cache (an explicit ``hnext_scope="all"`` widens it to ``[s, T)``).
+        """
         total = x.shape[1]
-        window_end = total if scope == "all" else e
+        scope = resolve_hnext_scope(scope, cfg.use_cache)
+        h_end = total if scope == "all" else e  # H_next reads entropies over [s, h_end)
+        owner = [ri for ri, _, cands in requests for _ in cands]
+        xb = x[torch.tensor(owner, device=x.device)]  # advanced indexing: a fresh copy
+        i = 0
+        for _, view, cands in requests:
+            for c in cands:
+                toks = c.tokens if c.tokens is not None else view.tokens[c.index]
+                xb[i, view.positions[c.index]] = toks.to(xb.dtype)
+                i += 1
         chunk = cfg.max_lookahead_rows or len(owner)
         raws = []
         for lo in range(0, len(owner), chunk):
             ids = owner[lo : lo + chunk]
-            self._count(rows, ids)
             xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
-                raws.append(self.model.predict(xs, ams, start=s, end=window_end).logits)
+                self._count(rows, ids, total)
+                raws.append(self.model.predict(xs, ams, start=s, end=h_end).logits)
             else:
                 cache = self._cached_rows(cache_state, ids)
-                end = total if cfg.use_cache == "prefix" else window_end
-                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=window_end).logits)
-        raw = torch.cat(raws)
-        ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
-        masked = xb[:, s:window_end] == self.mask_id
+                end = total if cfg.use_cache == "prefix" else h_end
+                self._count(rows, ids, self._query_len(s, end, total, cached=True))
+                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=h_end).logits)
+        raw = raws[0] if len(raws) == 1 else torch.cat(raws)
+        masked = xb[:, s:h_end] == self.mask_id  # [M, W]
+        # full-vocabulary entropies only where H_next reads them (still-masked positions)
+        ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
+        if bool(masked.any()):
+            ent[masked] = entropy_from_logits(self._process(raw[masked], cfg, stop_ids))
+        outside = None
+        if scope == "padded":  # the seeds' dual cache: each mask outside the block counts ln V
+            outside = (xb == self.mask_id).sum(1) - (xb[:, s:e] == self.mask_id).sum(1)
         results, i = [], 0
         for _, _, cands in requests:
             m = len(cands)
-            results.append(LookaheadResult(entropy=ent[i : i + m], masked=masked[i : i + m],
-                                           raw_block_logits=raw[i : i + m, : e - s]))
+            results.append(LookaheadResult(
+                entropy=ent[i : i + m], masked=masked[i : i + m], raw_block_logits=raw[i : i + m, : e - s],
+                outside_masks=None if outside is None else outside[i : i + m],
+                outside_entropy=math.log(raw.shape[-1])))
             i += m
         return results
 

@@ -37,6 +37,7 @@ class Trace:
     steps: list[StepRecord] = field(default_factory=list)
     nfe: int = 0  # forwards that included this row (lookahead batches count once)
     forward_rows: int = 0  # rows computed on this row's behalf (a lookahead of 8 candidates = 8)
+    forward_tokens: int = 0  # sum over those rows of the query length (canvas, or cached window)
     initial_tokens: list[int] = field(default_factory=list)  # the row's canvas before decoding
     final_tokens: list[int] = field(default_factory=list)
 

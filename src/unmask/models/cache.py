@@ -30,10 +30,12 @@ class KVCache:
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    #: lazy row selection (see :meth:`rows_view`): row j of this cache is stored row ``rows[j]``
+    rows: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
-        return self.keys[0].shape[0]
+        return self.keys[0].shape[0] if self.rows is None else int(self.rows.shape[0])
 
     @property
     def length(self) -> int:
@@ -49,7 +51,18 @@ class KVCache:
 
     def select_rows(self, rows: torch.Tensor) -> KVCache:
         """Keep the given batch rows (e.g. the rows that are still decoding)."""
+        if self.rows is not None:
+            rows = self.rows.index_select(0, rows)
         return KVCache([k.index_select(0, rows) for k in self.keys], [v.index_select(0, rows) for v in self.values])
+
+    def rows_view(self, rows: torch.Tensor) -> KVCache:
+        """The given rows (repeats allowed, e.g. one per lookahead candidate) *without copying*:
+        :meth:`layer_window` gathers them while it builds each layer's keys, so a lookahead over
+        N candidates copies the cached context once per layer instead of twice (gather, then
+        concatenate)."""
+        if self.rows is not None:
+            rows = self.rows.index_select(0, rows)
+        return KVCache(self.keys, self.values, rows)
 
     def layer_window(self, layer: int, start: int, k_new: torch.Tensor, v_new: torch.Tensor):
         """Keys/values for one layer with the window ``[start, start + Q)`` replaced by fresh ones."""
@@ -57,9 +70,19 @@ class KVCache:
         q_len = k_new.shape[2]
         if start > k_old.shape[2]:
             raise ValueError(f"window starts at {start} but the cache holds only {k_old.shape[2]} positions")
-        if k_old.shape[0] != k_new.shape[0]:
-            raise ValueError(f"cache has {k_old.shape[0]} rows but the window has {k_new.shape[0]}")
+        if self.batch_size != k_new.shape[0]:
+            raise ValueError(f"cache has {self.batch_size} rows but the window has {k_new.shape[0]}")
         end = start + q_len
+        if self.rows is not None:
+            # one gather into fresh tensors, then the window written into them (the stored cache
+            # is untouched); beyond the stored length the keys grow, as with the concatenation
+            k = k_old.index_select(0, self.rows)
+            v = v_old.index_select(0, self.rows)
+            if end <= k.shape[2]:
+                k[:, :, start:end] = k_new.to(k.dtype)
+                v[:, :, start:end] = v_new.to(v.dtype)
+                return k, v
+            k_old, v_old = k, v
         k = torch.cat([k_old[:, :, :start], k_new.to(k_old.dtype), k_old[:, :, end:]], dim=2)
         v = torch.cat([v_old[:, :, :start], v_new.to(v_old.dtype), v_old[:, :, end:]], dim=2)
         return k, v

@@ -57,13 +57,17 @@ class LookaheadResult:
     """What the engine measured on the states after each candidate action (one row).
 
     ``entropy[i, j]``: entropy (nats) of the prediction at window position j in candidate i's
-    state; ``masked[i, j]``: whether that position is still masked there. The window is the
-    active block (H_next scope ``block``) or everything from the block start to the end of the
-    canvas (scope ``all``: every remaining mask)."""
+    state; ``masked[i, j]``: whether that position is still masked there (entropies are only
+    computed there; other entries are 0). The window is the active block (H_next scope ``block``
+    or ``padded``) or everything from the block start to the end of the canvas (scope ``all``:
+    every remaining mask). ``outside_masks[i]`` (scope ``padded`` only) counts candidate i's masks
+    outside the block, each of which the seeds' dual cache scores as ``outside_entropy`` = ln V."""
 
     entropy: torch.Tensor  # [m, W]
     masked: torch.Tensor  # [m, W] bool
     raw_block_logits: torch.Tensor  # [m, block_len, V] raw model logits for the block
+    outside_masks: torch.Tensor | None = None  # [m] long
+    outside_entropy: float = 0.0
 
 
 @dataclass
@@ -95,7 +99,7 @@ class Sampler:
     #: lookahead samplers implement propose()/choose() instead of select(); the engine scores all
     #: rows' candidates in one batched forward between the two calls
     needs_lookahead: ClassVar[bool] = False
-    hnext_scope: str = "block"
+    hnext_scope: str = "auto"
 
     def select(self, view: StepView) -> Action:  # pragma: no cover - interface
         raise NotImplementedError

@@ -6,9 +6,12 @@ For the active block, with ``k`` tokens to commit this step (from the schedule):
   C(a) is the entropy (nats, full vocabulary, fp32) of the current predictions at the positions a
   decodes, summed (``cost_reduction="sum"``, default, as in the public code) or averaged
   (``"mean"``). H_next(a) is the mean entropy over the positions still masked after a, measured
-  with one lookahead forward on the state after a. Its scope is ``"all"`` (default, as in the
-  public code: every remaining mask of the canvas) or ``"block"`` (the paper's wording: masks of
-  the active block only).
+  with one lookahead forward on the state after a. Its scope (``hnext_scope``) is ``"auto"``
+  (default: ``"block"`` with the dual KV cache, ``"all"`` otherwise; see
+  :func:`unmask.decoding.engine.resolve_hnext_scope`), ``"all"`` (as in the public code without
+  a cache: every remaining mask of the canvas), ``"block"`` (the paper's wording: masks of the
+  active block only) or ``"padded"`` (the seeds' dual-cache numbers: block masks measured, every
+  other mask counted as a uniform prediction, ln V).
 * Candidates (``candidate_number`` N, default 8). Candidate 0 is the greedy action: the top-k
   positions by confidence with the engine's proposed tokens. Candidates 1..N-1 draw fresh tokens
   at the token temperature (the same argmax tokens at temperature 0) and k positions by
@@ -27,6 +30,10 @@ For the active block, with ``k`` tokens to commit this step (from the schedule):
   to the next step, so unlike the reference no mask is ever left behind. ``bypass="all"`` (the
   standalone/PR semantics): only when *every* eligible position is >= threshold, fill the whole
   block at once.
+* Margin skip (off unless ``lookahead_margin`` is given): when the greedy action's weakest
+  confidence beats the best position it leaves out by at least the margin, commit the greedy
+  action without a lookahead (kind ``margin``). A cheap relative form of the bypass: the lookahead
+  rarely overturns a clear confidence gap, and every skipped lookahead saves N rows.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from ..errors import UnmaskError
 from .base import Action, LookaheadResult, Sampler, StepView, register, top_k_stable
 
 VARIANTS = ("info_gain", "lookum")
+HNEXT_SCOPES = ("auto", "all", "block", "padded")
 
 
 @register
@@ -48,7 +56,7 @@ class InfoGainSampler(Sampler):
     needs_lookahead = True
     options: ClassVar[tuple[str, ...]] = (
         "variant", "candidate_number", "position_temperature", "threshold", "bypass", "hnext_scope",
-        "cost_reduction",
+        "cost_reduction", "lookahead_margin",
     )
     default_variant = "info_gain"
 
@@ -59,8 +67,9 @@ class InfoGainSampler(Sampler):
         position_temperature: float = 0.1,
         threshold: float | None = None,
         bypass: str = "any",
-        hnext_scope: str = "all",
+        hnext_scope: str = "auto",
         cost_reduction: str = "sum",
+        lookahead_margin: float | None = None,
     ) -> None:
         variant = (variant or self.default_variant).replace("-", "_").lower()
         if variant not in VARIANTS:
@@ -73,8 +82,10 @@ class InfoGainSampler(Sampler):
             raise UnmaskError(f"threshold must be in (0, 1], got {threshold}")
         if bypass not in ("any", "all"):
             raise UnmaskError(f"bypass must be 'any' or 'all', got {bypass!r}")
-        if hnext_scope not in ("all", "block"):
-            raise UnmaskError(f"hnext_scope must be 'all' or 'block', got {hnext_scope!r}")
+        if hnext_scope not in HNEXT_SCOPES:
+            raise UnmaskError(f"hnext_scope must be one of {', '.join(HNEXT_SCOPES)}, got {hnext_scope!r}")
+        if lookahead_margin is not None and not (0.0 <= float(lookahead_margin) <= 1.0):
+            raise UnmaskError(f"lookahead_margin must be in [0, 1], got {lookahead_margin}")
         if cost_reduction not in ("sum", "mean"):
             raise UnmaskError(f"cost_reduction must be 'sum' or 'mean', got {cost_reduction!r}")
         self.variant = variant
@@ -84,12 +95,14 @@ class InfoGainSampler(Sampler):
         self.bypass = bypass
         self.hnext_scope = hnext_scope
         self.cost_reduction = cost_reduction
+        self.lookahead_margin = None if lookahead_margin is None else float(lookahead_margin)
 
     def config(self) -> dict[str, Any]:
         return {
             "sampler": self.name, "variant": self.variant, "candidate_number": self.candidate_number,
             "position_temperature": self.position_temperature, "threshold": self.threshold,
             "bypass": self.bypass, "hnext_scope": self.hnext_scope, "cost_reduction": self.cost_reduction,
+            **({"lookahead_margin": self.lookahead_margin} if self.lookahead_margin is not None else {}),
         }
 
     # -- phase 1 ---------------------------------------------------------------------------
@@ -114,10 +127,16 @@ class InfoGainSampler(Sampler):
                 cand = sure.nonzero().squeeze(-1)
                 pick = cand[top_k_stable(top1[cand], k)]
                 return Action(pick, argmax_tok[pick], info={"kind": "bypass"})
-        greedy = Action(top_k_stable(view.confidence, k), view.tokens[top_k_stable(view.confidence, k)])
+        order = top_k_stable(view.confidence, k + 1)
+        greedy = Action(order[:k], view.tokens[order[:k]])
         if self.candidate_number <= 1 or self.position_temperature <= 0:
             greedy.info["kind"] = "greedy"
             return greedy
+        if self.lookahead_margin is not None:
+            gap = float(view.confidence[order[k - 1]] - view.confidence[order[k]])
+            if gap >= self.lookahead_margin:
+                greedy.info["kind"] = "margin"
+                return greedy
         cands = [greedy]
         seen = {tuple(sorted(greedy.index.tolist()))}
         for _ in range(1, self.candidate_number):
@@ -147,12 +166,13 @@ class InfoGainSampler(Sampler):
     # -- phase 2 ---------------------------------------------------------------------------
     def objective(self, view: StepView, cands: list[Action], result: LookaheadResult) -> torch.Tensor:
         """J for every candidate (higher is better)."""
-        h_next = []
-        for i in range(len(cands)):
-            m = result.masked[i]
-            cnt = int(m.sum())
-            h_next.append(float(result.entropy[i][m].sum()) / cnt if cnt else 0.0)
-        h = torch.tensor(h_next, dtype=torch.float64)
+        ent = result.entropy.double()
+        sums = torch.where(result.masked, ent, torch.zeros_like(ent)).sum(-1)
+        cnts = result.masked.sum(-1).double()
+        if result.outside_masks is not None:  # scope "padded": ln V per mask outside the block
+            out = result.outside_masks.double().to(sums.device)
+            sums, cnts = sums + out * result.outside_entropy, cnts + out
+        h = torch.where(cnts > 0, sums / cnts.clamp_min(1), torch.zeros_like(sums)).cpu()
         if self.variant == "lookum":
             return -h
         costs = []
