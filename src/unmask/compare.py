@@ -76,7 +76,7 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
     cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False, "suppress_token_ids": tuple(task.suppressed_ids())}
     rows = []
     for name in samplers:
-        correct, nfe, frows, ent, secs, obs, prod_first = 0, 0, 0, 0.0, 0.0, [], 0
+        correct, nfe, frows, ftoks, ent, secs, obs, prod_first = 0, 0, 0, 0, 0.0, 0.0, [], 0
         by_grade: dict[str, list[int]] = {}  # Sudoku: technique -> [solved, items]
         for lo in range(0, len(items), batch_size):
             chunk = prompts[lo : lo + batch_size]
@@ -100,6 +100,7 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                 tr = out.traces[j]
                 nfe += tr.nfe
                 frows += tr.forward_rows
+                ftoks += tr.forward_tokens
                 ent += tr.cumulative_entropy
                 if task.name == "multiply":
                     prod_first += int(product_before_factors([p for _, p, _ in tr.order]))
@@ -109,7 +110,8 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
         lo_ci, hi_ci = wilson(correct, n)
         row = {
             "sampler": name, "n": n, "accuracy": correct / n, "ci_low": lo_ci, "ci_high": hi_ci,
-            "mean_nfe": nfe / n, "mean_forward_rows": frows / n, "mean_cumulative_entropy": ent / n,
+            "mean_nfe": nfe / n, "mean_forward_rows": frows / n,
+            "mean_forward_tokens": ftoks / n, "mean_cumulative_entropy": ent / n,
             "ms_per_sample": 1000 * secs / n,
         }
         if obs:
@@ -147,7 +149,7 @@ _GRADE_SHORT = {"naked_singles": "naked", "hidden_singles": "hidden", "beyond_si
 def format_table(rows: list[dict[str, Any]]) -> str:
     extra = [k for k in ("obs_accuracy", "product_first_rate") if k in rows[0]]
     grades = "by_technique" in rows[0]
-    head = ["sampler", "accuracy (95% CI)", "NFE", "fwd rows", "cum. entropy", "ms/sample", *extra]
+    head = ["sampler", "accuracy (95% CI)", "NFE", "fwd rows", "fwd tokens", "cum. entropy", "ms/sample", *extra]
     if grades:
         head.append("solved by technique")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -155,7 +157,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         cells = [
             r["sampler"],
             f"{100 * r['accuracy']:.1f}% ({100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f})",
-            f"{r['mean_nfe']:.1f}", f"{r['mean_forward_rows']:.1f}", f"{r['mean_cumulative_entropy']:.2f}",
+            f"{r['mean_nfe']:.1f}", f"{r['mean_forward_rows']:.1f}",
+            f"{r.get('mean_forward_tokens', 0.0):.0f}", f"{r['mean_cumulative_entropy']:.2f}",
             f"{r['ms_per_sample']:.1f}",
         ]
         cells += [f"{100 * r[k]:.1f}%" for k in extra]

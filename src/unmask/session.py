@@ -63,6 +63,7 @@ class SampleResult:
             "token_ids": self.token_ids,
             "nfe": tr.nfe,
             "forward_rows": tr.forward_rows,
+            "forward_tokens": tr.forward_tokens,
             "cumulative_entropy": tr.cumulative_entropy,
             "seconds": self.output.seconds,
             "generated_tokens": self.output.generated_tokens,
@@ -75,7 +76,7 @@ class SampleResult:
     def summary_line(self) -> str:
         tr = self.trace
         return (
-            f"[nfe={tr.nfe} cumulative_entropy={tr.cumulative_entropy:.3f} "
+            f"[nfe={tr.nfe} forward_tokens={tr.forward_tokens} cumulative_entropy={tr.cumulative_entropy:.3f} "
             f"seconds={self.output.seconds:.2f} tokens/s={self.output.tokens_per_second:.1f}]"
         )
 

@@ -65,6 +65,8 @@ class Turn:
             "prompt_tokens": len(self.prompt_ids),
             "generated_tokens": self.output.generated_tokens,
             "nfe": tr.nfe,
+            "forward_rows": tr.forward_rows,
+            "forward_tokens": tr.forward_tokens,
             "cumulative_entropy": tr.cumulative_entropy,
             "seconds": self.output.seconds,
         }

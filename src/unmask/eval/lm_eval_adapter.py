@@ -164,6 +164,8 @@ class UnmaskLM(LM):
                     text = cut_at_stops(session.decode(out.generated[j]), until)
                     results[i] = text
                     self.stats["nfe"] += out.traces[j].nfe
+                    self.stats["forward_rows"] += out.traces[j].forward_rows
+                    self.stats["forward_tokens"] += out.traces[j].forward_tokens
                     self.stats["generated_tokens"] += len(out.generated[j])
                     self.stats["cumulative_entropy"] += out.traces[j].cumulative_entropy
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)

@@ -178,6 +178,7 @@ def summarize(records: Iterable[dict[str, Any]], expected: int) -> dict[str, Any
         "metrics": metrics,
         "mean_nfe": mean([float(r.get("nfe", 0)) for r in recs]),
         "mean_forward_rows": mean([float(r.get("forward_rows", 0)) for r in recs]),
+        "mean_forward_tokens": mean([float(r.get("forward_tokens", 0)) for r in recs]),
         "mean_cumulative_entropy": mean([float(r.get("cumulative_entropy", 0.0)) for r in recs]),
         "generated_tokens": gen_tokens,
         "mean_generated_tokens": gen_tokens / len(recs) if recs else 0.0,

@@ -314,6 +314,7 @@ class EvalRun:
                 "metrics": {k: float(v) for k, v in metrics.items() if k != "correct"},
                 "nfe": int(tr.nfe),
                 "forward_rows": int(tr.forward_rows),
+                "forward_tokens": int(tr.forward_tokens),
                 "cumulative_entropy": float(tr.cumulative_entropy),
                 "generated_tokens": int(task.generated_tokens(out, j, prompts[j])),
                 "seconds": share,

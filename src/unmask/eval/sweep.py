@@ -44,7 +44,7 @@ from .runner import EvalRun, EvalSpec
 
 RUN_KEYS = ("num_fewshot", "chat_template", "batch_size", "limit", "data", "exec_timeout")
 TABLE_COLUMNS = ("model", "task", "sampler", "sampler_options", "settings", "n", "accuracy", "accuracy_stderr",
-                 "metrics", "mean_nfe",
+                 "metrics", "mean_nfe", "mean_forward_rows", "mean_forward_tokens",
                  "tokens_per_second", "mean_cumulative_entropy", "mean_generated_tokens", "wall_seconds",
                  "status", "run_dir")
 
@@ -201,7 +201,8 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
                 "sampler_options": _settings_str(spec.sampler_options), "settings": _settings_str(settings),
                 "n": s["n"], "accuracy": s["accuracy"], "accuracy_stderr": s["accuracy_stderr"],
                 "metrics": _metrics_str(s.get("metrics", {})),
-                "mean_nfe": s["mean_nfe"], "tokens_per_second": s["tokens_per_second"],
+                "mean_nfe": s["mean_nfe"], "mean_forward_rows": s.get("mean_forward_rows", 0.0),
+                "mean_forward_tokens": s.get("mean_forward_tokens", 0.0), "tokens_per_second": s["tokens_per_second"],
                 "mean_cumulative_entropy": s["mean_cumulative_entropy"],
                 "mean_generated_tokens": s["mean_generated_tokens"], "wall_seconds": s["wall_seconds"],
                 "status": s["_status"], "run_dir": s["run_dir"],
