@@ -530,25 +530,32 @@ class Engine:
                 toks = c.tokens if c.tokens is not None else view.tokens[c.index]
                 xb[i, view.positions[c.index]] = toks.to(xb.dtype)
                 i += 1
+        # the LM head runs only where it is read: positions still masked in the H_next window
+        # (H_next) whose block part is also the winner's next-step logits
+        masked = xb[:, s:h_end] == self.mask_id  # [M, W]
         chunk = cfg.max_lookahead_rows or len(owner)
-        raws = []
+        packed = []
         for lo in range(0, len(owner), chunk):
             ids = owner[lo : lo + chunk]
-            xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
+            xs, ams, sel = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)], masked[lo : lo + chunk]
             if cfg.use_cache == "none":
                 self._count(rows, ids, total)
-                raws.append(self.model.predict(xs, ams, start=s, end=h_end).logits)
+                packed.append(self.model.predict(xs, ams, start=s, end=h_end, logits_mask=sel).logits)
             else:
                 cache = self._cached_rows(cache_state, ids)
                 end = total if cfg.use_cache == "prefix" else h_end
                 self._count(rows, ids, self._query_len(s, end, total, cached=True))
-                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=h_end).logits)
-        raw = raws[0] if len(raws) == 1 else torch.cat(raws)
-        masked = xb[:, s:h_end] == self.mask_id  # [M, W]
-        # full-vocabulary entropies only where H_next reads them (still-masked positions)
-        ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
-        if bool(masked.any()):
-            ent[masked] = entropy_from_logits(self._process(raw[masked], cfg, stop_ids))
+                packed.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=h_end,
+                                                 logits_mask=sel).logits)
+        flat = packed[0] if len(packed) == 1 else torch.cat(packed)  # [n_masked, V] raw
+        # raw block logits per candidate (zeros where a position is already decoded: never read)
+        raw = flat.new_zeros((len(owner), e - s, flat.shape[-1]))
+        in_block = torch.arange(h_end - s, device=masked.device).expand_as(masked)[masked] < e - s
+        raw[masked[:, : e - s]] = flat[in_block]
+        # full-vocabulary entropies only where H_next reads them (processed in place: flat is ours)
+        ent = torch.zeros(masked.shape, dtype=torch.float32, device=flat.device)
+        if flat.shape[0]:
+            ent[masked] = entropy_from_logits(self._process(flat, cfg, stop_ids))
         outside = None
         if scope == "padded":  # the seeds' dual cache: each mask outside the block counts ln V
             outside = (xb == self.mask_id).sum(1) - (xb[:, s:e] == self.mask_id).sum(1)

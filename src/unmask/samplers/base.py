@@ -19,10 +19,15 @@ from ..errors import UnmaskError
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy in nats over the last axis, computed in fp32 (-inf logits contribute 0)."""
+    """Shannon entropy in nats over the last axis, computed in fp32 (-inf logits contribute 0).
+
+    Runs on every step over the full vocabulary, so it avoids temporaries: clamping log p at the
+    lowest finite float turns 0 * -inf into 0 without a mask (where p > 0 the clamp changes
+    nothing, so the result is the same as masking)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
-    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
+    logp.clamp_(min=torch.finfo(logp.dtype).min)
+    return -(p.mul_(logp)).sum(-1)
 
 
 @dataclass
