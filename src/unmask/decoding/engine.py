@@ -501,7 +501,7 @@ class Engine:
         for j, (ri, view, cands), res in zip(pending, requests, results):
             action = sampler.choose(view, cands, res)
             actions[j] = action
-            rows[ri].next_logits = res.raw_block_logits[action.info.get("winner", 0)]
+            rows[ri].next_logits = res.block_logits(action.info.get("winner", 0))
         return actions
 
     def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
@@ -547,15 +547,17 @@ class Engine:
                 self._count(rows, ids, self._query_len(s, end, total, cached=True))
                 packed.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=h_end,
                                                  logits_mask=sel).logits)
-        flat = packed[0] if len(packed) == 1 else torch.cat(packed)  # [n_masked, V] raw
-        # raw block logits per candidate (zeros where a position is already decoded: never read)
-        raw = flat.new_zeros((len(owner), e - s, flat.shape[-1]))
-        in_block = torch.arange(h_end - s, device=masked.device).expand_as(masked)[masked] < e - s
-        raw[masked[:, : e - s]] = flat[in_block]
-        # full-vocabulary entropies only where H_next reads them (processed in place: flat is ours)
+        flat = packed[0] if len(packed) == 1 else torch.cat(packed)  # [n_masked, V] raw, row-major
+        # candidate i's rows start at offsets[i]; its block positions come first (the window
+        # starts at the block), so its raw block logits are rows offsets[i] .. + n_block[i]
+        per_row = masked.sum(1)
+        offsets = (per_row.cumsum(0) - per_row).tolist()
+        block_masks = masked[:, : e - s]
+        # full-vocabulary entropies only where H_next reads them (on a processed copy: the raw
+        # rows are the winner's next-step logits)
         ent = torch.zeros(masked.shape, dtype=torch.float32, device=flat.device)
         if flat.shape[0]:
-            ent[masked] = entropy_from_logits(self._process(flat, cfg, stop_ids))
+            ent[masked] = entropy_from_logits(self._process(flat.clone(), cfg, stop_ids))
         outside = None
         if scope == "padded":  # the seeds' dual cache: each mask outside the block counts ln V
             outside = (xb == self.mask_id).sum(1) - (xb[:, s:e] == self.mask_id).sum(1)
@@ -563,9 +565,10 @@ class Engine:
         for _, _, cands in requests:
             m = len(cands)
             results.append(LookaheadResult(
-                entropy=ent[i : i + m], masked=masked[i : i + m], raw_block_logits=raw[i : i + m, : e - s],
+                entropy=ent[i : i + m], masked=masked[i : i + m], raw_block_logits=None,
                 outside_masks=None if outside is None else outside[i : i + m],
-                outside_entropy=math.log(raw.shape[-1])))
+                outside_entropy=math.log(flat.shape[-1]),
+                block_source=(flat, offsets[i : i + m], block_masks[i : i + m])))
             i += m
         return results
 
@@ -591,7 +594,7 @@ class Engine:
                                                                 "J": [round(float(v), 6) for v in scores],
                                                                 "objective": float(val)})
                     children.setdefault(row.group, []).append(
-                        _Child(ri, act, row.score + float(val), res.raw_block_logits[c]))
+                        _Child(ri, act, row.score + float(val), res.block_logits(c)))
             else:
                 val = sampler.step_objective(views[j], prop)
                 prop.info["objective"] = val
