@@ -1,29 +1,30 @@
-"""Info-Gain benchmark (issue 3): what the lookahead samplers cost and buy.
+"""Info-Gain benchmark (issues 3 and 16): what the lookahead samplers cost next to confidence decoding,
+per KV-cache mode, in forwards, forward tokens and time.
 
-For every sampler setting: NFE (forward calls of the batch), forward rows (rows computed across
-those calls; a lookahead over 8 candidates for 3 prompts is 1 NFE and 24 rows), wall and process
-CPU time, and the mean cumulative entropy of the decoded tokens (sum over a row's tokens of the
-entropy of the prediction it was taken from, averaged over prompts; lower = more certain path).
+For every sampler setting and cache mode: NFE (forward calls), forward rows (rows across those
+calls; a lookahead over 8 candidates is 1 NFE and 8 rows), forward tokens (rows x query length
+summed over the calls: the device-independent cost; a dual-cache step runs 32 query positions, a
+no-cache step the whole canvas), the mean number of distinct candidates per lookahead step, wall
+time, tokens/s and the mean cumulative entropy (sum over a row's decoded tokens of the entropy of
+the prediction it was taken from; lower = more certain path), plus the task accuracy for the tiny
+task models. Ratios are against ``confidence`` in the same cache mode, from the same run.
 
-Settings: ``confidence`` (greedy, temperature 0); ``info_gain`` and ``lookum`` with N = 8
-candidates, without and with the high-confidence bypass ``threshold=0.9``; ``info_gain`` with
-``beam_size=2``; and ``best_of=8`` runs of ``confidence`` at temperature 1 (keep the run with the
-lowest cumulative entropy), which computes about as many rows as Info-Gain: the equal-budget
-baseline. The headline ratio is Info-Gain NFE / confidence NFE at equal steps (target <= 1.05):
-Info-Gain reuses the winner's lookahead logits as the next step's logits, so a step should cost
-one (batched) forward, like confidence.
+Settings (``--settings``, comma-separated labels; default the issue's four): ``confidence``
+(greedy); ``info_gain`` (N = 8, position temperature 0.1); ``info_gain thr0.9`` (with the
+high-confidence bypass at 0.9); ``lookum`` (N = 8); and the cheaper variants ``info_gain m0.1`` /
+``m0.3`` / ``m0.5`` (``lookahead_margin``), ``info_gain N4``, ``info_gain beam2`` and
+``confidence best_of8`` (temperature 1, the equal-budget baseline).
 
-Default model: random LLaDA, 4 layers, d_model 256, 4 heads, MLP hidden 688, vocabulary 8192,
-fp32; 3 prompts of 16/24/32 random tokens in one left-padded batch; max_new_tokens 64, block 32,
-steps 64 (one token per step), no KV cache. A random model predicts almost uniform distributions
-(entropy ~ log V everywhere), so its entropy column says little about quality: pass ``--model``
-with a trained model for that. With a synthetic-task model folder (``task.json``, e.g.
-``tiny-sudoku``) the prompts are the task's test puzzles, decoded by infilling
-(``max_new_tokens=0``, one token per step), and the table adds the task accuracy.
+Default model: random LLaDA, 6 layers, d_model 512, 8 heads, MLP hidden 1376, vocabulary 32000,
+fp32; one prompt of 24 random tokens; 256 new tokens, block 32, steps 256 (one token per step).
+A random model predicts almost uniform distributions, so its entropies say little about quality.
+With a task model folder (``task.json``, e.g. ``tiny-sudoku``) the prompts are the task's test
+items, decoded by infilling, and the table adds the accuracy; ``--sudoku-half`` makes each Sudoku
+prompt half a solved grid (its last 27 cells masked).
 
     python benchmarks/bench_info_gain.py --quick
-    python benchmarks/bench_info_gain.py --profile --json bench_info_gain.json
-    python benchmarks/bench_info_gain.py --model tiny-sudoku --prompts 8
+    python benchmarks/bench_info_gain.py --use-cache dual --repeats 2 --json ig_dual.json
+    python benchmarks/bench_info_gain.py --model tiny-sudoku --prompts 30 --threshold-everywhere
 """
 
 from __future__ import annotations
@@ -43,18 +44,33 @@ from _common import machine_line, md_table, median, random_llada, random_prompts
 
 from unmask.decoding.engine import generate  # noqa: E402
 
-RANDOM_MODEL = {"n_layers": 4, "d_model": 256, "n_heads": 4, "mlp_hidden": 688, "vocab": 8192}
-PROMPT_LENGTHS = [16, 24, 32]
+RANDOM_MODEL = {"n_layers": 6, "d_model": 512, "n_heads": 8, "mlp_hidden": 1376, "vocab": 32000}
+PROMPT_LENGTHS = [24]
 
-SETTINGS = [  # (label, sampler, options: sampler options and GenerationConfig overrides)
-    ("confidence", "confidence", {}),
-    ("info_gain N=8", "info_gain", {"candidate_number": 8}),
-    ("info_gain N=8, threshold 0.9", "info_gain", {"candidate_number": 8, "threshold": 0.9}),
-    ("lookum N=8", "lookum", {"candidate_number": 8}),
-    ("lookum N=8, threshold 0.9", "lookum", {"candidate_number": 8, "threshold": 0.9}),
-    ("info_gain N=8, beam 2", "info_gain", {"candidate_number": 8, "beam_size": 2}),
-    ("confidence best_of=8, T=1", "confidence", {"best_of": 8, "temperature": 1.0}),
-]
+ALL_SETTINGS = {  # label -> (sampler, options: sampler options and GenerationConfig overrides)
+    "confidence": ("confidence", {}),
+    "info_gain": ("info_gain", {"candidate_number": 8}),
+    "info_gain thr0.9": ("info_gain", {"candidate_number": 8, "threshold": 0.9}),
+    "lookum": ("lookum", {"candidate_number": 8}),
+    "info_gain m0.1": ("info_gain", {"candidate_number": 8, "lookahead_margin": 0.1}),
+    "info_gain m0.3": ("info_gain", {"candidate_number": 8, "lookahead_margin": 0.3}),
+    "info_gain m0.5": ("info_gain", {"candidate_number": 8, "lookahead_margin": 0.5}),
+    "info_gain N4": ("info_gain", {"candidate_number": 4}),
+    "info_gain beam2": ("info_gain", {"candidate_number": 8, "beam_size": 2}),
+    "confidence best_of8": ("confidence", {"best_of": 8, "temperature": 1.0}),
+}
+DEFAULT_SETTINGS = "confidence,info_gain,info_gain thr0.9,lookum"
+
+
+def sudoku_half_items(task, n: int, seed: int) -> list[dict[str, Any]]:
+    """Half a solved grid: the test items' solutions with the last 27 cells blanked."""
+    from unmask.tasks.sudoku import grid_to_text, parse_grid
+
+    items = []
+    for it in task.make_dataset(n, seed=seed):
+        sol = parse_grid(it["solution"])
+        items.append({"puzzle": grid_to_text(sol[:54] + [0] * 27), "solution": it["solution"]})
+    return items
 
 
 def load(args, device: torch.device):
@@ -67,163 +83,185 @@ def load(args, device: torch.device):
         model, _ = from_pretrained(str(folder), dtype=torch.float32, device=str(device))
         model.eval()
         c = model.config
-        desc = (f"trained model {args.model} ({folder}): {c.n_layers} layers, d_model {c.d_model}, "
-                f"vocab {c.vocab_size}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, fp32")
-        if (folder / "task.json").exists():
-            task = task_from_json(json.loads((folder / "task.json").read_text()))
+        desc = (f"trained model {args.model}: {c.n_layers} layers, d_model {c.d_model}, vocab {c.vocab_size}, "
+                f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, fp32")
+        if not (folder / "task.json").exists():
+            raise SystemExit(f"{args.model} has no task.json: pass a task model or no --model")
+        task = task_from_json(json.loads((folder / "task.json").read_text()))
+        if args.sudoku_half:
+            items = sudoku_half_items(task, args.prompts, args.seed)
+            what = "half solved grids (last 27 cells masked)"
+        else:
             items = task.make_dataset(args.prompts, seed=args.seed)
-            prompts = [task.prompt_ids(it) for it in items]
-            n_masks = [p.count(c.mask_token_id) for p in prompts]
-            desc += (f"; {len(prompts)} {task.name} test items (seed {args.seed}), infilling "
-                     f"{min(n_masks)}-{max(n_masks)} masks each, one token per step")
-            return model, prompts, {"max_new_tokens": 0}, task, items, desc
-        specials = {c.mask_token_id, c.eos_token_id, getattr(c, "pad_token_id", None)}
-        vocab = c.vocab_size
-        g = torch.Generator().manual_seed(args.seed)
-        prompts = []
-        for i in range(args.prompts):
-            ids = torch.randint(0, vocab, (PROMPT_LENGTHS[i % len(PROMPT_LENGTHS)],), generator=g).tolist()
-            prompts.append([t if t not in specials else 0 for t in ids])
-    else:
-        m = RANDOM_MODEL
-        model = random_llada(m["n_layers"], m["d_model"], m["n_heads"], m["mlp_hidden"], m["vocab"],
-                             seed=args.seed).to(device)
-        prompts = random_prompts(args.prompts, PROMPT_LENGTHS, m["vocab"], seed=args.seed + 1)
-        desc = (f"random LLaDA, {m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, MLP hidden "
-                f"{m['mlp_hidden']}, vocab {m['vocab']}, fp32 "
-                f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
+            what = f"{task.name} test items"
+        prompts = [task.prompt_ids(it) for it in items]
+        n_masks = [p.count(c.mask_token_id) for p in prompts]
+        desc += (f"; {len(prompts)} {what} (seed {args.seed}) in one batch, infilling "
+                 f"{min(n_masks)}-{max(n_masks)} masks each, one token per step, temperature {args.temperature}")
+        base = {"max_new_tokens": 0, "stop_at_eos": False, "temperature": args.temperature,
+                "suppress_token_ids": tuple(task.suppressed_ids())}
+        return model, prompts, base, task, items, desc
+    m = RANDOM_MODEL
+    model = random_llada(m["n_layers"], m["d_model"], m["n_heads"], m["mlp_hidden"], m["vocab"], seed=args.seed).to(device)
+    prompts = random_prompts(args.prompts, PROMPT_LENGTHS, m["vocab"], seed=args.seed + 1)
     n = args.max_new_tokens
-    desc += (f"; {len(prompts)} random-token prompts of {sorted({len(p) for p in prompts})} tokens in one batch, "
-             f"max_new_tokens {n}, block {args.block}, steps {n}")
-    return model, prompts, {"max_new_tokens": n, "block_size": args.block, "steps": n}, None, None, desc
+    desc = (f"random LLaDA, {m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, MLP hidden "
+            f"{m['mlp_hidden']}, vocab {m['vocab']}, fp32 ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+            f"parameters); {len(prompts)} random-token prompt(s) of {sorted({len(p) for p in prompts})} tokens, "
+            f"max_new_tokens {n}, block {args.block}, steps {n}")
+    base = {"max_new_tokens": n, "block_size": args.block, "steps": n, "stop_at_eos": False}
+    return model, prompts, base, None, None, desc
 
 
 def run_once(model, prompts, sampler: str, opts: dict[str, Any], base: dict[str, Any], device, task, items):
     sync(device)
-    cpu0 = time.process_time()
-    out = generate(model, prompts, sampler, **base, **opts)
-    cpu = time.process_time() - cpu0
+    out = generate(model, prompts, sampler, **{**base, **opts})
+    sync(device)
+    look = [st for t in out.traces for st in t.steps if st.kind == "lookahead"]
     res = {
-        "nfe": out.nfe, "forward_rows": out.forward_rows, "seconds": out.seconds, "cpu_seconds": cpu,
+        "nfe": out.nfe, "forward_rows": out.forward_rows, "forward_tokens": out.forward_tokens,
+        "seconds": out.seconds, "tokens_per_second": out.tokens_per_second,
         "mean_cumulative_entropy": sum(out.cumulative_entropy) / len(out.cumulative_entropy),
-        "mean_tokens_decoded": sum(len(t.tokens) for t in out.traces) / len(out.traces),
-        "lookahead_steps": sum(1 for t in out.traces for st in t.steps if st.kind == "lookahead"),
-        "steps": sum(len(t.steps) for t in out.traces),
+        "lookahead_steps": len(look), "steps": sum(len(t.steps) for t in out.traces),
+        "distinct_candidates": (sum(len(st.info["J"]) for st in look) / len(look)) if look else 0.0,
     }
     if task is not None:
-        scores = [task.score(it, seq) for it, seq in zip(items, out.sequences)]
+        scores = [task.score(it, task.parse(seq)) for it, seq in zip(items, out.sequences)]
         res["accuracy"] = sum(s["correct"] for s in scores) / len(scores)
-        if all("cell_accuracy" in s for s in scores):
-            res["cell_accuracy"] = sum(s["cell_accuracy"] for s in scores) / len(scores)
     return res
 
 
-def profile(model, prompts, base, device) -> str:
-    """Process-CPU-time split of one run per sampler: model forwards, the engine's entropy
-    computations (per-step views: [n, V]; lookahead H_next: [M, W, V]) and everything else."""
+def profile(model, prompts, base, device, cache: str) -> str:
+    """Process-CPU-time split of one Info-Gain run: model forwards, the entropy computations
+    (per-step views and lookahead H_next) and everything else."""
     import unmask.decoding.engine as engine_mod
 
-    rows = []
-    for label, sampler, opts in [SETTINGS[0], SETTINGS[1], SETTINGS[5], SETTINGS[6]]:
-        acc = {"predict": 0.0, "view": 0.0, "lookahead": 0.0}
+    acc = {"predict": 0.0, "entropy": 0.0}
 
-        def timed(fn, key_of, acc=acc):
-            def wrapped(*a, **k):
+    def timed(fn, key):
+        def wrapped(*a, **k):
+            sync(device)
+            t = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
                 sync(device)
-                t = time.process_time()
-                try:
-                    return fn(*a, **k)
-                finally:
-                    sync(device)
-                    acc[key_of(*a)] += time.process_time() - t
-            return wrapped
+                acc[key] += time.process_time() - t
+        return wrapped
 
-        orig = engine_mod.entropy_from_logits
-        engine_mod.entropy_from_logits = timed(orig, lambda lg: "lookahead" if lg.dim() == 3 else "view")
-        model.predict = timed(model.predict, lambda *a: "predict")
-        try:
-            t0 = time.process_time()
-            out = generate(model, prompts, sampler, **base, **opts)
-            total = time.process_time() - t0
-        finally:
-            engine_mod.entropy_from_logits = orig
-            del model.predict  # back to the class method
-        rest = total - sum(acc.values())
-        rows.append([label, out.nfe, out.forward_rows, total] +
-                    [f"{100 * v / total:.0f}%" for v in (acc["predict"], acc["view"], acc["lookahead"], rest)])
-    return md_table(["setting", "NFE", "forward rows", "CPU s", "model forwards", "entropy in step views",
-                     "entropy of lookahead (H_next)", "rest (engine, sampler, trace)"], rows)
+    orig = engine_mod.entropy_from_logits
+    engine_mod.entropy_from_logits = timed(orig, "entropy")
+    model.predict = timed(model.predict, "predict")
+    try:
+        t0 = time.process_time()
+        out = generate(model, prompts, "info_gain", **{**base, "use_cache": cache, "candidate_number": 8})
+        total = time.process_time() - t0
+    finally:
+        engine_mod.entropy_from_logits = orig
+        del model.predict
+    rest = total - sum(acc.values())
+    return md_table(["setting", "use_cache", "NFE", "forward tokens", "CPU s", "model forwards", "entropies",
+                     "rest (engine, sampler, trace)"],
+                    [["info_gain", cache, out.nfe, out.forward_tokens, total,
+                      *(f"{100 * v / total:.0f}%" for v in (acc["predict"], acc["entropy"], rest))]])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 prompts, 32 new tokens, 1 repeat")
-    ap.add_argument("--model", default=None, help="trained model folder or alias (default: the random model)")
-    ap.add_argument("--prompts", type=int, default=None, help="prompts in the batch (default 3, quick 2)")
-    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 64, quick 32")
+    ap.add_argument("--quick", action="store_true", help="32 new tokens, 1 repeat")
+    ap.add_argument("--model", default=None, help="task model folder or alias (default: the random model)")
+    ap.add_argument("--prompts", type=int, default=None, help="prompts in the batch (default 1; task models 8)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 256, quick 32")
     ap.add_argument("--block", type=int, default=32)
-    ap.add_argument("--use-cache", default="none", choices=["none", "prefix", "dual"])
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs per setting (default 3, quick 1)")
+    ap.add_argument("--use-cache", default="none,prefix,dual", help="comma-separated cache modes")
+    ap.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"comma-separated of: {', '.join(ALL_SETTINGS)}")
+    ap.add_argument("--threshold-everywhere", action="store_true",
+                    help="pass threshold 0.9 to every setting (the issue's tiny-sudoku comparison)")
+    ap.add_argument("--sudoku-half", action="store_true", help="tiny-sudoku prompts: half a solved grid")
+    ap.add_argument("--temperature", type=float, default=0.0, help="token temperature (task models)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per setting (default 2, quick 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--profile", action="store_true", help="add a CPU-time split (forwards / entropy / rest)")
+    ap.add_argument("--profile", action="store_true", help="add a CPU-time split of one Info-Gain run per cache mode")
     ap.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     args = ap.parse_args()
-    args.prompts = args.prompts or (2 if args.quick else 3)
-    args.max_new_tokens = args.max_new_tokens or (32 if args.quick else 64)
-    repeats = args.repeats or (1 if args.quick else 3)
+    args.prompts = args.prompts or (8 if args.model else 1)
+    args.max_new_tokens = args.max_new_tokens or (32 if args.quick else 256)
+    repeats = args.repeats or (1 if args.quick else 2)
+    caches = [c.strip() for c in args.use_cache.split(",") if c.strip()]
+    labels = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [s for s in labels if s not in ALL_SETTINGS]
+    if unknown:
+        raise SystemExit(f"unknown settings {unknown}; choose from {list(ALL_SETTINGS)}")
+    if "confidence" not in labels:
+        labels.insert(0, "confidence")  # the reference of every ratio
 
     device = setup_torch(args.threads, args.device)
     model, prompts, base, task, items, desc = load(args, device)
-    base = {**base, "use_cache": args.use_cache, "seed": args.seed}
+    base = {**base, "seed": args.seed}
+    extra = {"threshold": 0.9} if args.threshold_everywhere else {}
     started = time.time()
     print("## bench_info_gain\n")
     print(f"Machine: {machine_line(args.threads, device)}.")
-    print(f"Setup: {desc}; use_cache {args.use_cache}. NFE and entropies are deterministic; times are medians of "
-          f"{repeats} interleaved run(s) (CPU-s = process CPU time, less sensitive to other jobs).\n", flush=True)
-    generate(model, prompts[:1], "confidence", **{**base, "max_new_tokens": min(base["max_new_tokens"], 4),
-                                                   "steps": None})  # warm-up
+    print(f"Setup: {desc}; cache modes {', '.join(caches)}{'; threshold 0.9 for every setting' if extra else ''}. "
+          f"NFE, forward tokens and entropies are deterministic; wall times are medians of {repeats} interleaved "
+          f"run(s) (A, B, A, B), ratios against confidence from the same run.\n", flush=True)
+    warm = {**base, "max_new_tokens": min(base["max_new_tokens"], 4)} if base["max_new_tokens"] else base
+    generate(model, prompts[:1], "confidence", **{**warm, "steps": None})  # warm-up
 
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rep in range(repeats):
-        for label, sampler, opts in SETTINGS:
-            r = run_once(model, prompts, sampler, opts, base, device, task, items)
-            results.setdefault(label, []).append(r)
-            print(f"  [{time.time() - started:5.0f}s] rep {rep + 1}/{repeats} {label}: nfe {r['nfe']}, "
-                  f"rows {r['forward_rows']}, {r['seconds']:.1f}s", file=sys.stderr, flush=True)
+        for cache in caches:
+            for label in labels:
+                sampler, opts = ALL_SETTINGS[label]
+                r = run_once(model, prompts, sampler, {**opts, **extra, "use_cache": cache}, base, device, task, items)
+                results.setdefault((cache, label), []).append(r)
+                print(f"  [{time.time() - started:5.0f}s] rep {rep + 1}/{repeats} {cache} {label}: nfe {r['nfe']}, "
+                      f"tokens {r['forward_tokens']}, {r['seconds']:.1f}s", file=sys.stderr, flush=True)
 
-    ref = results["confidence"][0]
-    rows, summary = [], []
-    for label, sampler, opts in SETTINGS:
-        rs = results[label]
-        r0 = rs[0]
-        row = [label, r0["nfe"], f"{r0['nfe'] / ref['nfe']:.3f}", r0["forward_rows"],
-               f"{r0['forward_rows'] / ref['forward_rows']:.1f}", median(r["seconds"] for r in rs),
-               spread([r["seconds"] for r in rs]), median(r["cpu_seconds"] for r in rs),
-               f"{r0['mean_cumulative_entropy']:.3f}", f"{r0['lookahead_steps']}/{r0['steps']}"]
-        if task is not None:
-            row += [r0.get("accuracy"), r0.get("cell_accuracy")]
-        rows.append(row)
-        summary.append({"setting": label, "sampler": sampler, "options": opts,
-                        "nfe_ratio_vs_confidence": r0["nfe"] / ref["nfe"], "runs": rs})
-    headers = ["setting", "NFE", "NFE / confidence", "forward rows", "rows / confidence", "wall s (median)",
-               "wall range", "CPU s (median)", "mean cumulative entropy (nats)", "lookahead steps / steps"]
+    rows, summary, targets = [], [], []
+    for cache in caches:
+        ref = results[(cache, "confidence")]
+        ref_wall = median(r["seconds"] for r in ref)
+        for label in labels:
+            rs = results[(cache, label)]
+            r0 = rs[0]
+            wall = median(r["seconds"] for r in rs)
+            ft_ratio = r0["forward_tokens"] / ref[0]["forward_tokens"]
+            row = [label, cache, r0["nfe"], r0["forward_rows"], r0["forward_tokens"], f"{ft_ratio:.2f}",
+                   f"{r0['distinct_candidates']:.2f}", f"{r0['lookahead_steps']}/{r0['steps']}", wall,
+                   spread([r["seconds"] for r in rs]), f"{wall / ref_wall:.2f}",
+                   median(r["tokens_per_second"] for r in rs), f"{r0['mean_cumulative_entropy']:.3f}"]
+            if task is not None:
+                row.append(f"{100 * r0['accuracy']:.1f}%")
+            rows.append(row)
+            summary.append({"setting": label, "use_cache": cache, "options": ALL_SETTINGS[label][1],
+                            "forward_tokens_ratio": ft_ratio, "wall_ratio": wall / ref_wall, "runs": rs})
+            if label != "confidence" and r0["lookahead_steps"]:
+                bound = r0["distinct_candidates"] + 0.5
+                targets.append(f"- {cache}, {label}: forward tokens / confidence = {ft_ratio:.2f} "
+                               f"(target <= distinct candidates per lookahead step + 0.5 = {bound:.2f}: "
+                               f"{'met' if ft_ratio <= bound else 'MISSED'}); wall / confidence = {wall / ref_wall:.2f}")
+    headers = ["setting", "use_cache", "NFE", "forward rows", "forward tokens", "tokens / confidence",
+               "distinct candidates per lookahead", "lookahead steps / steps", "wall s (median)", "wall range",
+               "wall / confidence", "tokens/s", "mean cumulative entropy (nats)"]
     if task is not None:
-        headers += ["solved", "cell accuracy"]
+        headers.append("accuracy")
     print(md_table(headers, rows))
-    ig = results["info_gain N=8"][0]["nfe"] / ref["nfe"]
-    print(f"\nInfo-Gain NFE / confidence NFE = {ig:.3f} (target <= 1.05: {'met' if ig <= 1.05 else 'MISSED'})")
+    if targets:
+        print("\nTargets (ratios against confidence in the same cache mode):\n")
+        print("\n".join(targets))
     prof = None
     if args.profile:
-        prof = profile(model, prompts, base, device)
-        print("\nWhere the CPU time goes (one extra run each, process CPU time):\n")
+        prof = "\n\n".join(profile(model, prompts, base, device, c) for c in caches)
+        print("\nWhere the CPU time of one Info-Gain run goes (process CPU time):\n")
         print(prof)
     print(f"\n(total wall time {time.time() - started:.0f} s)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "machine": machine_line(args.threads, device), "setup": desc, "use_cache": args.use_cache,
-            "repeats": repeats, "results": summary, "info_gain_nfe_ratio": ig, "profile": prof,
+            "machine": machine_line(args.threads, device), "setup": desc, "caches": caches, "repeats": repeats,
+            "results": summary, "profile": prof,
         }, indent=2, default=str))
 
 
