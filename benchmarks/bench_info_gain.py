@@ -61,6 +61,22 @@ ALL_SETTINGS = {  # label -> (sampler, options: sampler options and GenerationCo
 }
 DEFAULT_SETTINGS = "confidence,info_gain,info_gain thr0.9,lookum"
 
+# GPU estimate (not a measurement): an 8B model in bf16 on one H200-class GPU. A forward reads the
+# weights once (memory-bound floor) and does 2 x params FLOPs per query token (compute-bound).
+GPU_PARAMS = 8e9
+GPU_BANDWIDTH = 4.8e12  # bytes/s
+GPU_FLOPS = 0.6 * 989e12  # dense bf16 at 60% utilisation
+GPU_MS_PER_FORWARD = 2 * GPU_PARAMS / GPU_BANDWIDTH * 1e3  # weights read once: ~3.3 ms
+GPU_MS_PER_TOKEN = 2 * GPU_PARAMS / GPU_FLOPS * 1e3  # ~0.027 ms; the two meet at ~120 tokens
+
+
+def gpu_estimate_ms(nfe: int, forward_tokens: int) -> float:
+    """Estimated 8B decode time from the measured counts: every forward costs the larger of the
+    weight-read floor and its compute (query tokens taken as the run's mean per forward)."""
+    if nfe == 0:
+        return 0.0
+    return nfe * max(GPU_MS_PER_FORWARD, forward_tokens / nfe * GPU_MS_PER_TOKEN)
+
 
 def sudoku_half_items(task, n: int, seed: int) -> list[dict[str, Any]]:
     """Half a solved grid: the test items' solutions with the last 27 cells blanked."""
@@ -224,6 +240,7 @@ def main() -> None:
     for cache in caches:
         ref = results[(cache, "confidence")]
         ref_wall = median(r["seconds"] for r in ref)
+        ref_gpu = gpu_estimate_ms(ref[0]["nfe"], ref[0]["forward_tokens"])
         for label in labels:
             rs = results[(cache, label)]
             r0 = rs[0]
@@ -232,7 +249,8 @@ def main() -> None:
             row = [label, cache, r0["nfe"], r0["forward_rows"], r0["forward_tokens"], f"{ft_ratio:.2f}",
                    f"{r0['distinct_candidates']:.2f}", f"{r0['lookahead_steps']}/{r0['steps']}", wall,
                    spread([r["seconds"] for r in rs]), f"{wall / ref_wall:.2f}",
-                   median(r["tokens_per_second"] for r in rs), f"{r0['mean_cumulative_entropy']:.3f}"]
+                   median(r["tokens_per_second"] for r in rs), f"{r0['mean_cumulative_entropy']:.3f}",
+                   f"{gpu_estimate_ms(r0['nfe'], r0['forward_tokens']) / ref_gpu:.2f}"]
             if task is not None:
                 row.append(f"{100 * r0['accuracy']:.1f}%")
             rows.append(row)
@@ -245,13 +263,16 @@ def main() -> None:
                                f"{'met' if ft_ratio <= bound else 'MISSED'}); wall / confidence = {wall / ref_wall:.2f}")
     headers = ["setting", "use_cache", "NFE", "forward rows", "forward tokens", "tokens / confidence",
                "distinct candidates per lookahead", "lookahead steps / steps", "wall s (median)", "wall range",
-               "wall / confidence", "tokens/s", "mean cumulative entropy (nats)"]
+               "wall / confidence", "tokens/s", "mean cumulative entropy (nats)", "est. 8B GPU time / confidence"]
     if task is not None:
         headers.append("accuracy")
     print(md_table(headers, rows))
     if targets:
         print("\nTargets (ratios against confidence in the same cache mode):\n")
         print("\n".join(targets))
+    print(f"\nThe last column is an estimate, not a measurement: an 8B bf16 model on one H200-class GPU, each "
+          f"forward max({GPU_MS_PER_FORWARD:.1f} ms weight read, {GPU_MS_PER_TOKEN * 1000:.0f} us x query tokens), "
+          f"query tokens = forward tokens / NFE of the run.")
     prof = None
     if args.profile:
         prof = "\n\n".join(profile(model, prompts, base, device, c) for c in caches)
