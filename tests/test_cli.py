@@ -17,9 +17,10 @@ def test_sample_json(tiny_llada_dir, capsys):
                "--max-new-tokens", "8", "--steps", "4", "--chat_template", "False", "--json"])
     assert rc == 0
     d = json.loads(capsys.readouterr().out)
-    for key in ("text", "token_ids", "nfe", "cumulative_entropy", "seconds", "order"):
+    for key in ("text", "token_ids", "nfe", "forward_rows", "forward_tokens", "cumulative_entropy", "seconds", "order"):
         assert key in d
     assert d["nfe"] == 4 and len(d["order"]) <= 8
+    assert d["forward_tokens"] % 4 == 0 and d["forward_tokens"] >= 4 * 8  # 4 forwards over the whole canvas
     assert all(len(o) == 3 for o in d["order"])
 
 

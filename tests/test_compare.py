@@ -33,6 +33,10 @@ def test_compare_table_and_json(tmp_path, capsys):
         assert r["n"] == 6 and 0 <= r["accuracy"] <= 1 and "product_first_rate" in r
         assert r["mean_nfe"] > 0 and r["mean_cumulative_entropy"] > 0
     assert d["rows"][1]["mean_nfe"] == 8  # 8 masked cells, one per step
+    # no cache: every forward runs the whole canvas, so forward tokens = NFE x canvas length
+    canvas = d["rows"][1]["mean_forward_tokens"] / 8
+    assert canvas == int(canvas) and canvas > 8
+    assert d["rows"][2]["mean_forward_tokens"] == d["rows"][2]["mean_forward_rows"] * canvas
 
 
 def test_compare_with_data_file(tmp_path, capsys):

@@ -24,8 +24,9 @@ from unmask.tasks.benchmarks import get_benchmark
 TEXT_TASKS = ["gsm8k", "math500", "humaneval", "mbpp", "mbpp_sanitized", "truthfulqa", "countdown3", "countdown4",
               "countdown5", "sudoku4"]
 RECORD_FIELDS = {"run", "id", "index", "task", "output", "answer", "reference", "score", "metrics", "nfe",
-                 "forward_rows", "cumulative_entropy", "generated_tokens", "seconds", "score_seconds", "seed"}
-SUMMARY_FIELDS = {"accuracy", "accuracy_stderr", "mean_nfe", "tokens_per_second", "mean_cumulative_entropy",
+                 "forward_rows", "forward_tokens", "cumulative_entropy", "generated_tokens", "seconds", "score_seconds", "seed"}
+SUMMARY_FIELDS = {"accuracy", "accuracy_stderr", "mean_nfe", "mean_forward_rows", "mean_forward_tokens",
+                  "tokens_per_second", "mean_cumulative_entropy",
                   "wall_seconds", "generated_tokens", "n", "n_expected", "complete", "run_dir", "metrics"}
 
 

@@ -72,6 +72,7 @@ def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_mode
     table = [r for r in csv.DictReader(open(out / "sweep_summary.csv")) if r["mean_nfe"]]
     assert all("metrics" in r for r in table)
     assert len(table) == 4 and all(float(r["mean_nfe"]) > 0 for r in table)
+    assert all(float(r["mean_forward_tokens"]) >= float(r["mean_forward_rows"]) > 0 for r in table)
     assert "| model | task | sampler |" in (out / "sweep_summary.md").read_text()
     with one_thread():
         assert main(["sweep", str(path), "--json"]) == 0
