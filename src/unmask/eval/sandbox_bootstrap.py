@@ -496,23 +496,28 @@ def _serve(ns):
     plain_seq = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 
     def enc(v):
+        # subclasses of builtin types (Counter, OrderedDict, namedtuple, ...) travel as their plain
+        # value: whatever their __eq__ does, the judge compares the value only
         t = type(v)
         if v is None or t is bool:
             return v
-        if t is int:
-            return ["i", hex(v)]
-        if t is float:
-            return ["f", repr(v)]
-        if t is complex:
-            return ["c", repr(v.real), repr(v.imag)]
-        if t is str:
-            return ["s", v]
-        if t is bytes:
-            return ["b", v.hex()]
-        if t in plain_seq:
-            return [plain_seq[t], [enc(x) for x in v]]
-        if t is dict:
-            return ["d", [[enc(k), enc(x)] for k, x in v.items()]]
+        if isinstance(v, bool):
+            return bool(v)
+        if isinstance(v, int):
+            return ["i", hex(int(v))]
+        if isinstance(v, float):
+            return ["f", repr(float(v))]
+        if isinstance(v, complex):
+            return ["c", repr(float(v.real)), repr(float(v.imag))]
+        if isinstance(v, str):
+            return ["s", str.__str__(v)]
+        if isinstance(v, bytes):
+            return ["b", bytes(v).hex()]
+        for base, tag in plain_seq.items():
+            if isinstance(v, base):
+                return [tag, [enc(x) for x in base.__iter__(v)]]
+        if isinstance(v, dict):
+            return ["d", [[enc(k), enc(x)] for k, x in dict.items(v)]]
         if t is range:
             return ["r", enc(v.start), enc(v.stop), enc(v.step)]
         if isinstance(v, collections.abc.Iterator):
