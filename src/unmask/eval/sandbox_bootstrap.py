@@ -104,10 +104,6 @@ def _unshare(flags):
         _write_file("/proc/self/gid_map", f"{_gid} {_gid} 1")
 
 
-# the judge must stay out of the program's reach: not dumpable means no ptrace and no access to
-# /proc/<judge>/{mem,fd,environ} for a process of the same user (the fallback case)
-_prctl(PR_SET_DUMPABLE, 0)
-
 _iso = {"sandbox": "fallback", "reason": "", "mount_namespace": False, "net_namespace": False,
         "pid_namespace": False, "user_namespace": False, "dropped_privileges": False, "guard": False,
         "disk_mb": None}
@@ -125,6 +121,10 @@ if _cfg["namespaces"]:
                 _iso["reason"] = str(_e)
 else:
     _iso["reason"] = "namespaces switched off"
+# the judge must stay out of the program's reach: not dumpable means no ptrace and no access to
+# /proc/<judge>/{mem,fd,environ} for a process of the same user (the fallback case). Only after the
+# uid map is written: a non-dumpable process's /proc files belong to root.
+_prctl(PR_SET_DUMPABLE, 0)
 _iso["net_namespace"] = bool(_flags & NEWNET)
 _iso["pid_namespace"] = bool(_flags & NEWPID)
 _iso["user_namespace"] = bool(_flags & NEWUSER)
@@ -401,6 +401,7 @@ def _child():
     except OSError:
         pass
     global _libc
+    _prctl(PR_SET_DUMPABLE, 1)  # the nested user namespace below writes this process's own uid map
     iso = dict(_iso)
     cfg = _cfg
     os.umask(0o022)
