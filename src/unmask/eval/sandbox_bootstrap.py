@@ -43,12 +43,6 @@ import json  # noqa: E402
 _cfg = json.loads(_read_blob())
 _report_fd = _cfg["report_fd"]
 
-for _m in _cfg["preload"]:
-    try:
-        __import__(_m)
-    except Exception:
-        pass
-
 import builtins  # noqa: E402
 import signal  # noqa: E402
 
@@ -107,6 +101,9 @@ def _unshare(flags):
 _iso = {"sandbox": "fallback", "reason": "", "mount_namespace": False, "net_namespace": False,
         "pid_namespace": False, "user_namespace": False, "dropped_privileges": False, "guard": False,
         "disk_mb": None}
+import time  # noqa: E402
+
+_t_setup = time.perf_counter()  # CLOCK_MONOTONIC: comparable in the forked program process
 _flags = 0
 if _cfg["namespaces"]:
     _full = NEWNS | NEWNET | NEWPID | (0 if _is_root else NEWUSER)
@@ -135,7 +132,8 @@ _resp_r, _resp_w = os.pipe()    # program -> judge
 
 # --------------------------------------------------------------------------- the program process
 def _mount(src, dst, fstype, flags, data):
-    enc = (lambda s: None if s is None else os.fsencode(s))
+    def enc(s):
+        return None if s is None else os.fsencode(s)
     if _libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
         raise _oserror(f"mount {dst}")
 
@@ -428,6 +426,15 @@ def _child():
         _setlimit(resource.RLIMIT_NOFILE, lim["nofile"])
         _setlimit(resource.RLIMIT_CORE, 0)
         iso["rlimit_nproc"] = _setlimit(resource.RLIMIT_NPROC, lim["nproc"])
+    if not iso["mount_namespace"]:
+        # fallback: after the switch to nobody a Python under a private folder (/root/.pyenv) may be
+        # unreadable, so import what benchmark code uses now. Under namespaces the installation is
+        # bound read-only and readable, and modules are imported on demand.
+        for m in cfg["preload"]:
+            try:
+                __import__(m)
+            except Exception:
+                pass
     # ---- unprivileged user
     ppid = os.getppid()
     if _is_root and cfg["drop_privileges"]:
@@ -467,6 +474,7 @@ def _child():
     for name in [m for m in sys.modules if m == "ctypes" or m.startswith("ctypes.") or m == "_ctypes"]:
         del sys.modules[name]
     globals().pop("ctypes", None)
+    iso["setup_ms"] = round(1000 * (time.perf_counter() - _t_setup), 2)
     _send_raw({"iso": iso})
     program = cfg["program"]
     g = globals()
@@ -818,7 +826,7 @@ def _judge():
             _finish({"status": "crashed", "tests_passed": 0, "message": f"sandbox setup failed: {first['fatal']}"[:400]}, iso)
         got = first.get("iso")
         if type(got) is dict:
-            iso = {k: got[k] for k in got if type(k) is str and type(got[k]) in (bool, int, str, type(None))}
+            iso = {k: got[k] for k in got if type(k) is str and type(got[k]) in (bool, int, float, str, type(None))}
     except (_Timeout, _ProgramGone):
         _finish({"status": "crashed", "tests_passed": 0, "message": "the sandbox did not start"}, iso)
     try:
