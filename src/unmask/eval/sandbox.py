@@ -157,7 +157,7 @@ def run_program(
         os.chown(sandbox, NOBODY, NOBODY)
     err_fd, err_path = tempfile.mkstemp(prefix="unmask-exec-", suffix=".stderr")
     report_r, report_w = os.pipe()
-    hidden = [str(Path(p).resolve()) for p in forbidden_paths] + [str(Path.home().resolve())]
+    hidden = [str(Path(p).resolve()) for p in forbidden_paths] + _home()
     cfg = {
         "program": program,
         "per_test_timeout_s": float(limits.per_test_timeout_s),
@@ -226,6 +226,14 @@ def run_program(
         seconds=seconds,
         isolation=dict(report.get("isolation", {})),
     )
+
+
+def _home() -> list[str]:
+    """The user's home folder (to hide), if there is one."""
+    try:
+        return [str(Path.home().resolve())]
+    except (RuntimeError, KeyError, OSError):
+        return []
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
