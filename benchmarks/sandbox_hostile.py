@@ -40,6 +40,11 @@ PROGRAMS: dict[str, str] = {
     "fake protocol reply": ("import os\nfor fd in range(3, 64):\n    try:\n"
                             "        os.write(fd, b'{{\"ready\": true}}\\n{{\"ok\": {{}}}}\\n{{\"ok\": [\"i\", \"0x2\"]}}\\n')\n"
                             "    except OSError:\n        pass\ndef f(x):\n    return 0\n"),
+    "canned replies, then exit": ("import os, json\n"
+                                  "lines = [dict(ready=True), dict(ok=dict(f=['g']))] + [dict(ok=['i', '0x2'])] * 4\n"
+                                  "data = ''.join(json.dumps(x) + '\\n' for x in lines).encode()\n"
+                                  "for fd in range(3, 64):\n    try:\n        os.write(fd, data)\n"
+                                  "    except OSError:\n        pass\nos._exit(0)\n"),
     "AlwaysEqual result": ("class A:\n    def __eq__(self, o):\n        return True\n    __hash__ = None\n"
                            "def f(x):\n    return A()\n"),
     "int subclass __eq__": "class I(int):\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return I(0)\n",

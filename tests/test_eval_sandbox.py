@@ -230,6 +230,23 @@ def test_exit_during_the_tests_is_a_failure():
         assert res.tests_passed < len(tests)
 
 
+def test_replies_written_ahead_then_exit_do_not_pass():
+    """Canned protocol replies on every descriptor, then exit: each request carries a fresh id
+    the reply must echo, and the judge checks the process is alive after the last test."""
+    src = ("import os, json\n"
+           "lines = [{'ready': True}, {'ok': {'add': ['g']}}] + [{'ok': ['i', '0x3']}] * 4 + [{'ok': {}}]\n"
+           "data = ''.join(json.dumps(x) + '\\n' for x in lines).encode()\n"
+           "for fd in range(3, 64):\n"
+           "    try:\n"
+           "        os.write(fd, data)\n"
+           "    except OSError:\n"
+           "        pass\n"
+           "os._exit(0)\n")
+    for kw in ({}, {"guard": False}, {"namespaces": False}):
+        res = run_program(src, ["assert add(1, 2) == 3"], FAST, **kw)
+        assert not res.passed and res.tests_passed == 0, (kw, res)
+
+
 def test_a_test_that_swallows_exceptions_cannot_hide_a_dead_program():
     src = "import os\ndef add(a, b):\n    os._exit(0)\n"
     res = run_program(src, ["try:\n    add(1, 2)\nexcept BaseException:\n    pass\n"], FAST)

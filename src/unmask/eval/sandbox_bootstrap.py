@@ -583,6 +583,7 @@ def _serve(ns):
         line = rin.readline()
         if not line:
             os._exit(0)
+        req = {}
         try:
             req = json.loads(line)
             op = req["op"]
@@ -599,6 +600,7 @@ def _serve(ns):
                 resp = {"exc": ["ValueError", f"unknown request {op!r}"]}
         except BaseException as e:  # the call's own exception goes back to the test
             resp = {"exc": _describe_exc(e)}
+        resp["id"] = req.get("id") if isinstance(req, dict) else None
         _send_raw(resp)
 
 
@@ -613,6 +615,8 @@ if _pid == 0:
 # --------------------------------------------------------------------------- the judge
 os.close(_req_r)
 os.close(_resp_w)
+import secrets  # noqa: E402  (after the fork: the program process never has it)
+
 _tests = json.loads(_read_blob())
 os.close(0)
 _resp = os.fdopen(_resp_r, "rb")
@@ -774,11 +778,22 @@ def _bad():
     return _ProgramGone(_state["gone"])
 
 
-def _rpc(msg):
+def _exchange(msg):
+    """Send one request and return its reply. Each request carries a fresh random id that the
+    reply must echo: replies the program wrote ahead of time (and then exited) never match."""
     if _state["gone"]:
         raise _ProgramGone(_state["gone"])
+    msg["id"] = secrets.token_hex(8)
     _send(msg)
     d = _recv()
+    if d.get("id") != msg["id"]:
+        _state["gone"] = "the program's process answered out of turn"
+        raise _ProgramGone(_state["gone"])
+    return d
+
+
+def _rpc(msg):
+    d = _exchange(msg)
     if "ok" in d:
         try:
             return _dec(d["ok"])
@@ -851,8 +866,7 @@ def _judge():
     names = sorted(set().union(*(_names(c) for c in codes))) if codes else []
     try:
         signal.setitimer(signal.ITIMER_REAL, per_test)
-        _send({"op": "names", "names": names})
-        reply = _recv()
+        reply = _exchange({"op": "names", "names": names})
         signal.setitimer(signal.ITIMER_REAL, 0)
         found = reply.get("ok")
         if type(found) is not dict:
@@ -903,6 +917,14 @@ def _judge():
         if _state["gone"]:
             _finish({"status": "crashed", "tests_passed": done, "message": f"test {k}: {_state['gone']}"}, iso)
         done += 1
+    try:  # still alive and in step after the last test
+        signal.setitimer(signal.ITIMER_REAL, per_test)
+        _exchange({"op": "names", "names": []})
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Timeout:
+        _finish({"status": "timeout", "tests_passed": done, "message": "no answer after the last test"}, iso)
+    except _ProgramGone as e:
+        _finish({"status": "crashed", "tests_passed": done, "message": f"after the last test: {e}"}, iso)
     _finish({"status": "passed", "tests_passed": done, "message": ""}, iso)
 
 
