@@ -93,9 +93,17 @@ def _unshare(flags):
     if _libc.unshare(ctypes.c_int(flags)) != 0:
         raise _oserror("unshare")
     if flags & NEWUSER:
-        _write_file("/proc/self/setgroups", "deny")
-        _write_file("/proc/self/uid_map", f"{_uid} {_uid} 1")
-        _write_file("/proc/self/gid_map", f"{_gid} {_gid} 1")
+        try:
+            _write_file("/proc/self/setgroups", "deny")
+            _write_file("/proc/self/uid_map", f"{_uid} {_uid} 1")
+            _write_file("/proc/self/gid_map", f"{_gid} {_gid} 1")
+        except OSError as e:
+            # already inside the new namespaces: no retry with other flags from here
+            raise _Unmapped(f"uid map: {e}") from None
+
+
+class _Unmapped(Exception):
+    pass
 
 
 _iso = {"sandbox": "fallback", "reason": "", "mount_namespace": False, "net_namespace": False,
@@ -112,6 +120,9 @@ if _cfg["namespaces"]:
         try:
             _unshare(_fl)
             _flags = _fl
+            break
+        except _Unmapped as _e:
+            _flags, _iso["reason"] = _fl, str(_e)  # the program process will report the failures
             break
         except OSError as _e:
             if not _iso["reason"]:
