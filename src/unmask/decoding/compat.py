@@ -1,0 +1,221 @@
+"""Reference-compatibility switches: reproduce the published loops token for token.
+
+unmask's defaults differ from the reference code on purpose (docs/samplers.md, "Reproducing the
+references", says why). A user who wants the published behaviour asks for it with
+``GenerationConfig.compat`` (CLI ``--compat``): a comma-separated list of mode names and/or single
+behaviours. The engine consults the resolved :class:`CompatOptions` at a few fixed points (logit
+processing, the step view, the per-block schedule, the block refresh, windowed forwards); all the
+reference-specific logic lives here so the engine stays the same for the default path.
+
+Modes (what each expands to depends on the model family, because Fast-dLLM's LLaDA and Dream
+loops differ):
+
+* ``llada``: ``ML-GSAI/LLaDA`` ``generate()``: the mask token takes part in the softmax.
+* ``fast_dllm``: ``NVlabs/Fast-dLLM``. LLaDA: mask token in a float64 softmax. Dream: its
+  ``sample_tokens`` scores, the Dream timestep schedule in float32 and, with a KV cache, the block
+  loop that commits each block's first token at the cache refresh and reads the query row before
+  the window from the cache.
+* ``dream``: Dream's ``diffusion_generate`` (as shipped in Fast-dLLM's ``dream/``): mask token in
+  the softmax, scores from the top-k/top-p filtered distribution, the float32 timestep schedule,
+  and ``confidence_threshold`` capped at the schedule plus carry-over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from ..errors import UnmaskError
+
+#: behaviour name -> one line for ``--help`` and the docs
+BEHAVIOURS: dict[str, str] = {
+    "mask_softmax": "the mask token stays in the softmax and may be proposed (LLaDA generate, Fast-dLLM, Dream)",
+    "float64_confidence": "confidences from a float64 softmax (Fast-dLLM's LLaDA loops)",
+    "dream_scores": "probabilities from the temperature/top-p/top-k filtered logits and entropy as "
+                    "-sum p log(p + 1e-10) (Dream's sample_tokens)",
+    "dream_schedule": "Dream's timestep schedule with its float32 arithmetic (every step's count from the "
+                      "masks left)",
+    "block_entry_commit": "with a KV cache on a shifted model: commit each block's first token at the cache "
+                          "refresh and read the query row before the window from the cache (Fast-dLLM Dream)",
+    "capped_threshold": "threshold sampler commits at most the scheduled count plus carry-over "
+                        "(Dream's confidence_threshold without cache)",
+}
+
+MODES = ("llada", "fast_dllm", "dream")
+
+
+@dataclass(frozen=True)
+class CompatOptions:
+    """Resolved per-behaviour switches (all off = unmask's defaults)."""
+
+    mask_softmax: bool = False
+    float64_confidence: bool = False
+    dream_scores: bool = False
+    dream_schedule: bool = False
+    block_entry_commit: bool = False
+    capped_threshold: bool = False
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+    def names(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name)]
+
+
+OFF = CompatOptions()
+
+
+def _mode(name: str, shifted: bool) -> set[str]:
+    if name == "llada":
+        return {"mask_softmax"}
+    if name == "fast_dllm":
+        if shifted:
+            return {"mask_softmax", "dream_scores", "dream_schedule", "block_entry_commit"}
+        return {"mask_softmax", "float64_confidence"}
+    if name == "dream":
+        return {"mask_softmax", "dream_scores", "dream_schedule", "capped_threshold"}
+    raise AssertionError(name)
+
+
+def parse_compat(spec: str | None) -> list[str]:
+    """Validate a ``--compat`` value; returns the normalised item list. Bad item -> UnmaskError."""
+    if spec is None:
+        return []
+    if not isinstance(spec, str):
+        raise UnmaskError(f"compat must be a string such as 'fast_dllm' or 'mask_softmax,dream_schedule', got {spec!r}")
+    items = [s.strip().lower().replace("-", "_") for s in spec.split(",") if s.strip()]
+    for it in items:
+        if it not in MODES and it not in BEHAVIOURS and it not in ("none", "off"):
+            raise UnmaskError(
+                f"unknown compat item {it!r}; choose modes {', '.join(MODES)} or behaviours {', '.join(BEHAVIOURS)}"
+            )
+    return [it for it in items if it not in ("none", "off")]
+
+
+def resolve(spec: str | None, model: Any) -> CompatOptions:
+    """The switches ``spec`` turns on for ``model`` (modes expand per model family)."""
+    items = parse_compat(spec)
+    if not items:
+        return OFF
+    shifted = bool(getattr(model, "shift_logits", False))
+    on: set[str] = set()
+    for it in items:
+        on |= _mode(it, shifted) if it in MODES else {it}
+    return replace(OFF, **{k: True for k in on})
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def view_scores(
+    opts: CompatOptions,
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(probs, confidence, entropy or None) computed the way the reference scores positions.
+
+    ``logits`` are the processed fp32 logits of the eligible positions ``[n, V]``. ``None`` for
+    the entropy means: keep the engine's."""
+    from .engine import filter_logits
+
+    if opts.dream_scores:
+        lg = logits / temperature if temperature > 0 else logits
+        lg = filter_logits(lg, top_k, top_p)  # Dream: top-p then top-k; both keep the argmax, order is moot at T=0
+        probs = torch.softmax(lg, dim=-1)
+        conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        neg = (probs * torch.log(probs + 1e-10)).sum(-1)
+        return probs, conf, -neg
+    dtype = torch.float64 if opts.float64_confidence else torch.float32
+    probs = torch.softmax(logits.to(dtype), dim=-1)
+    conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    return probs, conf, None
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def dream_schedule_f32(n_masks: int, steps: int, eps: float = 1e-3, first_step: int = 0) -> list[int]:
+    """Dream's per-step counts with its float32 arithmetic: step i commits
+    ``int(remaining * (1 - t[i+1] / t[i]))`` (remaining = masks left, a float32 tensor), the last
+    step everything left. Steps that commit 0 are dropped (the reference runs a forward there that
+    changes no token at temperature 0)."""
+    t = torch.linspace(1, eps, steps + 1)  # float32, as the reference
+    out: list[int] = []
+    remaining = n_masks
+    for i in range(first_step, steps):
+        if i == steps - 1:
+            c = remaining
+        else:
+            c = int(torch.tensor(float(remaining)) * (1 - t[i + 1] / t[i]))
+        c = min(c, remaining)
+        if c > 0:
+            out.append(c)
+            remaining -= c
+    return out
+
+
+def block_schedule(opts: CompatOptions, n_masks: int, block_steps: int | None, first_step: int) -> list[int] | None:
+    """The compat schedule for one block, or None for the engine's own."""
+    if not opts.dream_schedule or block_steps is None or n_masks == 0:
+        return None
+    return dream_schedule_f32(n_masks, block_steps, first_step=first_step) or [n_masks]
+
+
+# ----------------------------------------------------------------------------- Fast-dLLM's Dream block loop
+
+
+def uses_block_entry(opts: CompatOptions, model: Any, use_cache: str) -> bool:
+    return opts.block_entry_commit and use_cache != "none" and bool(getattr(model, "shift_logits", False))
+
+
+def window_logits(model: Any, x: torch.Tensor, am: torch.Tensor, cache: Any, start: int, end: int,
+                  logits_end: int) -> torch.Tensor:
+    """Fast-dLLM's Dream window: run only ``[start, end)`` against the cache (so the K/V of
+    position start-1 come from the refresh, not a fresh query) and shift the raw logits inside the
+    window. Row 0 (position ``start``) duplicates row 1's raw source and is meaningless; the block
+    entry commit guarantees that position is never masked when this is used."""
+    n_rows = max(1, logits_end - start)
+    raw = model(x[:, start:end], am, cache=cache, start=start, head_range=(0, n_rows)).logits
+    return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+
+
+def entry_tokens(logits: torch.Tensor, opts: CompatOptions, temperature: float, top_k: int | None,
+                 top_p: float | None, generator: torch.Generator) -> torch.Tensor:
+    """The token committed at a block's first position from the refresh forward's logits ``[V]``
+    (Dream's ``sample_tokens`` over the full vocabulary, mask token included)."""
+    from .engine import propose_tokens
+
+    return propose_tokens(logits[None], temperature, top_k, top_p, generator)[0]
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def adapt_sampler(sampler: Any, opts: CompatOptions) -> Any:
+    """The sampler the reference would run: Dream's ``confidence_threshold`` without cache is the
+    threshold rule capped at the scheduled count plus carry-over."""
+    if opts.capped_threshold and getattr(sampler, "name", "") == "threshold" and not getattr(sampler, "capped", False):
+        from ..samplers.baselines import ThresholdSampler
+
+        capped = ThresholdSampler(threshold=sampler.threshold)
+        capped.capped = True
+        capped.uses_schedule = True
+        return capped
+    return sampler
+
+
+def row_stalled(opts: CompatOptions, uses_schedule: bool, ptr: int, schedule_len: int, committed_real: int) -> bool:
+    """Whether a row stops decoding its block, leaving masks as the reference would: with the mask
+    token in the softmax a step may "commit" the mask token (a no-op). The reference then runs out
+    of scheduled steps (LLaDA) or never makes progress; unmask stops the block instead of looping."""
+    if not opts.mask_softmax:
+        return False
+    if uses_schedule:
+        return ptr >= schedule_len
+    return committed_real == 0
