@@ -70,6 +70,7 @@ def unmask_settings(family: str, s: dict, compat: str | None) -> tuple[str, dict
             kw["top_k"] = s["top_k"]
         if sampler == "threshold":
             kw["threshold"] = s["threshold"]
+            kw["schedule"] = "linear"  # Dream's capped rule: masks // steps per step plus carry-over
             if family.startswith("fast_dllm_dream"):
                 kw.pop("steps")  # the cached threshold loop runs until the block is full
     else:

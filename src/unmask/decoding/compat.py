@@ -39,6 +39,8 @@ BEHAVIOURS: dict[str, str] = {
                       "masks left)",
     "block_entry_commit": "with a KV cache on a shifted model: commit each block's first token at the cache "
                           "refresh and read the query row before the window from the cache (Fast-dLLM Dream)",
+    "inherit_top_k": "top_k defaults to 50 when not given: Dream's diffusion_generate builds its config on "
+                     "transformers' GenerationConfig, whose top_k default of 50 it inherits (transformers 4.49)",
     "capped_threshold": "threshold sampler commits at most the scheduled count plus carry-over "
                         "(Dream's confidence_threshold without cache)",
 }
@@ -56,6 +58,7 @@ class CompatOptions:
     dream_schedule: bool = False
     block_entry_commit: bool = False
     capped_threshold: bool = False
+    inherit_top_k: bool = False
 
     @property
     def active(self) -> bool:
@@ -73,10 +76,10 @@ def _mode(name: str, shifted: bool) -> set[str]:
         return {"mask_softmax"}
     if name == "fast_dllm":
         if shifted:
-            return {"mask_softmax", "dream_scores", "dream_schedule", "block_entry_commit"}
+            return {"mask_softmax", "dream_scores", "dream_schedule", "block_entry_commit", "inherit_top_k"}
         return {"mask_softmax", "float64_confidence"}
     if name == "dream":
-        return {"mask_softmax", "dream_scores", "dream_schedule", "capped_threshold"}
+        return {"mask_softmax", "dream_scores", "dream_schedule", "capped_threshold", "inherit_top_k"}
     raise AssertionError(name)
 
 
@@ -105,6 +108,13 @@ def resolve(spec: str | None, model: Any) -> CompatOptions:
     for it in items:
         on |= _mode(it, shifted) if it in MODES else {it}
     return replace(OFF, **{k: True for k in on})
+
+
+INHERITED_TOP_K = 50
+
+
+def effective_top_k(opts: CompatOptions, top_k: int | None) -> int | None:
+    return INHERITED_TOP_K if (opts.inherit_top_k and top_k is None) else top_k
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -160,9 +170,11 @@ def dream_schedule_f32(n_masks: int, steps: int, eps: float = 1e-3, first_step: 
     return out
 
 
-def block_schedule(opts: CompatOptions, n_masks: int, block_steps: int | None, first_step: int) -> list[int] | None:
-    """The compat schedule for one block, or None for the engine's own."""
-    if not opts.dream_schedule or block_steps is None or n_masks == 0:
+def block_schedule(opts: CompatOptions, sampler: Any, n_masks: int, block_steps: int | None,
+                   first_step: int) -> list[int] | None:
+    """The compat schedule for one block, or None for the engine's own (Dream's capped threshold
+    uses the engine's linear schedule: a constant ``masks // steps`` per step)."""
+    if not uses_dream_steps(opts, sampler) or block_steps is None or n_masks == 0:
         return None
     return dream_schedule_f32(n_masks, block_steps, first_step=first_step) or [n_masks]
 
@@ -210,12 +222,36 @@ def adapt_sampler(sampler: Any, opts: CompatOptions) -> Any:
     return sampler
 
 
-def row_stalled(opts: CompatOptions, uses_schedule: bool, ptr: int, schedule_len: int, committed_real: int) -> bool:
+def uses_dream_steps(opts: CompatOptions, sampler: Any) -> bool:
+    """Dream's loops recompute every step's count from the masks actually left (a mask token
+    "committed" under ``mask_softmax`` stays a mask and is counted again)."""
+    return opts.dream_schedule and sampler.uses_schedule and not getattr(sampler, "capped", False)
+
+
+def dream_step(n_masks: int, i: int, steps: int, eps: float = 1e-3) -> tuple[int, int]:
+    """(step index, count) of the next Dream step that commits anything, from step ``i`` on with
+    ``n_masks`` masks left: ``int(n * (1 - t[i+1] / t[i]))`` in float32, everything on the last
+    step. Steps that would commit 0 are skipped (the reference spends a forward on them and
+    changes no token at temperature 0)."""
+    t = torch.linspace(1, eps, steps + 1)
+    while i < steps - 1:
+        c = int(torch.tensor(float(n_masks)) * (1 - t[i + 1] / t[i]))
+        if c > 0:
+            return i, c
+        i += 1
+    return i, n_masks
+
+
+def row_stalled(opts: CompatOptions, sampler: Any, ptr: int, schedule_len: int, block_steps: int,
+                picked: int, committed_real: int) -> bool:
     """Whether a row stops decoding its block, leaving masks as the reference would: with the mask
     token in the softmax a step may "commit" the mask token (a no-op). The reference then runs out
-    of scheduled steps (LLaDA) or never makes progress; unmask stops the block instead of looping."""
+    of steps (LLaDA, Dream) or never makes progress (threshold loops); unmask stops the block
+    instead of looping."""
     if not opts.mask_softmax:
         return False
-    if uses_schedule:
+    if sampler.name == "origin" or uses_dream_steps(opts, sampler):
+        return ptr >= block_steps
+    if sampler.uses_schedule and not getattr(sampler, "capped", False):
         return ptr >= schedule_len
-    return committed_real == 0
+    return picked > 0 and committed_real == 0

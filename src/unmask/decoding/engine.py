@@ -233,7 +233,7 @@ class Engine:
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
         first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
-        sched = _compat.block_schedule(self.compat, n_masks, block_steps, first)
+        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, first)
         if sched is not None:
             return sched
         if cfg.tokens_per_step is not None:
@@ -296,6 +296,9 @@ class Engine:
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
         self.compat = _compat.resolve(cfg.compat, self.model)
+        if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
+            cfg = GenerationConfig(**{**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                                      "top_k": _compat.effective_top_k(self.compat, cfg.top_k)})
         adapted = _compat.adapt_sampler(self.sampler, self.compat)
         if adapted is not self.sampler:
             return Engine(self.model, adapted).generate(prompts, cfg)
@@ -464,6 +467,9 @@ class Engine:
                 k = row.schedule[row.ptr] + row.deficit
             else:
                 k = int(elig.numel())
+            if _compat.uses_dream_steps(self.compat, self.sampler) and row.block_steps:
+                first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+                row.ptr, k = _compat.dream_step(int(elig.numel()), max(row.ptr, first), row.block_steps)
             k = max(1, min(k, int(elig.numel())))
         gen = row.generator
 
@@ -607,7 +613,8 @@ class Engine:
         the row stops its block where the reference would (see ``compat.row_stalled``)."""
         chosen = action.tokens if action.tokens is not None else view.tokens[action.index.to(view.tokens.device)]
         real = int((chosen != self.mask_id).sum())
-        return _compat.row_stalled(self.compat, self.sampler.uses_schedule, row.ptr, len(row.schedule), real)
+        return _compat.row_stalled(self.compat, self.sampler, row.ptr, len(row.schedule), row.block_steps,
+                                   int(chosen.numel()), real)
 
     def _entry_commit(self, x, am, s, e, bi, cache_state, cfg, rows, stop_ids) -> None:
         """Fast-dLLM's Dream block loop (compat ``block_entry_commit``): the refresh forward builds
