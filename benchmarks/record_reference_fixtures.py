@@ -102,9 +102,8 @@ def run_llada(args) -> None:
     import torch
 
     sys.path.insert(0, str(Path(args.fast_dllm) / "llada"))
-    from model.modeling_llada import LLaDAModelLM  # Fast-dLLM's copy of the HF model (has the cache)
-
     import generate as fast  # Fast-dLLM llada/generate.py
+    from model.modeling_llada import LLaDAModelLM  # Fast-dLLM's copy of the HF model (has the cache)
 
     sys.path.insert(0, str(Path(args.llada)))
     import importlib.util

@@ -59,6 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         wandb_project=args.wandb_project,
         progress=not args.json,
         threads=args.threads,
+        resolved_config=getattr(args, "resolved_config", None),
     )
     summary = run_eval(spec)
     if "note" in summary:  # a non-zero rank of a multi-process run: rank 0 reports
