@@ -284,13 +284,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run_cfg is not None:
             from . import config as run_config
 
-            if args.command == "sweep" and (run_cfg["preset"] or run_cfg["overrides"]):
-                raise UnmaskError("unmask sweep takes its settings from the sweep YAML; --preset and key=value "
-                                  "overrides are not supported there yet")
-            tree = run_config.merged_tree(run_cfg["preset"], run_cfg["config_file"], run_cfg["overrides"])
-            run_config.apply(args, parser, raw, tree)
-            args.resolved_config = run_config.resolved(args, run_cfg["preset"], run_cfg["config_file"],
-                                                       run_cfg["overrides"])
+            if args.command == "sweep":  # the sweep YAML holds the grid: layer preset < YAML < overrides
+                args.run_config = {
+                    "preset_tree": run_config.merged_tree(run_cfg["preset"], None, []),
+                    "override_tree": run_config.merged_tree(None, None, run_cfg["overrides"]),
+                    "source": {"preset": run_cfg["preset"], "overrides": run_cfg["overrides"]},
+                }
+            else:
+                tree = run_config.merged_tree(run_cfg["preset"], run_cfg["config_file"], run_cfg["overrides"])
+                run_config.apply(args, parser, raw, tree)
+                args.resolved_config = run_config.resolved(args, run_cfg["preset"], run_cfg["config_file"],
+                                                           run_cfg["overrides"])
         return int(args.func(args) or 0)
     except UnmaskError as e:
         sys.stderr.write(f"error: {e}\n")

@@ -61,7 +61,7 @@ def _omegaconf():
     try:
         from omegaconf import OmegaConf
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise UnmaskError("presets and key=value overrides need omegaconf: pip install 'unmask[presets]'") from e
+        raise UnmaskError("presets and key=value overrides need omegaconf: pip install omegaconf") from e
     return OmegaConf
 
 
@@ -117,7 +117,7 @@ def split_overrides(argv: list[str], parser: argparse.ArgumentParser) -> tuple[l
     rest, overrides = [], []
     prev = None
     for tok in argv:
-        if _OVERRIDE.match(tok) and not (prev in takes_value):
+        if _OVERRIDE.match(tok) and prev not in takes_value:
             overrides.append(tok)
         else:
             rest.append(tok)
@@ -170,6 +170,8 @@ def apply(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[
                 setattr(args, dest, action.default)
             continue
         if action is None:
+            if key.startswith("eval."):
+                continue  # a benchmark preset's eval settings do not concern sample/compare
             raise UnmaskError(f"config key {key!r} is not supported by `unmask {argv[0]}` in this build")
         if getattr(args, dest, None) != action.default:
             continue  # an explicit flag wins
@@ -209,3 +211,43 @@ def preset_table() -> list[dict[str, Any]]:
         data = load_preset(name)
         rows.append({"name": name, "description": data.get("description", ""), "settings": flatten(data)})
     return rows
+
+
+def sweep_layer(tree: dict[str, Any]) -> dict[str, Any]:
+    """A preset/override tree as sweep settings: ``generation.*`` and sampler options become
+    ``common`` settings of every grid point, ``eval.*`` run keys the sweep's top-level defaults.
+    The grid axes (models, tasks, samplers) stay the sweep YAML's own."""
+    flat = flatten(tree)
+    common: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    for key, value in flat.items():
+        group, _, name = key.partition(".")
+        if key in ("model", "sampler.name"):
+            continue
+        if group in ("generation", "sampler", "decode"):
+            common[DECODE_KEYS[name] if group == "decode" else name] = value
+        elif group == "eval" and name not in ("task", "samplers"):
+            top[name] = value
+    return {"common": common, **top}
+
+
+def layer_sweep(cfg: dict[str, Any], base: dict[str, Any] | None, over: dict[str, Any] | None) -> dict[str, Any]:
+    """preset (``base``) < sweep YAML < ``key=value`` overrides (``over``)."""
+    out = dict(cfg)
+    if base:
+        b = sweep_layer(base)
+        common = {k: v for k, v in b.pop("common").items() if v is not None}
+        out["common"] = {**common, **(cfg.get("common") or {})}
+        for k, v in b.items():
+            if v is not None:
+                out.setdefault(k, v)
+    if over:  # a null override removes the key (e.g. a preset's max_new_tokens on an infilling task)
+        o = sweep_layer(over)
+        common = {**(out.get("common") or {}), **o.pop("common")}
+        out["common"] = {k: v for k, v in common.items() if v is not None}
+        for k, v in o.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = v
+    return out

@@ -150,33 +150,17 @@ def view_scores(
 # ----------------------------------------------------------------------------- schedules
 
 
-def dream_schedule_f32(n_masks: int, steps: int, eps: float = 1e-3, first_step: int = 0) -> list[int]:
-    """Dream's per-step counts with its float32 arithmetic: step i commits
-    ``int(remaining * (1 - t[i+1] / t[i]))`` (remaining = masks left, a float32 tensor), the last
-    step everything left. Steps that commit 0 are dropped (the reference runs a forward there that
-    changes no token at temperature 0)."""
-    t = torch.linspace(1, eps, steps + 1)  # float32, as the reference
-    out: list[int] = []
-    remaining = n_masks
-    for i in range(first_step, steps):
-        if i == steps - 1:
-            c = remaining
-        else:
-            c = int(torch.tensor(float(remaining)) * (1 - t[i + 1] / t[i]))
-        c = min(c, remaining)
-        if c > 0:
-            out.append(c)
-            remaining -= c
-    return out
-
-
 def block_schedule(opts: CompatOptions, sampler: Any, n_masks: int, block_steps: int | None,
                    first_step: int) -> list[int] | None:
     """The compat schedule for one block, or None for the engine's own (Dream's capped threshold
     uses the engine's linear schedule: a constant ``masks // steps`` per step)."""
     if not uses_dream_steps(opts, sampler) or block_steps is None or n_masks == 0:
         return None
-    return dream_schedule_f32(n_masks, block_steps, first_step=first_step) or [n_masks]
+    from .schedule import dream_schedule
+
+    # the plan for the block (its length bounds the steps); each step's actual count comes from
+    # dream_step, which recomputes it from the masks really left, in float32 as the reference
+    return dream_schedule(n_masks, block_steps, first_step=first_step) or [n_masks]
 
 
 # ----------------------------------------------------------------------------- Fast-dLLM's Dream block loop
