@@ -51,3 +51,11 @@ def test_default_mode_agreement_is_unchanged(name, tmp_path_factory):
     path = next(f for f in FILES if f.stem == name)
     rows = replay(path, None, tmp_path_factory.getbasetemp() / "reference-checkpoints")
     assert (sum(a.agree for a in rows), sum(a.total for a in rows)) == DEFAULT_AGREEMENT[name]
+
+
+@pytest.mark.parametrize("path", [f for f in FILES if "llada" in f.stem], ids=lambda f: f.stem)
+def test_llada_defaults_differ_only_by_the_mask_token_in_the_softmax(path, tmp_path_factory):
+    """The one documented LLaDA difference: with only ``mask_softmax`` switched on, unmask's
+    default loop reproduces ML-GSAI's generate() and all three Fast-dLLM loops."""
+    rows = replay(path, "mask_softmax", tmp_path_factory.getbasetemp() / "reference-checkpoints")
+    assert all(a.agree == a.total for a in rows), [(a.setting, a.agree, a.total) for a in rows]

@@ -97,6 +97,8 @@ class GenerationConfig:
         d = asdict(self)
         d.pop("logits_hook")
         d.pop("tokens_hook")
+        if d.get("compat") is None:
+            d.pop("compat")  # off: leave result keys of earlier runs unchanged
         if isinstance(d.get("seed"), tuple):
             d["seed"] = list(d["seed"])
         return d
