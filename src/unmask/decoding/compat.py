@@ -136,7 +136,7 @@ def view_scores(
 
     if opts.dream_scores:
         lg = logits / temperature if temperature > 0 else logits
-        lg = filter_logits(lg, top_k, top_p)  # Dream: top-p then top-k; both keep the argmax, order is moot at T=0
+        lg = filter_logits(filter_logits(lg, None, top_p), top_k, None)  # Dream's order: top-p, then top-k
         probs = torch.softmax(lg, dim=-1)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
         neg = (probs * torch.log(probs + 1e-10)).sum(-1)
