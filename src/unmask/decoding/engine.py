@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -299,8 +299,7 @@ class Engine:
         cfg.validate()
         self.compat = _compat.resolve(cfg.compat, self.model)
         if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
-            cfg = GenerationConfig(**{**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-                                      "top_k": _compat.effective_top_k(self.compat, cfg.top_k)})
+            cfg = replace(cfg, top_k=_compat.effective_top_k(self.compat, cfg.top_k))
         adapted = _compat.adapt_sampler(self.sampler, self.compat)
         if adapted is not self.sampler:
             return Engine(self.model, adapted).generate(prompts, cfg)
