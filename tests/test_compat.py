@@ -106,3 +106,37 @@ def test_defaults_unchanged_when_compat_is_off(tiny_llada):
     b = generate(tiny_llada, [[5, 6, 7]], "confidence", max_new_tokens=8, steps=8, compat="none")
     assert a.sequences == b.sequences
     assert torch.equal(torch.tensor(a.sequences), torch.tensor(b.sequences))
+
+
+def test_cli_compat_flag_reaches_the_engine(tiny_dream_dir, capsys):
+    import json
+
+    from unmask.cli import main
+
+    args = ["sample", "--model_name_or_path", str(tiny_dream_dir), "--prompt", "abcd", "--chat_template", "False",
+            "--max_new_tokens", "8", "--block_size", "4", "--use_cache", "dual", "--sampler", "threshold", "--json"]
+    assert main([*args, "--compat", "fast_dllm"]) == 0
+    with_compat = json.loads(capsys.readouterr().out)
+    assert with_compat["config"]["generation"]["compat"] == "fast_dllm"
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    # the entry commit costs one extra refresh forward per block whose logits serve no step
+    assert with_compat["nfe"] >= plain["nfe"]
+    assert main([*args, "--compat", "fast-dllm,bogus"]) == 2
+    assert "unknown compat item 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode,sampler,kw", [
+    ("fast_dllm", "entropy", dict(use_cache="dual", block_size=4, steps=8, schedule="dream")),
+    ("fast_dllm", "threshold", dict(use_cache="prefix", block_size=4, threshold=0.5)),
+    ("dream", "threshold", dict(steps=4, threshold=0.5)),
+    ("dream", "origin", dict(steps=6)),
+    ("llada", "confidence", dict(steps=8, block_size=4)),
+])
+def test_compat_batched_equals_one_by_one(mode, sampler, kw, tiny_dream, tiny_llada):
+    model = tiny_llada if mode == "llada" else tiny_dream
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    batch = generate(model, prompts, sampler, max_new_tokens=12, compat=mode, stop_at_eos=False, seed=4, **kw)
+    for p, seq in zip(prompts, batch.sequences):
+        one = generate(model, [p], sampler, max_new_tokens=12, compat=mode, stop_at_eos=False, seed=4, **kw)
+        assert one.sequences[0] == seq

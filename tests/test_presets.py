@@ -131,3 +131,22 @@ def test_sweep_layers_preset_under_yaml_and_overrides_over_it(tmp_path, capsys):
     assert cfg["_source"]["preset"] == "fast_dllm"
     run_cfg = json.loads(next((tmp_path / "out").rglob("config.json")).read_text())
     assert run_cfg["resolved_config"]["generation"]["use_cache"] == "none"
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_is_valid(name):
+    """Each shipped preset passes the key check, names a real sampler, task and compat mode, and
+    its decoding settings pass GenerationConfig.validate."""
+    from unmask.config import merged_tree
+    from unmask.decoding.engine import GenerationConfig
+    from unmask.samplers.base import make_sampler
+    from unmask.tasks.benchmarks.registry import task_names
+
+    tree = merged_tree(name, None, [])
+    assert tree["description"]
+    sampler = tree["sampler"]
+    make_sampler(sampler["name"], **{k: v for k, v in sampler.items() if k != "name"})
+    gen = {k: v for k, v in tree.get("generation", {}).items() if k != "chat_template"}
+    GenerationConfig(**gen).validate()
+    if "eval" in tree:
+        assert tree["eval"]["task"] in task_names()
