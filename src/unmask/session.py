@@ -255,7 +255,9 @@ class Session:
     @staticmethod
     def save_trace(result: SampleResult, path: str | Path) -> None:
         data = {"text": result.text, "prompt": result.prompt_text, **result.extra, "trace": result.trace.to_dict()}
-        Path(path).write_text(json.dumps(data))
+        from .userio import write_text
+
+        write_text(path, json.dumps(data), "trace file")
 
 
 def default_device() -> str:

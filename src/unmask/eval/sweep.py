@@ -56,21 +56,21 @@ def _gen_fields() -> set[str]:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a sweep file (see :mod:`unmask.config_schema`): unknown keys, misspelt
+    settings, unknown samplers and bad numbers are errors before any run starts."""
     import yaml
+
+    from ..config_schema import validate_sweep_config
+    from ..userio import read_text
 
     p = Path(path)
     if not p.exists():
         raise UnmaskError(f"sweep config {p} does not exist")
     try:
-        cfg = yaml.safe_load(p.read_text()) or {}
+        cfg = yaml.safe_load(read_text(p, "sweep config")) or {}
     except yaml.YAMLError as e:
         raise UnmaskError(f"{p}: not valid YAML ({e})") from None
-    if not isinstance(cfg, dict):
-        raise UnmaskError(f"{p}: expected a mapping at the top level")
-    for key in ("models", "tasks", "samplers"):
-        if not cfg.get(key):
-            raise UnmaskError(f"{p}: '{key}' must be a non-empty list")
-    return cfg
+    return validate_sweep_config(cfg, str(p))
 
 
 def _as_list(v: Any) -> list[Any]:
