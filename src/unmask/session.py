@@ -118,10 +118,11 @@ class Session:
         task = None
         if (folder / "task.json").exists():
             from .tasks.synthetic import task_from_json
+            from .userio import read_text
 
             try:
-                task = task_from_json(json.loads((folder / "task.json").read_text()))
-            except (KeyError, ValueError, TypeError) as e:
+                task = task_from_json(json.loads(read_text(folder / "task.json", "task file")))
+            except (KeyError, ValueError, TypeError, AttributeError) as e:
                 raise UnmaskError(f"{folder / 'task.json'} does not describe a known task: {e}") from e
         return cls(model, tok, folder, task)
 

@@ -162,6 +162,9 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
             print(f"{r['model']}  {r['task']}  {r['sampler']}  {r['settings']}")
         return {"runs": rows}
 
+    from ..userio import ensure_dir
+
+    ensure_dir(out_dir, "sweep output_dir")  # before hours of decoding, not after
     bar = _SweepProgress.create(progress, len(runs))
     rows: list[dict[str, Any]] = []
     try:
@@ -208,7 +211,7 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
             })
     finally:
         bar.stop()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir, "sweep output_dir")
     files = write_tables(rows, out_dir)
     files.update(write_plots([r for r in rows if "accuracy" in r], out_dir))
     if progress:
