@@ -95,7 +95,7 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "candidate_number": AT_LEAST_1,
     "position_temperature": NONNEG,
     # eval / compare / sweep runs
-    "limit": NONNEG_INT,
+    "limit": AT_LEAST_1,  # 0 items would summarise as "accuracy 0.0000" of nothing
     "batch_size": AT_LEAST_1,
     "num_fewshot": NONNEG_INT,
     "exec_timeout": Num(lo=0, hi=86400, lo_open=True, hint="seconds per test"),
@@ -113,7 +113,7 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "d_model": POS_INT,
     "n_heads": POS_INT,
     "mlp_hidden_size": POS_INT,
-    "max_steps": POS_INT,
+    "max_steps": NONNEG_INT,  # 0: export the (initial or --init_from) weights without training
     "lr": POS,
     "weight_decay": NONNEG,
     "warmup_steps": NONNEG_INT,
