@@ -685,7 +685,12 @@ def test_subprocess_lm_eval_error_is_the_only_line(tmp_path):
     assert p.returncode == 2 and len(err) == 1 and err[0].startswith("error: temperature must be"), p.stderr
 
 
-def test_subprocess_train_module_errors_have_the_prefix(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "unmask.train", "--out", str(tmp_path / "t"), "--resume"],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 2 and p.stderr.strip().splitlines() == [f"error: --resume: no checkpoint at {tmp_path / 't' / 'ckpt.pt'}"]
+def test_train_module_errors_have_the_prefix(tmp_path, capsys):
+    """``python -m unmask.train`` (the trainer's own ``main``) prints the same one-line errors."""
+    from unmask.train.trainer import main as train_main
+
+    assert train_main(["--out", str(tmp_path / "t"), "--resume"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --resume: no checkpoint at {tmp_path / 't' / 'ckpt.pt'}"]
+    assert train_main(["--task", "nae_sat", "--out", str(tmp_path / "t"), "--init_from", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --init_from ") and "does not exist" in err[0]
