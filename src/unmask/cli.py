@@ -82,6 +82,9 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "eos_penalty", type=float, default=0.0)
     add_flag(p, "eos_fill", type=parse_bool, default=False, help="fill every mask after a committed EOS with EOS")
     add_flag(p, "seed", type=int, default=0)
+    add_flag(p, "compat", default=None,
+             help="reproduce a reference loop token for token: llada | fast_dllm | dream, or behaviours "
+                  "(mask_softmax, dream_schedule, ...; see docs/samplers.md)")
 
 
 #: modules that add subcommands; each exposes ``register(subparsers)``
@@ -99,7 +102,7 @@ SAMPLER_OPTION_FLAGS = (
 )
 CONFIG_FLAGS = (
     "max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p", "top_k",
-    "use_cache", "eos_penalty", "eos_fill", "seed", "beam_size", "best_of", "max_lookahead_rows",
+    "use_cache", "eos_penalty", "eos_fill", "seed", "beam_size", "best_of", "max_lookahead_rows", "compat",
 )
 
 
@@ -108,8 +111,20 @@ def resolve_device(name: str) -> str:
 
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UnmaskError(f"device {name} requested but CUDA is not available; use --device cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UnmaskError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnmaskError(f"device {name} requested but CUDA is not available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UnmaskError(f"device {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UnmaskError(f"device {name} requested but MPS is not available; use --device cpu")
+    elif dev.type != "cpu":
+        raise UnmaskError(f"device {name!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
     return name
 
 
@@ -126,6 +141,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .session import Session
     from .viz.live import LiveView
 
+    if args.save_trace:
+        from .userio import check_output_file
+
+        check_output_file(args.save_trace, "--save_trace")  # before decoding, not after
     session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
     with LiveView(session, enabled=args.visualize) as view:  # inert unless stdout is a terminal
         result = session.sample(
@@ -139,7 +158,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.save_trace:
         session.save_trace(result, args.save_trace)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps({**result.to_json(), "config": getattr(args, "resolved_config", None)}))
     else:
         print(result.render())
     return 0
@@ -166,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "out", required=True)
     p.set_defaults(func=cmd_pc_freq)
 
+    p = sub.add_parser("presets", help="list the shipped presets (use with --preset NAME on sample/eval/compare)")
+    add_flag(p, "json", action="store_true", help="print the presets as JSON")
+    p.set_defaults(func=cmd_presets)
+
     for module in SUBCOMMAND_MODULES:
         if _module_exists(module):
             importlib.import_module(module).register(sub)
@@ -185,13 +208,14 @@ def cmd_pc_freq(args: argparse.Namespace) -> int:
     from .models.registry import resolve_model_path
     from .samplers.baselines import write_token_frequencies
     from .tokenizer import load_tokenizer
+    from .userio import check_output_file, read_text
 
-    tok = load_tokenizer(resolve_model_path(args.model_name_or_path))
+    check_output_file(args.out, "--out")
     path = Path(args.corpus)
-    if not path.exists():
-        raise UnmaskError(f"corpus file {path} does not exist")
+    corpus = read_text(path, "corpus file")
+    tok = load_tokenizer(resolve_model_path(args.model_name_or_path))
     texts = []
-    for line in path.read_text().splitlines():
+    for line in corpus.splitlines():
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
@@ -204,6 +228,53 @@ def cmd_pc_freq(args: argparse.Namespace) -> int:
     data = write_token_frequencies(texts, tok, args.out)
     print(f"wrote {args.out}: {len(data['token_frequency'])} distinct tokens, {data['num_tokens']} tokens")
     return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .config import preset_table
+
+    rows = preset_table()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        print(f"{r['name']:18s} {r['description']}")
+        print(" " * 19 + " ".join(f"{k}={v}" for k, v in r["settings"].items()))
+    return 0
+
+
+def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """Remove ``--name VALUE`` / ``--name=VALUE`` from argv; returns (rest, value)."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == f"--{name}":
+            if i + 1 >= len(argv):
+                raise UnmaskError(f"--{name} needs a value")
+            value = argv[i + 1]
+            i += 2
+            continue
+        if tok.startswith(f"--{name}="):
+            value = tok.split("=", 1)[1]
+        else:
+            rest.append(tok)
+        i += 1
+    return rest, value
+
+
+def _run_config(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], dict[str, Any] | None]:
+    """For the run commands: take --preset, --config (not sweep's positional) and key=value
+    overrides out of argv; returns the remaining argv and what to apply after parsing."""
+    from .config import RUN_COMMANDS, split_overrides
+
+    if not argv or argv[0] not in RUN_COMMANDS:
+        return argv, None
+    argv, preset = _take_option(argv, "preset")
+    config_file = None
+    if argv[0] != "sweep":
+        argv, config_file = _take_option(argv, "config")
+    argv, overrides = split_overrides(argv, parser)
+    return argv, {"preset": preset, "config_file": config_file, "overrides": overrides}
 
 
 def normalize_flags(argv: Sequence[str]) -> list[str]:
@@ -219,17 +290,64 @@ def normalize_flags(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(normalize_flags(sys.argv[1:] if argv is None else argv))
+    raw = normalize_flags(sys.argv[1:] if argv is None else argv)
+    try:
+        raw, run_cfg = _run_config(raw, parser)
+    except UnmaskError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    args = parser.parse_args(raw)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
     try:
+        if run_cfg is not None:
+            from . import config as run_config
+
+            if args.command == "sweep":  # the sweep YAML holds the grid: layer preset < YAML < overrides
+                args.run_config = {
+                    "preset_tree": run_config.merged_tree(run_cfg["preset"], None, []),
+                    "override_tree": run_config.merged_tree(None, None, run_cfg["overrides"]),
+                    "source": {"preset": run_cfg["preset"], "overrides": run_cfg["overrides"]},
+                }
+            else:
+                tree = run_config.merged_tree(run_cfg["preset"], run_cfg["config_file"], run_cfg["overrides"])
+                run_config.apply(args, parser, raw, tree)
+                args.resolved_config = run_config.resolved(args, run_cfg["preset"], run_cfg["config_file"],
+                                                           run_cfg["overrides"])
+        check_arguments(args)
         return int(args.func(args) or 0)
     except UnmaskError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
+    except OSError as e:  # an I/O failure no check anticipated: still the user's to fix
+        from .userio import os_error_line
+
+        sys.stderr.write(f"error: {os_error_line(e)}\n")
+        return 2
+    except UnicodeError as e:
+        sys.stderr.write(f"error: {UnmaskError(f'text is not valid UTF-8 ({e.reason})')}\n")
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The boundary rule for every subcommand at once: each numeric flag is finite and in its
+    range (see :mod:`unmask.validation`), each text flag is valid UTF-8 without NUL bytes."""
+    from .validation import check_option, check_utf8
+
+    for name, value in vars(args).items():
+        if value is None or name in ("func", "command"):
+            continue
+        if isinstance(value, str):
+            check_utf8(f"--{name}", value)
+        elif isinstance(value, list) and name != "lm_eval_args":
+            for v in value:
+                if isinstance(v, str):
+                    check_utf8(f"--{name}", v)
+        else:
+            setattr(args, name, check_option(name, value, f"--{name}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,15 +21,18 @@ never on the other rows of the batch.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
+from . import compat as _compat
+from .guards import check_model_logits, check_processed_logits, check_token_ids
 from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
 from .trace import StepRecord, TokenRecord, Trace
 
@@ -74,43 +77,39 @@ class GenerationConfig:
     beam_size: int = 1  # > 1: keep the best partial trajectories (lookahead samplers only)
     best_of: int = 1  # > 1: N independent runs per prompt, keep the lowest cumulative entropy
     max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
+    compat: str | None = None  # reference-compatibility modes/behaviours (see decoding/compat.py)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
     def validate(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
-            raise UnmaskError(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens}")
-        if self.block_size is not None and self.block_size <= 0:
-            raise UnmaskError(f"block_size must be > 0, got {self.block_size}")
-        if self.steps is not None and self.steps <= 0:
-            raise UnmaskError(f"steps must be > 0, got {self.steps}")
-        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
-            raise UnmaskError(f"tokens_per_step must be > 0, got {self.tokens_per_step}")
+        from ..validation import NUMERIC_OPTIONS, check_option
+
+        for name in ("max_new_tokens", "temperature", "eos_penalty", "beam_size", "best_of"):
+            if getattr(self, name) is None:
+                raise UnmaskError(f"{name} must be given (None is not a value for it)")
+        for name in sorted(NUMERIC_OPTIONS.keys() & set(self.__dataclass_fields__)):
+            # one rule for every door (CLI, API, YAML): finite and in range, see unmask.validation
+            setattr(self, name, check_option(name, getattr(self, name)))
         if self.steps is not None and self.tokens_per_step is not None:
             raise UnmaskError("give either steps or tokens_per_step, not both")
         if self.schedule not in SCHEDULES:
             raise UnmaskError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.temperature is None or self.temperature < 0:
-            raise UnmaskError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
-            raise UnmaskError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k <= 0:
-            raise UnmaskError(f"top_k must be > 0, got {self.top_k}")
-        if self.beam_size < 1:
-            raise UnmaskError(f"beam_size must be >= 1, got {self.beam_size}")
-        if self.best_of < 1:
-            raise UnmaskError(f"best_of must be >= 1, got {self.best_of}")
         if self.beam_size > 1 and self.best_of > 1:
             raise UnmaskError("use either beam_size or best_of, not both")
-        if self.max_lookahead_rows is not None and self.max_lookahead_rows < 1:
-            raise UnmaskError(f"max_lookahead_rows must be >= 1, got {self.max_lookahead_rows}")
         if self.use_cache not in CACHE_MODES:
             raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
+        for name in ("stop_token_ids", "suppress_token_ids"):
+            ids = getattr(self, name)
+            if ids is not None:
+                setattr(self, name, _token_ids(name, ids))
+        _compat.parse_compat(self.compat)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("logits_hook")
         d.pop("tokens_hook")
+        if d.get("compat") is None:
+            d.pop("compat")  # off: leave result keys of earlier runs unchanged
         if isinstance(d.get("seed"), tuple):
             d["seed"] = list(d["seed"])
         return d
@@ -143,6 +142,22 @@ class GenerationOutput:
     @property
     def cumulative_entropy(self) -> list[float]:
         return [t.cumulative_entropy for t in self.traces]
+
+
+def _token_ids(name: str, ids: Any) -> tuple[int, ...]:
+    """Token ids as a tuple of ints >= 0 (numpy/torch integers are fine; bools and floats are not)."""
+    out = []
+    for i in ids:
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            v = operator.index(i)
+        except TypeError:
+            raise UnmaskError(f"{name} must be integer token ids, got {i!r}") from None
+        if v < 0:
+            raise UnmaskError(f"{name} must be token ids >= 0, got {v}")
+        out.append(v)
+    return tuple(out)
 
 
 def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
@@ -208,6 +223,8 @@ class _Row:
     alive: bool = True  # beams not (yet) in use are not alive
     score: float = 0.0  # cumulative objective (beam search)
     next_logits: torch.Tensor | None = None  # winner's lookahead logits, reused by the next step
+    block_steps: int = 0  # the block's step budget (the origin sampler's T)
+    stalled: bool = False  # compat: the reference would stop decoding this block for the row
 
 
 @dataclass
@@ -230,6 +247,7 @@ class Engine:
         self.pad_id = int(pad if pad is not None else cfg.eos_token_id)
         self.eos_id = int(cfg.eos_token_id)
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
+        self.compat = _compat.OFF
 
     # ------------------------------------------------------------------ setup
     def _blocks(self, x: torch.Tensor, prompt_len: int, cfg: GenerationConfig) -> list[tuple[int, int]]:
@@ -244,6 +262,10 @@ class Engine:
         return blocks
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
+        first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, first)
+        if sched is not None:
+            return sched
         if cfg.tokens_per_step is not None:
             return fixed_schedule(n_masks, cfg.tokens_per_step)
         if block_steps is None:
@@ -300,12 +322,16 @@ class Engine:
             return out.logits
         cache = self._cached_rows(cache_state, row_ids)
         window_end = total if cfg.use_cache == "prefix" else end
+        if _compat.uses_block_entry(self.compat, model, cfg.use_cache):
+            self._count(rows, row_ids, window_end - start)  # Fast-dLLM's window: no extra position
+            return _compat.window_logits(model, x[act], am[act], cache, start, window_end, end)
         self._count(rows, row_ids, self._query_len(start, window_end, total, cached=True))
         return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end).logits
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
-        logits[..., self.mask_id] = float("-inf")
+        if not self.compat.mask_softmax:
+            logits[..., self.mask_id] = float("-inf")
         if cfg.suppress_token_ids:
             logits[..., list(cfg.suppress_token_ids)] = float("-inf")
         if cfg.eos_penalty:
@@ -316,6 +342,12 @@ class Engine:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
+        self.compat = _compat.resolve(cfg.compat, self.model)
+        if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
+            cfg = replace(cfg, top_k=_compat.effective_top_k(self.compat, cfg.top_k))
+        adapted = _compat.adapt_sampler(self.sampler, self.compat)
+        if adapted is not self.sampler:
+            return Engine(self.model, adapted).generate(prompts, cfg)
         if len(prompts) == 0:
             raise UnmaskError("no prompts given")
         if cfg.beam_size > 1 and not getattr(self.sampler, "needs_lookahead", False):
@@ -332,6 +364,10 @@ class Engine:
         if getattr(self.model, "shift_logits", False) and min(lengths) == 0:
             raise UnmaskError("this model predicts each token from the one before it: the prompt must not be empty")
         stop_ids = list(cfg.stop_token_ids) if cfg.stop_token_ids is not None else [self.eos_id]
+        check_token_ids(self.model, {"mask_token_id": [self.mask_id], "eos_token_id": [self.eos_id],
+                                     "pad_token_id": [self.pad_id], "stop_token_ids": stop_ids,
+                                     "suppress_token_ids": list(cfg.suppress_token_ids),
+                                     "prompt token ids": sorted({int(t) for p in prompts for t in p})})
         seeds = _seeds(cfg.seed, len(prompts))
 
         # rows: one per prompt, or best_of runs / beam_size beams per prompt
@@ -374,22 +410,29 @@ class Engine:
         t0 = time.perf_counter()
         global_step = 0
         for bi, (s, e) in enumerate(blocks):
+            cache_state: dict[str, Any] = {}
+            if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
+                self._entry_commit(x, am, s, e, bi, cache_state, cfg, rows, stop_ids)
             in_block = x[:, s:e] == self.mask_id
             for row in rows:
                 row.schedule = self._row_schedule(int(in_block[row.index].sum()), block_steps[bi], cfg)
+                row.block_steps = block_steps[bi] or len(row.schedule)
                 row.ptr = 0
                 row.deficit = 0
                 row.next_logits = None
-            cache_state: dict[str, Any] = {}
+                row.stalled = False
             while True:
                 has_masks = (x[:, s:e] == self.mask_id).any(1).cpu()
-                act_list = [r.index for r in rows if r.alive and not r.done and bool(has_masks[r.index])]
+                act_list = [r.index for r in rows if r.alive and not r.done and not r.stalled
+                            and bool(has_masks[r.index])]
                 if not act_list:
                     break
                 raw = self._step_logits(x, am, act_list, s, e, cache_state, cfg, rows)
+                check_model_logits(raw)
                 logits = self._process(raw, cfg, stop_ids)
                 if cfg.logits_hook is not None:
                     logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
+                check_processed_logits(logits, "the logits hook" if cfg.logits_hook is not None else "processing")
                 views = [self._view(rows[ri], x, logits[j], s, e, cfg) for j, ri in enumerate(act_list)]
                 if cfg.beam_size > 1:
                     x = self._beam_step(views, act_list, x, am, s, e, bi, cache_state, cfg, rows, stop_ids)
@@ -397,6 +440,8 @@ class Engine:
                     actions = self._decide(views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids)
                     for j, ri in enumerate(act_list):
                         self._commit(rows[ri], x, views[j], actions[j], bi)
+                        if self.compat.mask_softmax:
+                            rows[ri].stalled = self._stalled(rows[ri], views[j], actions[j])
                 for ri in act_list:
                     if not bool((x[ri, s:e] == self.mask_id).any()):
                         rows[ri].next_logits = None
@@ -465,14 +510,22 @@ class Engine:
         ent = entropy_from_logits(lg)
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        if self.compat.active:
+            probs, conf, ref_ent = _compat.view_scores(self.compat, lg, tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+            ent = ent if ref_ent is None else ref_ent
         k = None
         if self.sampler.uses_schedule:
             # counts not committed earlier (a bypass may commit fewer than k) carry over, and the
             # last scheduled step takes everything left, so no schedule can leave masks behind
-            if row.ptr < len(row.schedule) - 1:
+            # (compat with the mask token in the softmax: the reference's last step commits only its
+            # quota, leaving any mask it "committed" earlier; see compat.row_stalled)
+            if row.ptr < len(row.schedule) - 1 or (self.compat.mask_softmax and row.ptr < len(row.schedule)):
                 k = row.schedule[row.ptr] + row.deficit
             else:
                 k = int(elig.numel())
+            if _compat.uses_dream_steps(self.compat, self.sampler) and row.block_steps:
+                first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+                row.ptr, k = _compat.dream_step(int(elig.numel()), max(row.ptr, first), row.block_steps)
             k = max(1, min(k, int(elig.numel())))
         gen = row.generator
 
@@ -482,7 +535,7 @@ class Engine:
         return StepView(
             logits=lg, probs=probs, positions=elig + s, tokens=tokens, confidence=conf, entropy=ent, k=k,
             generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature,
-            resample=resample,
+            resample=resample, extra={"block_step": row.ptr, "block_steps": row.block_steps},
         )
 
     def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[Action]:
@@ -548,6 +601,7 @@ class Engine:
                 packed.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=h_end,
                                                  logits_mask=sel).logits)
         flat = packed[0] if len(packed) == 1 else torch.cat(packed)  # [n_masked, V] raw, row-major
+        check_model_logits(flat, "the model (lookahead)")
         # candidate i's rows start at offsets[i]; its block positions come first (the window
         # starts at the block), so its raw block logits are rows offsets[i] .. + n_block[i]
         per_row = masked.sum(1)
@@ -639,6 +693,35 @@ class Engine:
             cache_state["map"] = cmap
         return new_x
 
+    def _stalled(self, row: _Row, view: StepView, action: Action) -> bool:
+        """Compat with the mask token in the softmax: a step may "commit" the mask token (a no-op);
+        the row stops its block where the reference would (see ``compat.row_stalled``)."""
+        chosen = action.tokens if action.tokens is not None else view.tokens[action.index.to(view.tokens.device)]
+        real = int((chosen != self.mask_id).sum())
+        return _compat.row_stalled(self.compat, self.sampler, row.ptr, len(row.schedule), row.block_steps,
+                                   int(chosen.numel()), real)
+
+    def _entry_commit(self, x, am, s, e, bi, cache_state, cfg, rows, stop_ids) -> None:
+        """Fast-dLLM's Dream block loop (compat ``block_entry_commit``): the refresh forward builds
+        the block's cache and commits the block's first token unconditionally; its logits serve
+        nothing else (the block's steps all run on the cache)."""
+        act_list = [r.index for r in rows if r.alive and not r.done and bool((x[r.index, s:e] == self.mask_id).any())]
+        if not act_list:
+            return
+        raw = self._forward(x, am, act_list, s, e, cache_state, cfg, rows)  # refresh: fills the cache
+        logits = self._process(raw[:, :1], cfg, stop_ids)
+        for j, ri in enumerate(act_list):
+            row = rows[ri]
+            if not bool(x[ri, s] == self.mask_id):
+                continue
+            lg = logits[j]  # [1, V]
+            tok = _compat.entry_tokens(lg[0], self.compat, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
+            probs, conf, ent = _compat.view_scores(self.compat, lg, tok[None], cfg.temperature, cfg.top_k, cfg.top_p)
+            view = StepView(logits=lg, probs=probs, positions=torch.tensor([s], device=x.device), tokens=tok[None],
+                            confidence=conf, entropy=ent if ent is not None else entropy_from_logits(lg), k=None,
+                            generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature)
+            self._commit(row, x, view, Action(torch.tensor([0]), info={"kind": "entry"}), bi)
+
     def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, block: int) -> None:
         """Write the action's tokens into the canvas and record them in the trace."""
         idx = action.index.to(view.positions.device)
@@ -696,15 +779,20 @@ def generate(
 ) -> GenerationOutput:
     """Decode a batch of token-id prompts. ``overrides`` set :class:`GenerationConfig` fields;
     sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name."""
-    from ..samplers.base import make_sampler
+    from ..samplers.base import all_sampler_options, make_sampler
 
     fields = set(GenerationConfig.__dataclass_fields__)
     cfg_kwargs = {k: v for k, v in overrides.items() if k in fields}
     sampler_kwargs = {k: v for k, v in overrides.items() if k not in fields}
+    unknown = sorted(set(sampler_kwargs) - all_sampler_options())
+    if unknown:
+        raise UnmaskError(f"unknown option(s) {', '.join(unknown)}: neither a GenerationConfig field nor an "
+                          "option of any sampler")
     if isinstance(sampler, str):
         sampler = make_sampler(sampler, **sampler_kwargs)
     elif sampler_kwargs:
-        raise UnmaskError(f"unknown options {sorted(sampler_kwargs)} (a Sampler object was passed)")
+        raise UnmaskError(f"sampler options {sorted(sampler_kwargs)} given with a Sampler object; "
+                          "set them on the object (or pass the sampler by name)")
     base = {k: getattr(config, k) for k in fields} if config else {}
     cfg = GenerationConfig(**{**base, **cfg_kwargs})
     return Engine(model, sampler).generate(prompts, cfg)

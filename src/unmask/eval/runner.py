@@ -62,6 +62,27 @@ class EvalSpec:
     progress: bool = True
     merge_timeout: float | None = None  # rank 0's wait for other ranks (None: wait forever)
     threads: int | None = None  # torch CPU threads
+    resolved_config: dict[str, Any] | None = None  # the CLI's fully resolved preset/config/flags
+
+
+def check_spec(spec: EvalSpec) -> None:
+    """The boundary rule for an eval run, whichever door it came through (CLI, sweep, Python):
+    numbers finite and in range, decoding overrides that exist, sampler options some sampler
+    knows (see :mod:`unmask.validation` and :mod:`unmask.config_schema`)."""
+    from ..config_schema import generation_keys
+    from ..samplers.base import check_sampler_options
+    from ..validation import check_option
+
+    for name in ("limit", "batch_size", "num_fewshot", "exec_timeout", "threads", "merge_timeout"):
+        setattr(spec, name, check_option(name, getattr(spec, name), f"--{name}"))
+    if spec.batch_size is None:
+        raise UnmaskError("--batch_size must be given")
+    unknown = sorted(set(spec.overrides) - generation_keys())
+    if unknown:
+        raise UnmaskError(f"unknown generation setting(s) {', '.join(unknown)}")
+    spec.sampler_options = check_sampler_options(dict(spec.sampler_options))
+    if not isinstance(spec.output_dir, (str, os.PathLike)) or not str(spec.output_dir):
+        raise UnmaskError(f"--output_dir must be a folder name, got {spec.output_dir!r}")
 
 
 # --------------------------------------------------------------------------- model identity
@@ -153,10 +174,7 @@ class EvalRun:
     def __init__(self, spec: EvalSpec, session=None) -> None:
         self.spec = spec
         self.rank, self.world = distributed.rank_and_world()
-        if spec.batch_size < 1:
-            raise UnmaskError(f"--batch_size must be >= 1, got {spec.batch_size}")
-        if spec.limit is not None and spec.limit < 0:
-            raise UnmaskError(f"--limit must be >= 0, got {spec.limit}")
+        check_spec(spec)
         if spec.threads is not None:
             import torch
 
@@ -184,11 +202,13 @@ class EvalRun:
         from ..samplers import make_sampler
 
         self.sampler_config = make_sampler(spec.sampler, **spec.sampler_options).config()
+        self.sandbox: str | None = None
         if self.task.runs_code:
-            from .sandbox import Limits
+            from .sandbox import Limits, sandbox_mode
 
             if spec.exec_timeout is not None:
                 self.task.limits = Limits(per_test_timeout_s=float(spec.exec_timeout))  # type: ignore[attr-defined]
+            self.sandbox = sandbox_mode()  # "namespaces" | "fallback" (warns once, loudly)
         self.data_hash = self.task.data_fingerprint(spec.data)
         self.key_material = self._key_material()
         self.run_key = sha256_json(self.key_material)[:16]
@@ -231,6 +251,7 @@ class EvalRun:
         s = self.spec
         return {
             "run_key": self.run_key,
+            "resolved_config": s.resolved_config,
             "model": s.model,
             "model_folder": str(self.session.folder) if self.session.folder else None,
             "task": self.task.name,
@@ -251,8 +272,16 @@ class EvalRun:
         return distributed.shard(idx, self.rank, self.world)
 
     def run(self, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        from ..userio import ensure_dir
+        from .lock import RunLock
+
+        ensure_dir(self.spec.output_dir, "--output_dir")
+        ensure_dir(self.run_dir, "run folder")
+        with RunLock(self.run_dir, self.rank, self.world):
+            return self._run(on_progress)
+
+    def _run(self, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         t_start = time.perf_counter()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0 and not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", self.describe())
         todo = self.pending()
@@ -356,6 +385,7 @@ class EvalRun:
             "elapsed_seconds": elapsed,
             "world_size": self.world,
             "skipped_torn_lines": self.store.skipped_lines,
+            **({"sandbox": self.sandbox} if self.sandbox else {}),
             "config": {
                 "generation": {k: v for k, v in self.gen_config.to_dict().items() if v is not None},
                 "chat_template": self.chat,
@@ -363,6 +393,7 @@ class EvalRun:
                 "data": self.spec.data,
                 "data_sha256": self.data_hash,
                 "limit": self.spec.limit,
+                "resolved": self.spec.resolved_config,
             },
         }
         atomic_write_json(self.run_dir / "summary.json", summary)

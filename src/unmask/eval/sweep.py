@@ -56,21 +56,21 @@ def _gen_fields() -> set[str]:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a sweep file (see :mod:`unmask.config_schema`): unknown keys, misspelt
+    settings, unknown samplers and bad numbers are errors before any run starts."""
     import yaml
+
+    from ..config_schema import validate_sweep_config
+    from ..userio import read_text
 
     p = Path(path)
     if not p.exists():
         raise UnmaskError(f"sweep config {p} does not exist")
     try:
-        cfg = yaml.safe_load(p.read_text()) or {}
+        cfg = yaml.safe_load(read_text(p, "sweep config")) or {}
     except yaml.YAMLError as e:
         raise UnmaskError(f"{p}: not valid YAML ({e})") from None
-    if not isinstance(cfg, dict):
-        raise UnmaskError(f"{p}: expected a mapping at the top level")
-    for key in ("models", "tasks", "samplers"):
-        if not cfg.get(key):
-            raise UnmaskError(f"{p}: '{key}' must be a non-empty list")
-    return cfg
+    return validate_sweep_config(cfg, str(p))
 
 
 def _as_list(v: Any) -> list[Any]:
@@ -139,6 +139,10 @@ def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str
                             spec_kw[k] = specific[k]
                     spec = EvalSpec(model=path, task=None if tname == "auto" else tname, sampler=sname, sampler_options=opts,
                                     overrides=overrides, progress=False, **spec_kw)
+                    spec.resolved_config = {"model": path, "task": tname, "sampler": {"name": sname, **opts},
+                                            "generation": dict(overrides),
+                                            "run": {k: spec_kw[k] for k in RUN_KEYS if k in spec_kw},
+                                            "_source": cfg.get("_source")}
                     runs.append((label, spec, combo))
     return runs
 
@@ -148,11 +152,19 @@ def _settings_str(d: dict[str, Any]) -> str:
 
 
 def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: bool = False,
-              progress: bool = True) -> dict[str, Any]:
-    """Run every grid point (skipping finished ones), then write the table and the plots."""
+              progress: bool = True, preset_tree: dict[str, Any] | None = None,
+              override_tree: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every grid point (skipping finished ones), then write the table and the plots.
+    ``preset_tree``/``override_tree`` (from ``--preset`` and ``key=value``) layer under/over the
+    YAML's settings (see :func:`unmask.config.layer_sweep`)."""
     from .runner import load_session
 
     cfg = load_config(config_path)
+    if preset_tree or override_tree:
+        from ..config import layer_sweep
+
+        cfg = layer_sweep(cfg, preset_tree, override_tree)
+    cfg["_source"] = {"sweep": str(config_path), **(source or {})}
     runs = expand(cfg, output_dir)
     out_dir = Path(runs[0][1].output_dir)
     if dry_run:
@@ -162,6 +174,9 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
             print(f"{r['model']}  {r['task']}  {r['sampler']}  {r['settings']}")
         return {"runs": rows}
 
+    from ..userio import ensure_dir
+
+    ensure_dir(out_dir, "sweep output_dir")  # before hours of decoding, not after
     bar = _SweepProgress.create(progress, len(runs))
     rows: list[dict[str, Any]] = []
     try:
@@ -205,11 +220,11 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
                 "mean_forward_tokens": s.get("mean_forward_tokens", 0.0), "tokens_per_second": s["tokens_per_second"],
                 "mean_cumulative_entropy": s["mean_cumulative_entropy"],
                 "mean_generated_tokens": s["mean_generated_tokens"], "wall_seconds": s["wall_seconds"],
-                "status": s["_status"], "run_dir": s["run_dir"],
+                "status": s["_status"], "run_dir": s["run_dir"], "config": spec.resolved_config,
             })
     finally:
         bar.stop()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir, "sweep output_dir")
     files = write_tables(rows, out_dir)
     files.update(write_plots([r for r in rows if "accuracy" in r], out_dir))
     if progress:
