@@ -37,7 +37,7 @@ RUN_COMMANDS = ("sample", "eval", "compare", "sweep")
 
 SAMPLER_KEYS = ("threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
                 "position_temperature", "bypass", "hnext_scope", "cost_reduction", "beam_size", "best_of",
-                "max_lookahead_rows")
+                "max_lookahead_rows", "lookahead_margin")
 GENERATION_KEYS = ("max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p",
                    "top_k", "use_cache", "eos_penalty", "eos_fill", "seed", "compat", "chat_template")
 DECODE_KEYS = {"mode": "lockstep", "tau_r": "tau_r", "tau_a": "tau_a", "max_fill_frac": "max_fill_frac",

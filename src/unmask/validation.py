@@ -94,6 +94,7 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "pc_alpha": POS,
     "candidate_number": AT_LEAST_1,
     "position_temperature": NONNEG,
+    "lookahead_margin": UNIT,
     # eval / compare / sweep runs
     "limit": AT_LEAST_1,  # 0 items would summarise as "accuracy 0.0000" of nothing
     "batch_size": AT_LEAST_1,
