@@ -21,6 +21,7 @@ Settings are validated here with the engine's own checks (``GenerationConfig.val
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,9 @@ class Backend:
         self.vocab_size = int(getattr(cfg, "vocab_size", 0) or 0)
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or getattr(cfg, "max_position_embeddings", 0) or 0)
         self._piece_cache: dict[int, str] = {}
+        # the event loop encodes prompts while the worker thread decodes canvases; a Rust fast
+        # tokenizer must not be entered from two threads at once ("Already borrowed")
+        self._tok_lock = threading.Lock()
 
     # ------------------------------------------------------------------ settings
     def plan(self, req: ParsedRequest) -> Plan:
@@ -191,6 +195,10 @@ class Backend:
     # ------------------------------------------------------------------ prompts
     def encode(self, prompt: Any, req: ParsedRequest) -> list[int]:
         """Token ids of one prompt (text, token ids or chat messages)."""
+        with self._tok_lock:
+            return self._encode(prompt, req)
+
+    def _encode(self, prompt: Any, req: ParsedRequest) -> list[int]:
         param = "messages" if req.kind == "chat" else "prompt"
         if self.task is not None:
             if req.kind == "chat":
@@ -234,7 +242,8 @@ class Backend:
 
     # ------------------------------------------------------------------ text
     def decode(self, ids: list[int]) -> str:
-        return self.session.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        with self._tok_lock:
+            return self.session.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def prefix_text(self, row: list[int], prompt_len: int) -> tuple[str, bool]:
         """Text of the answer's final prefix (every position before it decoded) in a row's

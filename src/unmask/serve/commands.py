@@ -12,6 +12,7 @@ left with a 503 and exits with status 0.
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import socket
 import sys
@@ -93,6 +94,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stderr.write(f"unmask serve: {backend.name} on http://{shown}:{port}/v1 "
                      f"(max_batch_size={args.max_batch_size}, max_wait_ms={args.max_wait_ms:g})\n")
     sys.stderr.flush()
+    # the long-lived objects (torch, transformers, the model) need no cyclic GC: freezing them
+    # keeps collections short while serving and takes seconds off the exit on a busy machine
+    gc.freeze()
     server.run(sockets=[sock])
     return 0
 
