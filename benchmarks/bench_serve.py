@@ -2,7 +2,8 @@
 
 The script starts its own server on 127.0.0.1 (a free port) with a built-in tiny model, then for
 each concurrency level runs ``--requests`` completion requests (200 by default) from that many
-concurrent clients (asyncio + httpx, one connection per client), each request waiting for its
+concurrent clients (asyncio + httpx, one connection per client, at most 16 clients per client
+process), each request waiting for its
 answer before the client sends the next (closed loop). Every loop is bounded: a fixed number of
 requests, a per-request timeout and a time limit per level; nothing leaves 127.0.0.1.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -82,46 +84,75 @@ def make_prompts(model: str, n: int, seed: int) -> list[str]:
     return [f"Request {i}: write one sentence about the sea." for i in range(n)]
 
 
-async def run_level(port: int, clients: int, prompts: list[str], args: argparse.Namespace, seed0: int) -> dict[str, Any]:
-    """``len(prompts)`` requests from ``clients`` concurrent closed-loop clients (bounded)."""
+async def _clients(port: int, n_clients: int, jobs: list[tuple[int, str]], args: argparse.Namespace,
+                   seed0: int) -> dict[str, Any]:
+    """Run ``jobs`` (request index, prompt) from ``n_clients`` concurrent closed-loop clients."""
     url = f"http://{HOST}:{port}/v1/completions"
-    next_i = 0
-    lat: list[float] = []
-    tokens = 0
-    errors: dict[str, int] = {}
-    batch_of_request: list[int] = []
+    todo = list(reversed(jobs))
+    out: dict[str, Any] = {"lat": [], "tokens": 0, "errors": {}, "batch": []}
     t_end = time.monotonic() + args.level_time_limit
 
     async def client(http: httpx.AsyncClient) -> None:
-        nonlocal next_i, tokens
-        while next_i < len(prompts) and time.monotonic() < t_end:
-            i = next_i
-            next_i += 1
-            body = {"model": args.model, "prompt": prompts[i], "seed": seed0 + i}
+        while todo and time.monotonic() < t_end:
+            i, prompt = todo.pop()
+            body: dict[str, Any] = {"model": args.model, "prompt": prompt, "seed": seed0 + i}
             if args.max_tokens:
                 body["max_tokens"] = args.max_tokens
             t0 = time.perf_counter()
             try:
                 r = await http.post(url, json=body, timeout=args.request_timeout)
             except httpx.HTTPError as e:
-                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                out["errors"][type(e).__name__] = out["errors"].get(type(e).__name__, 0) + 1
                 continue
             dt = time.perf_counter() - t0
             if r.status_code != 200:
-                errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                out["errors"][str(r.status_code)] = out["errors"].get(str(r.status_code), 0) + 1
                 continue
             data = r.json()
-            lat.append(dt)
-            tokens += data["usage"]["completion_tokens"]
-            batch_of_request.append(data["unmask"]["batch_size"])
+            out["lat"].append(dt)
+            out["tokens"] += data["usage"]["completion_tokens"]
+            out["batch"].append(data["unmask"]["batch_size"])
 
-    before = httpx.get(f"http://{HOST}:{port}/health", timeout=10).json()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    t0 = time.perf_counter()
+    limits = httpx.Limits(max_connections=n_clients, max_keepalive_connections=n_clients)
     async with httpx.AsyncClient(limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-    wall = time.perf_counter() - t0
+        out["start"] = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes on one machine
+        await asyncio.gather(*(client(http) for _ in range(n_clients)))
+        out["end"] = time.monotonic()
+    return out
+
+
+def _client_process(spec: tuple) -> dict[str, Any]:
+    port, n_clients, jobs, args, seed0 = spec
+    return asyncio.run(_clients(port, n_clients, jobs, args, seed0))
+
+
+def run_level(port: int, clients: int, prompts: list[str], args: argparse.Namespace, seed0: int) -> dict[str, Any]:
+    """``len(prompts)`` requests from ``clients`` concurrent closed-loop clients (bounded).
+
+    One asyncio+httpx process drives at most ``--clients_per_process`` connections: measured
+    here, a single process driving 64 connections was itself the bottleneck (its requests spent
+    seconds in the client, not in the server), so larger levels are spread over processes."""
+    procs = max(1, -(-clients // args.clients_per_process))
+    jobs = list(enumerate(prompts))
+    parts = []
+    for p in range(procs):
+        n = clients // procs + (1 if p < clients % procs else 0)
+        parts.append((port, n, jobs[p::procs], args, seed0))
+    before = httpx.get(f"http://{HOST}:{port}/health", timeout=10).json()
+    if procs == 1:
+        results = [_client_process(parts[0])]
+    else:
+        with multiprocessing.get_context("fork").Pool(procs) as pool:
+            results = pool.map(_client_process, parts)
     after = httpx.get(f"http://{HOST}:{port}/health", timeout=10).json()
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    lat = sorted(x for r in results for x in r["lat"])
+    tokens = sum(r["tokens"] for r in results)
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    batch_of_request = [b for r in results for b in r["batch"]]
     sizes: dict[int, int] = {}
     for k, v in after["batch_sizes"].items():
         d = v - before["batch_sizes"].get(k, 0)
@@ -129,13 +160,12 @@ async def run_level(port: int, clients: int, prompts: list[str], args: argparse.
             sizes[int(k)] = d
     batches = sum(sizes.values())
     rows = sum(k * v for k, v in sizes.items())
-    lat_sorted = sorted(lat)
 
     def pct(p: float) -> float:
-        return lat_sorted[min(len(lat_sorted) - 1, int(round(p * (len(lat_sorted) - 1))))] if lat_sorted else float("nan")
+        return lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))] if lat else float("nan")
 
     return {
-        "clients": clients, "requests": len(lat) + sum(errors.values()), "ok": len(lat),
+        "clients": clients, "client_processes": procs, "requests": len(lat) + sum(errors.values()), "ok": len(lat),
         "errors": sum(errors.values()), "error_kinds": errors, "wall_s": wall,
         "req_per_s": len(lat) / wall if wall > 0 else 0.0, "p50_ms": 1000 * pct(0.5), "p95_ms": 1000 * pct(0.95),
         "tokens_per_s": tokens / wall if wall > 0 else 0.0, "batches": batches,
@@ -170,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--level_time_limit", type=float, default=600.0, help="seconds; a level stops sending after this")
     ap.add_argument("--start_timeout", type=float, default=300.0)
     ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--clients_per_process", type=int, default=16, help="connections one client process drives")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--server_args", nargs=argparse.REMAINDER, default=[],
@@ -183,14 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         proc, port = start_server(args, Path(tmp) / "server.log")
         try:
             prompts = make_prompts(args.model, args.requests, args.seed)
-            warm = asyncio.run(run_level(port, 1, prompts[: args.warmup], args, seed0=10**6))
+            warm = run_level(port, 1, prompts[: args.warmup], args, seed0=10**6)
             if warm["errors"]:
                 raise SystemExit(f"warm-up failed: {warm['error_kinds']}")
             rows = []
             for rep in range(args.repeats):
                 base = None
                 for c in args.clients:
-                    r = asyncio.run(run_level(port, c, prompts, args, seed0=args.seed))
+                    r = run_level(port, c, prompts, args, seed0=args.seed)
                     r["repeat"] = rep + 1
                     if base is None:
                         base = r["req_per_s"]
@@ -209,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print("batch sizes formed (rows: batches): " + "; ".join(
         f"{r['clients']} clients: {r['batch_sizes']}" for r in rows))
+    errs = [f"{r['clients']} clients: {r['error_kinds']}" for r in rows if r["errors"]]
+    print("errors: " + ("; ".join(errs) if errs else "none"))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "rows": rows}, indent=1))
     return 0
