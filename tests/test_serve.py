@@ -326,6 +326,38 @@ def test_full_queue_is_refused_with_retry_after(session):
         loop.close()
 
 
+def test_text_stream_holds_back_what_may_still_change():
+    from unmask.serve.streaming import TextStream
+
+    ts = TextStream(["END"])
+    assert ts.update("hello E", final=False) == "hello "  # "E" may start the stop string
+    assert ts.update("hello EN", final=False) == ""
+    assert ts.update("hello ENx", final=False) == "ENx"  # it did not
+    assert ts.update("hello ENxab\ufffd", final=False) == "ab"  # an incomplete UTF-8 character waits
+    assert ts.update("hello ENxab\u00e9 END more", final=False) == "\u00e9 " and ts.stopped
+    assert ts.update("hello ENxab\u00e9 END more text", final=True) == ""
+    assert ts.sent == "hello ENxab\u00e9 "
+
+
+def test_request_fields_are_type_checked():
+    from unmask.serve.schema import parse_request
+
+    req = parse_request({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+                         "max_completion_tokens": 7, "steps": 3, "threshold": 1, "stop": "x"}, "chat")
+    assert req.prompts == [[{"role": "user", "content": "a"}]] and req.max_tokens == 7
+    assert req.settings == {"steps": 3, "threshold": 1.0} and req.stop == ["x"]
+    for body, param in [({"messages": [{"role": "robot", "content": "a"}]}, "messages[0].role"),
+                        ({"messages": [{"role": "user", "content": "a"}], "steps": 2.5}, "steps"),
+                        ({"messages": [{"role": "user", "content": "a"}], "eos_fill": "yes"}, "eos_fill"),
+                        ({"messages": [{"role": "user", "content": "a"}], "n": 0}, "n"),
+                        ({"messages": [{"role": "user", "content": "a"}], "stream_canvas": True}, "stream_canvas"),
+                        ({"messages": [{"role": "user", "content": "a"}], "max_tokens": 4, "max_new_tokens": 5},
+                         "max_new_tokens")]:
+        with pytest.raises(ApiError) as e:
+            parse_request(body, "chat")
+        assert e.value.status == 400 and e.value.param == param
+
+
 def test_a_watching_tokens_hook_costs_no_forward(tiny_llada):
     prompts = [[5, 6, 7], [8, 9]]
     seen = []

@@ -54,7 +54,8 @@ def create_app(backend: Backend, batcher: Batcher) -> Starlette:
         prompt_tokens = sum({r.prompt: len(r.prompt_ids) for r in plan.rows}.values())
         rid, created = formats.new_id(kind), formats.now()
         if req.stream:
-            return StreamingResponse(stream(job, req, rid, created, prompt_tokens), media_type="text/event-stream",
+            return StreamingResponse(stream(request, job, req, rid, created, prompt_tokens),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         results = await wait_done(request, job)
         if results is None:  # the client is gone; this response goes nowhere
@@ -63,33 +64,27 @@ def create_app(backend: Backend, batcher: Batcher) -> Starlette:
 
     async def wait_done(request: Request, job: Job) -> list[RowResult] | None:
         """The job's results; None (and the job cancelled) if the client disconnects first."""
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
+        async with Watch(request, job, batcher) as watch:
             while True:
-                get = asyncio.ensure_future(job.events.get())
-                finished, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in finished:
-                    get.cancel()
-                    batcher.cancel(job)
+                event = await watch.next()
+                if event is None:
                     return None
-                event = get.result()
                 if event[0] == "done":
                     return event[1]
                 if event[0] == "error":
                     raise event[1]
-        finally:
-            gone.cancel()
-            if not job.finished:
-                batcher.cancel(job)
 
-    async def stream(job: Job, req: ParsedRequest, rid: str, created: int, prompt_tokens: int) -> AsyncIterator[bytes]:
+    async def stream(request: Request, job: Job, req: ParsedRequest, rid: str, created: int,
+                     prompt_tokens: int) -> AsyncIterator[bytes]:
         kind, model = req.kind, backend.name
-        try:
+        async with Watch(request, job, batcher) as watch:
             if kind == "chat":
                 for i in range(len(job.plan.rows)):
                     yield sse(formats.chunk(kind, rid, created, model, i, role=True))
             while True:
-                event = await job.events.get()
+                event = await watch.next()
+                if event is None:
+                    return
                 tag = event[0]
                 if tag == "delta":
                     yield sse(formats.chunk(kind, rid, created, model, event[1], text=event[2]))
@@ -113,9 +108,6 @@ def create_app(backend: Backend, batcher: Batcher) -> Starlette:
                                                       job.plan.summary))
                     yield DONE
                     return
-        finally:  # also reached when the client disconnects (the generator is cancelled/closed)
-            if not job.finished:
-                batcher.cancel(job)
 
     async def chat(request: Request) -> Response:
         return await handle(request, "chat")
@@ -171,6 +163,41 @@ def create_app(backend: Backend, batcher: Batcher) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                                          Exception: on_internal_error})
+
+
+class Watch:
+    """A job's events, watched together with the client's connection.
+
+    Leaving the context (normally, by an error, or because the streaming response was closed
+    when the client went away) cancels the job unless it has finished; :meth:`next` returns
+    None as soon as the client disconnects, even while no event is due (a long decode that
+    streams nothing), so the slot is freed at once."""
+
+    def __init__(self, request: Request, job: Job, batcher: Batcher) -> None:
+        self.request, self.job, self.batcher = request, job, batcher
+        self.gone: asyncio.Future | None = None
+
+    async def __aenter__(self) -> Watch:
+        self.gone = asyncio.ensure_future(_disconnected(self.request))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.gone is not None
+        self.gone.cancel()
+        if not self.job.finished:
+            self.batcher.cancel(self.job)
+
+    async def next(self) -> tuple | None:
+        assert self.gone is not None
+        if not self.job.events.empty():
+            return self.job.events.get_nowait()
+        get = asyncio.ensure_future(self.job.events.get())
+        await asyncio.wait({get, self.gone}, return_when=asyncio.FIRST_COMPLETED)
+        if get.done():
+            return get.result()
+        get.cancel()
+        self.batcher.cancel(self.job)
+        return None
 
 
 async def _disconnected(request: Request) -> None:

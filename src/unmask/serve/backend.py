@@ -32,6 +32,8 @@ from .schema import ApiError, ParsedRequest, bad_request
 
 MASK_GLYPH = "░"
 SEED_MAX = 2**63 - 1
+#: answers (prompts x n) one request may ask for
+MAX_ANSWERS = 256
 
 
 @dataclass
@@ -88,7 +90,8 @@ class Backend:
         cfg = session.model.config
         self.mask_id = int(cfg.mask_token_id)
         self.eos_id = int(cfg.eos_token_id)
-        self.stop_ids = set(session.stop_token_ids())
+        self.stop_tuple = tuple(session.stop_token_ids())
+        self.stop_ids = set(self.stop_tuple)
         self.vocab_size = int(getattr(cfg, "vocab_size", 0) or 0)
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or getattr(cfg, "max_position_embeddings", 0) or 0)
         self._piece_cache: dict[int, str] = {}
@@ -113,6 +116,9 @@ class Backend:
         if req.n > 1 and overrides.get("beam_size", 1) > 1:
             raise bad_request("n > 1 with beam_size > 1 is not supported (beams of one prompt share a batch)", "n")
 
+        if len(req.prompts) * req.n > MAX_ANSWERS:
+            raise bad_request(f"at most {MAX_ANSWERS} answers (prompts x n) per request, got "
+                              f"{len(req.prompts) * req.n}", "n" if req.n > 1 else "prompt")
         prompts = [self.encode(p, req) for p in req.prompts]
         if self.task is not None:
             masks = max(sum(t == self.mask_id for t in ids) for ids in prompts)
@@ -157,7 +163,10 @@ class Backend:
 
         fields = set(GenerationConfig.__dataclass_fields__)
         try:
-            cfg = self.session.generation_config({k: v for k, v in overrides.items() if k in fields})
+            # like Session.generation_config, with the stop ids computed once: listing a large
+            # vocabulary for every request would cost milliseconds on the event loop
+            cfg = GenerationConfig(**{"stop_token_ids": self.stop_tuple,
+                                      **{k: v for k, v in overrides.items() if k in fields}})
             cfg.validate()
             sampler_obj = make_sampler(sampler, **options)
             if cfg.beam_size > 1 and not getattr(sampler_obj, "needs_lookahead", False):
@@ -291,6 +300,8 @@ class Backend:
         """Fail at start-up (CLI error, exit 2) when the server's own flags are invalid."""
         from .schema import ParsedRequest as _PR
 
+        if self.task is not None and self.defaults.overrides.get("max_new_tokens"):
+            raise UnmaskError(f"{self.name} fills a fixed canvas: drop --max_new_tokens")
         probe = _PR(kind="completion", prompts=[""] if self.task is not None else ["a"])
         try:
             self.plan(probe)
