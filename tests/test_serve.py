@@ -326,6 +326,63 @@ def test_full_queue_is_refused_with_retry_after(session):
         loop.close()
 
 
+def test_dream_through_the_app_in_process(tiny_dream_dir):
+    """The whole ASGI app in this process (Starlette's test client) on the tiny Dream model:
+    chat through its template, streamed == non-streamed, and both equal the engine's output."""
+    from starlette.testclient import TestClient
+
+    from unmask.serve.app import create_app
+    from unmask.serve.backend import Backend
+    from unmask.serve.batcher import Batcher
+
+    sess = Session.load(str(tiny_dream_dir))
+    app = create_app(Backend(sess, "tiny-dream"), Batcher(Backend(sess, "tiny-dream")))
+    body = {"model": "tiny-dream", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 12,
+            "seed": 9, "temperature": 0.5, "block_size": 4}
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        text = r.json()["choices"][0]["message"]["content"]
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+            events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    streamed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    ids = sess.encode_prompt([{"role": "user", "content": "hello"}])
+    out = sess.generate_ids([ids], "confidence", {}, {"max_new_tokens": 12, "seed": 9, "temperature": 0.5,
+                                                      "block_size": 4})
+    assert text == streamed == sess.tokenizer.decode(out.generated[0], skip_special_tokens=True,
+                                                     clean_up_tokenization_spaces=False)
+
+
+def test_shutdown_fails_unfinished_requests_cleanly(session):
+    from unmask.serve.backend import Backend
+    from unmask.serve.batcher import Batcher, Job
+    from unmask.serve.schema import parse_request
+
+    backend = Backend(session, "m")
+    batcher = Batcher(backend, max_wait=0.0)
+    loop = asyncio.new_event_loop()
+    try:
+        plan = backend.plan(parse_request({"prompt": "a", "max_tokens": 200}, "completion"))
+        queued = [Job(plan, [], False, False, loop) for _ in range(2)]
+        batcher.submit(queued[0])
+        batcher.start()
+        deadline = time.monotonic() + 30
+        while not batcher.running_requests() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        batcher.submit(queued[1])  # waits behind the running batch
+        batcher.begin_shutdown(0.0)  # no grace: abort the running batch, fail the queue
+        batcher.close()
+
+        async def last_event(job):
+            return await asyncio.wait_for(job.events.get(), 10)
+
+        events = [loop.run_until_complete(last_event(j)) for j in queued]
+    finally:
+        loop.close()
+    assert [e[0] for e in events] == ["error", "error"]
+    assert all(e[1].status == 503 and e[1].code == "shutting_down" for e in events)
+
+
 def test_text_stream_holds_back_what_may_still_change():
     from unmask.serve.streaming import TextStream
 
