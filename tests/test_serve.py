@@ -336,7 +336,8 @@ def test_dream_through_the_app_in_process(tiny_dream_dir):
     from unmask.serve.batcher import Batcher
 
     sess = Session.load(str(tiny_dream_dir))
-    app = create_app(Backend(sess, "tiny-dream"), Batcher(Backend(sess, "tiny-dream")))
+    backend = Backend(sess, "tiny-dream")
+    app = create_app(backend, Batcher(backend))
     body = {"model": "tiny-dream", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 12,
             "seed": 9, "temperature": 0.5, "block_size": 4}
     with TestClient(app) as client:
