@@ -240,7 +240,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = run_compare(session, items, samplers, opts, overrides, batch_size=args.batch_size,
                        progress=not args.json)
     if args.json:
-        print(json.dumps({"task": task_name, "model": str(model), "n": len(items), "rows": rows}))
+        print(json.dumps({"task": task_name, "model": str(model), "n": len(items), "rows": rows,
+                          "config": getattr(args, "resolved_config", None)}))
     else:
         print(f"task={task_name} model={model} n={len(items)}")
         print(format_table(rows))

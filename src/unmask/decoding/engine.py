@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
+from . import compat as _compat
 from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
 from .trace import StepRecord, TokenRecord, Trace
 
@@ -57,6 +58,7 @@ class GenerationConfig:
     beam_size: int = 1  # > 1: keep the best partial trajectories (lookahead samplers only)
     best_of: int = 1  # > 1: N independent runs per prompt, keep the lowest cumulative entropy
     max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
+    compat: str | None = None  # reference-compatibility modes/behaviours (see decoding/compat.py)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
@@ -89,11 +91,14 @@ class GenerationConfig:
             raise UnmaskError(f"max_lookahead_rows must be >= 1, got {self.max_lookahead_rows}")
         if self.use_cache not in CACHE_MODES:
             raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
+        _compat.parse_compat(self.compat)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("logits_hook")
         d.pop("tokens_hook")
+        if d.get("compat") is None:
+            d.pop("compat")  # off: leave result keys of earlier runs unchanged
         if isinstance(d.get("seed"), tuple):
             d["seed"] = list(d["seed"])
         return d
@@ -190,6 +195,8 @@ class _Row:
     alive: bool = True  # beams not (yet) in use are not alive
     score: float = 0.0  # cumulative objective (beam search)
     next_logits: torch.Tensor | None = None  # winner's lookahead logits, reused by the next step
+    block_steps: int = 0  # the block's step budget (the origin sampler's T)
+    stalled: bool = False  # compat: the reference would stop decoding this block for the row
 
 
 @dataclass
@@ -212,6 +219,7 @@ class Engine:
         self.pad_id = int(pad if pad is not None else cfg.eos_token_id)
         self.eos_id = int(cfg.eos_token_id)
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
+        self.compat = _compat.OFF
 
     # ------------------------------------------------------------------ setup
     def _blocks(self, x: torch.Tensor, prompt_len: int, cfg: GenerationConfig) -> list[tuple[int, int]]:
@@ -226,6 +234,10 @@ class Engine:
         return blocks
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
+        first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, first)
+        if sched is not None:
+            return sched
         if cfg.tokens_per_step is not None:
             return fixed_schedule(n_masks, cfg.tokens_per_step)
         if block_steps is None:
@@ -267,11 +279,14 @@ class Engine:
             return out.logits
         cache = self._cached_rows(cache_state, row_ids)
         window_end = x.shape[1] if cfg.use_cache == "prefix" else end
+        if _compat.uses_block_entry(self.compat, model, cfg.use_cache):
+            return _compat.window_logits(model, x[act], am[act], cache, start, window_end, end)
         return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end).logits
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
-        logits[..., self.mask_id] = float("-inf")
+        if not self.compat.mask_softmax:
+            logits[..., self.mask_id] = float("-inf")
         if cfg.suppress_token_ids:
             logits[..., list(cfg.suppress_token_ids)] = float("-inf")
         if cfg.eos_penalty:
@@ -282,6 +297,12 @@ class Engine:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
+        self.compat = _compat.resolve(cfg.compat, self.model)
+        if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
+            cfg = replace(cfg, top_k=_compat.effective_top_k(self.compat, cfg.top_k))
+        adapted = _compat.adapt_sampler(self.sampler, self.compat)
+        if adapted is not self.sampler:
+            return Engine(self.model, adapted).generate(prompts, cfg)
         if len(prompts) == 0:
             raise UnmaskError("no prompts given")
         if cfg.beam_size > 1 and not getattr(self.sampler, "needs_lookahead", False):
@@ -338,16 +359,21 @@ class Engine:
         t0 = time.perf_counter()
         global_step = 0
         for bi, (s, e) in enumerate(blocks):
+            cache_state: dict[str, Any] = {}
+            if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
+                self._entry_commit(x, am, s, e, bi, cache_state, cfg, rows, stop_ids)
             in_block = x[:, s:e] == self.mask_id
             for row in rows:
                 row.schedule = self._row_schedule(int(in_block[row.index].sum()), block_steps[bi], cfg)
+                row.block_steps = block_steps[bi] or len(row.schedule)
                 row.ptr = 0
                 row.deficit = 0
                 row.next_logits = None
-            cache_state: dict[str, Any] = {}
+                row.stalled = False
             while True:
                 has_masks = (x[:, s:e] == self.mask_id).any(1).cpu()
-                act_list = [r.index for r in rows if r.alive and not r.done and bool(has_masks[r.index])]
+                act_list = [r.index for r in rows if r.alive and not r.done and not r.stalled
+                            and bool(has_masks[r.index])]
                 if not act_list:
                     break
                 raw = self._step_logits(x, am, act_list, s, e, cache_state, cfg, rows)
@@ -361,6 +387,8 @@ class Engine:
                     actions = self._decide(views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids)
                     for j, ri in enumerate(act_list):
                         self._commit(rows[ri], x, views[j], actions[j], bi)
+                        if self.compat.mask_softmax:
+                            rows[ri].stalled = self._stalled(rows[ri], views[j], actions[j])
                 for ri in act_list:
                     if not bool((x[ri, s:e] == self.mask_id).any()):
                         rows[ri].next_logits = None
@@ -432,14 +460,22 @@ class Engine:
         ent = entropy_from_logits(lg)
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        if self.compat.active:
+            probs, conf, ref_ent = _compat.view_scores(self.compat, lg, tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+            ent = ent if ref_ent is None else ref_ent
         k = None
         if self.sampler.uses_schedule:
             # counts not committed earlier (a bypass may commit fewer than k) carry over, and the
             # last scheduled step takes everything left, so no schedule can leave masks behind
-            if row.ptr < len(row.schedule) - 1:
+            # (compat with the mask token in the softmax: the reference's last step commits only its
+            # quota, leaving any mask it "committed" earlier; see compat.row_stalled)
+            if row.ptr < len(row.schedule) - 1 or (self.compat.mask_softmax and row.ptr < len(row.schedule)):
                 k = row.schedule[row.ptr] + row.deficit
             else:
                 k = int(elig.numel())
+            if _compat.uses_dream_steps(self.compat, self.sampler) and row.block_steps:
+                first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+                row.ptr, k = _compat.dream_step(int(elig.numel()), max(row.ptr, first), row.block_steps)
             k = max(1, min(k, int(elig.numel())))
         gen = row.generator
 
@@ -449,7 +485,7 @@ class Engine:
         return StepView(
             logits=lg, probs=probs, positions=elig + s, tokens=tokens, confidence=conf, entropy=ent, k=k,
             generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature,
-            resample=resample,
+            resample=resample, extra={"block_step": row.ptr, "block_steps": row.block_steps},
         )
 
     def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[Action]:
@@ -577,6 +613,35 @@ class Engine:
         if "map" in cache_state:
             cache_state["map"] = cmap
         return new_x
+
+    def _stalled(self, row: _Row, view: StepView, action: Action) -> bool:
+        """Compat with the mask token in the softmax: a step may "commit" the mask token (a no-op);
+        the row stops its block where the reference would (see ``compat.row_stalled``)."""
+        chosen = action.tokens if action.tokens is not None else view.tokens[action.index.to(view.tokens.device)]
+        real = int((chosen != self.mask_id).sum())
+        return _compat.row_stalled(self.compat, self.sampler, row.ptr, len(row.schedule), row.block_steps,
+                                   int(chosen.numel()), real)
+
+    def _entry_commit(self, x, am, s, e, bi, cache_state, cfg, rows, stop_ids) -> None:
+        """Fast-dLLM's Dream block loop (compat ``block_entry_commit``): the refresh forward builds
+        the block's cache and commits the block's first token unconditionally; its logits serve
+        nothing else (the block's steps all run on the cache)."""
+        act_list = [r.index for r in rows if r.alive and not r.done and bool((x[r.index, s:e] == self.mask_id).any())]
+        if not act_list:
+            return
+        raw = self._forward(x, am, act_list, s, e, cache_state, cfg, rows)  # refresh: fills the cache
+        logits = self._process(raw[:, :1], cfg, stop_ids)
+        for j, ri in enumerate(act_list):
+            row = rows[ri]
+            if not bool(x[ri, s] == self.mask_id):
+                continue
+            lg = logits[j]  # [1, V]
+            tok = _compat.entry_tokens(lg[0], self.compat, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
+            probs, conf, ent = _compat.view_scores(self.compat, lg, tok[None], cfg.temperature, cfg.top_k, cfg.top_p)
+            view = StepView(logits=lg, probs=probs, positions=torch.tensor([s], device=x.device), tokens=tok[None],
+                            confidence=conf, entropy=ent if ent is not None else entropy_from_logits(lg), k=None,
+                            generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature)
+            self._commit(row, x, view, Action(torch.tensor([0]), info={"kind": "entry"}), bi)
 
     def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, block: int) -> None:
         """Write the action's tokens into the canvas and record them in the trace."""

@@ -62,6 +62,7 @@ class EvalSpec:
     progress: bool = True
     merge_timeout: float | None = None  # rank 0's wait for other ranks (None: wait forever)
     threads: int | None = None  # torch CPU threads
+    resolved_config: dict[str, Any] | None = None  # the CLI's fully resolved preset/config/flags
 
 
 # --------------------------------------------------------------------------- model identity
@@ -231,6 +232,7 @@ class EvalRun:
         s = self.spec
         return {
             "run_key": self.run_key,
+            "resolved_config": s.resolved_config,
             "model": s.model,
             "model_folder": str(self.session.folder) if self.session.folder else None,
             "task": self.task.name,
@@ -362,6 +364,7 @@ class EvalRun:
                 "data": self.spec.data,
                 "data_sha256": self.data_hash,
                 "limit": self.spec.limit,
+                "resolved": self.spec.resolved_config,
             },
         }
         atomic_write_json(self.run_dir / "summary.json", summary)
