@@ -20,18 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx  # the test extra installs httpx, openai, starlette and uvicorn
+import openai
 import pytest
+from tiny import write_tiny
 
-openai = pytest.importorskip("openai")
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-
-from tiny import write_tiny  # noqa: E402
-
-from unmask.decoding.engine import generate  # noqa: E402
-from unmask.serve.schema import ApiError  # noqa: E402
-from unmask.session import Session  # noqa: E402
+from unmask.decoding.engine import generate
+from unmask.serve.schema import ApiError
+from unmask.session import Session
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_NEW = 16
