@@ -253,6 +253,11 @@ class Engine:
             return True
         return self._fill(x, row, phase, other) >= after[1] - 1e-12
 
+    def _fills(self, x: torch.Tensor, row: int, phase: Phase) -> dict[str, float]:
+        """Every named region's fill fraction (empty for plain blocks)."""
+        return {r.name: round(self._fill(x, row, phase, k), 6) for k, r in enumerate(phase.regions)
+                if r.name is not None}
+
     def _fill(self, x: torch.Tensor, row: int, phase: Phase, k: int) -> float:
         """Fraction of the masks region ``k`` had when the phase began that are now committed."""
         init = self._initial_masks.get((row, k), 0)
@@ -405,13 +410,15 @@ class Engine:
                     logits = self._process(raw, cfg, stop_ids)
                     if cfg.logits_hook is not None:
                         logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
+                    seen = {ri: self._fills(x, ri, phase) for ri in act_list}  # the canvas these logits saw
                     for reg in stage:
                         sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
                         if not sub:
                             continue
                         ids = [act_list[j] for j in sub]
                         rk = phase.regions.index(reg)
-                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg) for j in sub]
+                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg, seen[act_list[j]])
+                                 for j in sub]
                         if cfg.beam_size > 1:
                             x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
                                                        stop_ids, reg, rk)
@@ -485,7 +492,7 @@ class Engine:
         return torch.stack(parts)
 
     def _view(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, ws: int, region: Region, rk: int,
-              cfg) -> StepView:
+              cfg, seen: dict[str, float] | None = None) -> StepView:
         """The row's view of one region: the positions its gate lets through, their predictions,
         and ``k``. ``logits`` cover the phase window starting at canvas index ``ws``."""
         r = row.index
@@ -497,7 +504,7 @@ class Engine:
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
         k = None
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"seen_fill": seen} if seen else {}
         gate = region.gate
         if gate.scheduled:
             if self.sampler.uses_schedule:
@@ -520,7 +527,7 @@ class Engine:
                 keep = torch.arange(remaining, device=conf.device)
                 k = 1
                 extra["gate"] = "fallback"
-            extra["eligible"] = int(keep.numel())
+            extra["eligible"] = int(passed.numel())
             elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
         gen = row.generator
         lg_final = lg
@@ -691,8 +698,7 @@ class Engine:
                          kind=action.info.get("kind", "select"), info=info)
         if region.name is not None:
             rec.region = region.name
-            rec.fill = {r.name: round(self._fill(x, row.index, phase, k_), 6)
-                        for k_, r in enumerate(phase.regions) if r.name is not None}
+            rec.fill = self._fills(x, row.index, phase)
             rec.nfe = self.group_nfe[row.group]
             info.update(view.extra)
         row.trace.steps.append(rec)
