@@ -33,6 +33,7 @@ import torch
 
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
+from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
 from .trace import StepRecord, TokenRecord, Trace
@@ -294,20 +295,48 @@ class Engine:
         return cache.select_rows(torch.tensor(idx, device=cache.keys[0].device))
 
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
-        """Aligned logits ``[A, end - start, V]`` for the given rows, managing the block cache."""
+        """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
         model = self.model
         act = torch.tensor(row_ids, device=x.device)
-        self._count(rows, row_ids)
         if cfg.use_cache == "none":
+            self._count(rows, row_ids)
             return model.predict(x[act], am[act], start=start, end=end).logits
         if cache_state.get("cache") is None:
+            self._count(rows, row_ids)
             out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
-        cache = self._cached_rows(cache_state, row_ids)
-        window_end = x.shape[1] if cfg.use_cache == "prefix" else end
-        return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end).logits
+        return self._cached_predict(x[act], am[act], row_ids, start, end, True, cache_state, cfg, rows)
+
+    def _cached_predict(self, xs, ams, ids: list[int], start: int, end: int, own_end: bool, cache_state, cfg,
+                        rows) -> torch.Tensor:
+        """Cached forward of canvases ``xs`` (owned by canvas rows ``ids``): logits for
+        ``[start, end)``. Each row's fresh window starts at its *own* window start (the first of its
+        spans in the phase), not the batch's, so a left-padded row computes exactly what it would
+        alone; rows with different windows go in separate forwards (one NFE per prompt either way).
+        ``own_end``: ``end`` is the phase window's end, and each row stops at its own window's end."""
+        total = xs.shape[1]
+        keys = []
+        for ri in ids:
+            rs, re_ = self._windows.get(ri, (start, end))
+            keys.append((rs, re_ if own_end else end))
+        parts = list(dict.fromkeys(keys))
+        out = None
+        for s_, e_ in parts:
+            js = [j for j, k in enumerate(keys) if k == (s_, e_)]
+            sub = [ids[j] for j in js]
+            self._count(rows, sub)
+            cache = self._cached_rows(cache_state, sub)
+            window_end = total if cfg.use_cache == "prefix" else e_
+            if len(parts) == 1 and (s_, e_) == (start, end):
+                return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end).logits
+            sel = torch.tensor(js, device=xs.device)
+            lg = self.model.predict(xs[sel], ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_).logits
+            if out is None:
+                out = lg.new_zeros((len(ids), end - start, lg.shape[-1]))
+            out[sel, s_ - start : e_ - start] = lg
+        return out
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
@@ -376,7 +405,7 @@ class Engine:
                         row.trace.regions[reg.name] = [s_ - row.pad, e_ - row.pad]
 
         if cfg.tokens_hook is not None:
-            x = cfg.tokens_hook(None, x, None)
+            x = call_tokens_hook(cfg.tokens_hook, None, x, None, 0)
 
         self.nfe = 0
         self.forward_rows = 0
@@ -386,6 +415,7 @@ class Engine:
         global_step = 0
         for phase in phases:
             ws, we = phase.window()
+            self._windows = {row.index: phase.row_window(row.index) for row in rows}
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
                                    for row in rows for k, reg in enumerate(phase.regions)}
             for row in rows:
@@ -409,7 +439,8 @@ class Engine:
                     raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
                     logits = self._process(raw, cfg, stop_ids)
                     if cfg.logits_hook is not None:
-                        logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
+                        logits = call_logits_hook(cfg.logits_hook, global_step,
+                                                  x[torch.tensor(act_list, device=device)], logits, ws)
                     seen = {ri: self._fills(x, ri, phase) for ri in act_list}  # the canvas these logits saw
                     for reg in stage:
                         sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
@@ -439,7 +470,7 @@ class Engine:
                         rows[ri].next_logits = None
                 global_step += 1
                 if cfg.tokens_hook is not None:
-                    x = cfg.tokens_hook(global_step - 1, x, logits)
+                    x = call_tokens_hook(cfg.tokens_hook, global_step - 1, x, logits, ws)
                     for row in rows:
                         row.next_logits = None  # the hook may have changed the canvas
                 self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
@@ -583,14 +614,12 @@ class Engine:
         raws = []
         for lo in range(0, len(owner), chunk):
             ids = owner[lo : lo + chunk]
-            self._count(rows, ids)
             xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
+                self._count(rows, ids)
                 raws.append(self.model.predict(xs, ams, start=s, end=window_end).logits)
             else:
-                cache = self._cached_rows(cache_state, ids)
-                end = total if cfg.use_cache == "prefix" else window_end
-                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=window_end).logits)
+                raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = torch.cat(raws)
         ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
         masked = xb[:, s:window_end] == self.mask_id
@@ -743,9 +772,12 @@ def generate(
     **overrides: Any,
 ) -> GenerationOutput:
     """Decode a batch of token-id prompts. ``overrides`` set :class:`GenerationConfig` fields;
-    sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name."""
+    sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name. Dream's
+    hook keywords ``generation_logits_hook_func`` / ``generation_tokens_hook_func`` are accepted
+    as aliases of ``logits_hook`` / ``tokens_hook`` (see :mod:`unmask.decoding.hooks`)."""
     from ..samplers.base import make_sampler
 
+    overrides = dream_hook_aliases(overrides)
     fields = set(GenerationConfig.__dataclass_fields__)
     cfg_kwargs = {k: v for k, v in overrides.items() if k in fields}
     sampler_kwargs = {k: v for k, v in overrides.items() if k not in fields}
