@@ -136,10 +136,9 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args: argparse.Namespace) -> int:
+    from .lockstep_run import options_from_args
     from .session import Session
     from .viz.live import LiveView
-
-    from .lockstep_run import options_from_args
 
     lockstep = options_from_args(args)
     session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
@@ -153,6 +152,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             lockstep=lockstep if lockstep.on else None,
         )
     result.extra.setdefault("sampler", args.sampler)
+    if lockstep.on:
+        result.extra.setdefault("label", f"lockstep {lockstep.mode} · {args.sampler}")
     if args.wandb:
         from .lockstep_run import wandb_log
 

@@ -152,6 +152,7 @@ def sample_lockstep(session, prompt, chat_template, sampler, sampler_options, ov
         task = session.task
         item = session.task_item(prompt)
         spans = task_regions(task, item)
+        _tell_view(overrides, spans)
         res = session.sample_task(prompt, sampler, sampler_options, {**overrides, "plan": opts.plan(spans)})
         seq = res.output.sequences[0]
         res.extra["reasoning"] = task.decode_ids(seq[slice(*spans["R"])])
@@ -161,6 +162,7 @@ def sample_lockstep(session, prompt, chat_template, sampler, sampler_options, ov
     if prompt is None:
         raise UnmaskError("--prompt is required for this model (with [R]/[A] markers or --answer_separator)")
     ids, spans = text_canvas(session, prompt, chat_template, opts)
+    _tell_view(overrides, spans)
     overrides.setdefault("max_new_tokens", 0)
     if overrides.get("max_new_tokens") is None:
         overrides["max_new_tokens"] = 0
@@ -172,6 +174,14 @@ def sample_lockstep(session, prompt, chat_template, sampler, sampler_options, ov
     extra = {"reasoning": texts["reasoning"], "answer": texts["answer"],
              "lockstep": {"mode": opts.mode, **lockstep_metrics(out.traces[0])}}
     return SampleResult(text=texts["text"], token_ids=seq, output=out, prompt_text=prompt, extra=extra)
+
+
+def _tell_view(overrides: dict[str, Any], spans: dict[str, tuple[int, int]]) -> None:
+    """A live view (``--visualize``) labels the regions: its tokens hook is a bound method of an
+    object with ``set_regions``."""
+    owner = getattr(overrides.get("tokens_hook"), "__self__", None)
+    if owner is not None and hasattr(owner, "set_regions"):
+        owner.set_regions(spans)
 
 
 # --------------------------------------------------------------------------- summaries
