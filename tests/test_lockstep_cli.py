@@ -124,3 +124,29 @@ def test_live_view_labels_regions(tiny_llada_dir):
     assert {k: list(v) for k, v in view.regions.items()} == res.trace.regions and view.nfe == res.trace.nfe
     drawn = buf.getvalue()
     assert "⟦R:" in drawn and "⟦A:" in drawn and "R " in drawn
+
+
+def test_eval_lockstep_task_and_text(judge_dir, tmp_path, capsys):
+    from tiny import write_tiny
+
+    d = _json(capsys, ["eval", "--model_name_or_path", str(judge_dir), "--lockstep", "gauss_seidel", "--limit", "3",
+                       "--answer_after", "1.0", "--output_dir", str(tmp_path), "--json"])
+    m = d["lockstep"]
+    assert m["mean_r_fill_at_a_first"] == 1.0 and m["premature_rate"] == 0.0 and m["mean_fill_a"] == 1.0
+    recs = [json.loads(line) for line in next(tmp_path.glob("judge__*/samples.jsonl")).read_text().splitlines()]
+    assert len(recs) == 3 and all(r["lockstep"]["commits_r"] == 10 for r in recs)
+    # a plain run of the same settings has another run key (lockstep is part of the key) and no lockstep figures
+    plain = _json(capsys, ["eval", "--model_name_or_path", str(judge_dir), "--limit", "3", "--output_dir",
+                           str(tmp_path), "--json"])
+    assert "lockstep" not in plain and plain["run_key"] != d["run_key"]
+    # a text benchmark: prompt, R, the fixed separator, A
+    model = write_tiny(tmp_path / "long", "llada", max_sequence_length=1024)
+    d = _json(capsys, ["eval", "--model_name_or_path", str(model), "--task", "gsm8k", "--num_fewshot", "0",
+                       "--lockstep", "jacobi", "--answer_separator", "=", "--reasoning_tokens", "8",
+                       "--answer_tokens", "3", "--limit", "1", "--output_dir", str(tmp_path), "--json"])
+    assert d["lockstep"]["nfe_per_step"] == 1.0 and d["generated_tokens"] == 11
+    rec = json.loads(next(tmp_path.glob("gsm8k__*/samples.jsonl")).read_text().splitlines()[0])
+    assert "=" in rec["output"] and rec["lockstep"]["fill_r"] == 1.0 and rec["lockstep"]["commits_a"] == 3
+    assert main(["eval", "--model_name_or_path", str(model), "--task", "gsm8k", "--lockstep", "jacobi", "--limit", "1",
+                 "--output_dir", str(tmp_path)]) == 2
+    assert "--answer_separator" in capsys.readouterr().err

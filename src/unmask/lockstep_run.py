@@ -184,6 +184,30 @@ def _tell_view(overrides: dict[str, Any], spans: dict[str, tuple[int, int]]) -> 
         owner.set_regions(spans)
 
 
+def eval_layout(run, items, prompts, overrides):
+    """``unmask eval --lockstep``: the canvases, per-item spans and generation overrides. A task
+    model's task gives its own regions; a text benchmark gets ``prompt R separator A`` (the prompt
+    as the task encodes it, chat template included)."""
+    opts: LockstepOptions = run.spec.lockstep
+    synthetic = getattr(run.task, "task", None)
+    if synthetic is not None:
+        spans = [task_regions(synthetic, it) for it in items]
+        new_prompts = prompts
+    else:
+        if opts.answer_separator is None:
+            raise UnmaskError("eval --lockstep on a text benchmark needs --answer_separator TEXT (e.g. '\\nAnswer: ') "
+                              "to place R and A after the prompt")
+        tok = run.session.tokenizer
+        sep = list(tok(opts.answer_separator, add_special_tokens=False)["input_ids"]) if opts.answer_separator else []
+        mask_id = int(run.session.model.config.mask_token_id)
+        new_prompts, spans = [], []
+        for p in prompts:
+            ids, sp = canvas_after_prompt(p, sep, mask_id, opts.reasoning_tokens, opts.answer_tokens)
+            new_prompts.append(ids)
+            spans.append(sp)
+    return new_prompts, spans, {**overrides, "max_new_tokens": 0, "plan": opts.plan(spans)}
+
+
 # --------------------------------------------------------------------------- summaries
 SUMMARY_KEYS = ("steps", "nfe_per_step", "a_first_step", "r_fill_at_a_first", "premature_answer")
 
