@@ -150,3 +150,20 @@ def test_eval_lockstep_task_and_text(judge_dir, tmp_path, capsys):
     assert main(["eval", "--model_name_or_path", str(model), "--task", "gsm8k", "--lockstep", "jacobi", "--limit", "1",
                  "--output_dir", str(tmp_path)]) == 2
     assert "--answer_separator" in capsys.readouterr().err
+
+
+def test_chat_lockstep(tiny_llada_dir):
+    from unmask.chat.repl import Conversation
+    from unmask.errors import UnmaskError
+    from unmask.lockstep_run import LockstepOptions
+
+    session = Session.load(str(tiny_llada_dir))
+    opts = LockstepOptions(mode="jacobi", reasoning_tokens=5, answer_tokens=2, answer_separator="=")
+    conv = Conversation(session, lockstep=opts)
+    t1 = conv.respond("hi")
+    assert t1.trace.regions["A"][0] - t1.trace.regions["R"][1] == 1  # the one-token separator
+    assert t1.trace.nfe == max(s.step for s in t1.trace.steps) + 1  # Jacobi: one forward per step
+    t2 = conv.respond("again")
+    assert conv.messages[1]["content"] == t1.reply and len(t2.prompt_ids) > len(t1.prompt_ids)
+    with pytest.raises(UnmaskError, match="answer_separator"):
+        Conversation(session, lockstep=LockstepOptions(mode="jacobi"))

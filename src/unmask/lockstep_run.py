@@ -184,6 +184,21 @@ def _tell_view(overrides: dict[str, Any], spans: dict[str, tuple[int, int]]) -> 
         owner.set_regions(spans)
 
 
+def lockstep_reply(session, prompt_ids: list[int], sampler, sampler_options, overrides, opts: LockstepOptions):
+    """One chat reply decoded in lockstep after the templated prompt: returns the output and the
+    reply text (R, separator, A; masks never shown)."""
+    tok = session.tokenizer
+    sep = list(tok(opts.answer_separator, add_special_tokens=False)["input_ids"]) if opts.answer_separator else []
+    mask_id = int(session.model.config.mask_token_id)
+    ids, spans = canvas_after_prompt(prompt_ids, sep, mask_id, opts.reasoning_tokens, opts.answer_tokens)
+    _tell_view(overrides, spans)
+    out = session.generate_ids([ids], sampler, sampler_options,
+                               {**overrides, "max_new_tokens": 0, "plan": opts.plan(spans)})
+    lo, hi = spans["R"][0], spans["A"][1]
+    reply = session.decode([t for t in out.sequences[0][lo:hi] if t != mask_id]).strip()
+    return out, reply
+
+
 def eval_layout(run, items, prompts, overrides):
     """``unmask eval --lockstep``: the canvases, per-item spans and generation overrides. A task
     model's task gives its own regions; a text benchmark gets ``prompt R separator A`` (the prompt
