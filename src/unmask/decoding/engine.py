@@ -235,12 +235,26 @@ class Engine:
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
 
     # ------------------------------------------------------------------ setup
-    def _masks_in(self, x: torch.Tensor, row: int, region: Region) -> int:
-        """Masks left in ``region`` for canvas row ``row``."""
-        rs, re_ = region.spans[row]
-        if re_ <= rs:
-            return 0
-        return int((x[row, rs:re_] == self.mask_id).sum())
+    def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
+        """Count each row's masks per region of the phase with one device-to-host copy; the loop's
+        bookkeeping reads these Python ints (no per-row tensor work or synchronisation)."""
+        masked = (x == self.mask_id).cpu()
+        self._left = {}
+        for reg in phase.regions:
+            spans = reg.spans
+            if all(sp == spans[0] for sp in spans):
+                s, e = spans[0]
+                counts = masked[:, s:e].sum(1).tolist() if e > s else [0] * len(spans)
+            else:
+                counts = [int(masked[r, s:e].sum()) if e > s else 0 for r, (s, e) in enumerate(spans)]
+            self._left[id(reg)] = counts
+
+    def _masks_in(self, x: torch.Tensor, row: int, region: Region, exact: bool = False) -> int:
+        """Masks left in ``region`` for canvas row ``row`` (as of the last refresh unless ``exact``)."""
+        if exact:
+            rs, re_ = region.spans[row]
+            return int((x[row, rs:re_] == self.mask_id).sum()) if re_ > rs else 0
+        return self._left[id(region)][row]
 
     def _may_commit(self, x: torch.Tensor, row: int, region: Region, phase: Phase) -> bool:
         """Whether the row has masks in the region and the region's gate is open (``after``)."""
@@ -264,7 +278,7 @@ class Engine:
         init = self._initial_masks.get((row, k), 0)
         if init == 0:
             return 1.0
-        return 1.0 - self._masks_in(x, row, phase.regions[k]) / init
+        return 1.0 - self._masks_in(x, row, phase.regions[k], exact=True) / init
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
         if cfg.tokens_per_step is not None:
@@ -416,6 +430,8 @@ class Engine:
         for phase in phases:
             ws, we = phase.window()
             self._windows = {row.index: phase.row_window(row.index) for row in rows}
+            named = any(reg.name is not None for reg in phase.regions)
+            self._refresh_masks(x, phase)
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
                                    for row in rows for k, reg in enumerate(phase.regions)}
             for row in rows:
@@ -426,6 +442,8 @@ class Engine:
                 row.next_logits = None
             cache_state: dict[str, Any] = {}
             while True:
+                if cfg.tokens_hook is not None or cfg.stop_at_eos or cfg.eos_fill:
+                    self._refresh_masks(x, phase)  # a hook or a stop may have changed the canvas
                 live = [r.index for r in rows if r.alive and not r.done
                         and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
                 if not live:
@@ -441,14 +459,15 @@ class Engine:
                     if cfg.logits_hook is not None:
                         logits = call_logits_hook(cfg.logits_hook, global_step,
                                                   x[torch.tensor(act_list, device=device)], logits, ws)
-                    seen = {ri: self._fills(x, ri, phase) for ri in act_list}  # the canvas these logits saw
+                    # the named regions' fill on the canvas these logits saw (lockstep's trace)
+                    seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
                     for reg in stage:
                         sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
                         if not sub:
                             continue
                         ids = [act_list[j] for j in sub]
                         rk = phase.regions.index(reg)
-                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg, seen[act_list[j]])
+                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg, seen.get(act_list[j]))
                                  for j in sub]
                         if cfg.beam_size > 1:
                             x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
@@ -462,6 +481,7 @@ class Engine:
                     if len(stage) > 1:  # a lookahead saw one region's action, not the whole step's
                         for ri in act_list:
                             rows[ri].next_logits = None
+                    self._refresh_masks(x, phase)
                 if not committed:  # only a plan whose gates wait on each other can get here
                     raise UnmaskError("the decoding plan made no progress: every region's gate is closed")
                 for ri in committed:
