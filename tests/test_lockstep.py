@@ -327,3 +327,24 @@ def test_public_api_exports_lockstep_plan():
     import unmask
 
     assert unmask.LockstepPlan is LockstepPlan
+
+
+def test_info_gain_nfe_pattern_inside_regions():
+    """Hand-checked NFE with R = 8, A = 3 masks that never pass the gate (one fallback commit per
+    region per step, 8 steps). Jacobi+confidence: 1 forward per step = 8. Gauss-Seidel+confidence:
+    8 + 3 steps in which A also commits = 11. Gauss-Seidel+info_gain: R's winning lookahead is the
+    canvas after R's commit, so A reuses it, and A's winning lookahead serves the next step: also 11.
+    Jacobi+info_gain: both regions' candidates share one batched lookahead forward: steps 0-2 and 3
+    cost 2 (fresh forward + lookahead), 4-6 reuse the previous winner (1), step 7 is R's last mask
+    (no lookahead, reused logits: 0) = 11."""
+    conf = {p: 0.5 for p in range(1, 12)}
+    expect = {("jacobi", "confidence"): 8, ("gauss_seidel", "confidence"): 11,
+              ("gauss_seidel", "info_gain"): 11, ("jacobi", "info_gain"): 11}
+    for (mode, sampler), nfe in expect.items():
+        m = ScriptedModel(static_rule(conf))
+        out = generate(m, [[5] + [MASK] * 11], sampler, max_new_tokens=0,
+                       plan=LockstepPlan({"R": (1, 9), "A": (9, 12)}, mode))
+        tr = out.traces[0]
+        assert (tr.nfe, m.calls, lockstep_metrics(tr)["steps"]) == (nfe, nfe, 8), (mode, sampler)
+    # Jacobi+info_gain: per-step forwards 2, 2, 2, 2, 1, 1, 1, 0
+    assert [s.nfe for s in tr.steps if s.region == "R"] == [2, 4, 6, 8, 9, 10, 11, 11]

@@ -461,26 +461,30 @@ class Engine:
                                                   x[torch.tensor(act_list, device=device)], logits, ws)
                     # the named regions' fill on the canvas these logits saw (lockstep's trace)
                     seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
+                    groups = []  # (region, its index, rows deciding there, their views)
                     for reg in stage:
                         sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
-                        if not sub:
-                            continue
-                        ids = [act_list[j] for j in sub]
-                        rk = phase.regions.index(reg)
-                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg, seen.get(act_list[j]))
-                                 for j in sub]
-                        if cfg.beam_size > 1:
+                        if sub:
+                            rk = phase.regions.index(reg)
+                            views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
+                                                seen.get(act_list[j])) for j in sub]
+                            groups.append((reg, rk, [act_list[j] for j in sub], views))
+                    if cfg.beam_size > 1:  # plain blocks only: one region per stage
+                        for reg, rk, ids, views in groups:
                             x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
                                                        stop_ids, reg, rk)
                             committed.update(slots)
-                            continue
-                        actions = self._decide(views, ids, x, am, ws, we, cache_state, cfg, rows, stop_ids, reg)
-                        for view, ri, action in zip(views, ids, actions):
-                            self._commit(rows[ri], x, view, action, phase, reg, rk)
-                        committed.update(ids)
-                    if len(stage) > 1:  # a lookahead saw one region's action, not the whole step's
-                        for ri in act_list:
-                            rows[ri].next_logits = None
+                    else:
+                        regions_done: dict[int, int] = {}
+                        decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
+                        for (reg, rk, ids, views), actions in zip(groups, decided):
+                            for view, ri, action in zip(views, ids, actions):
+                                self._commit(rows[ri], x, view, action, phase, reg, rk)
+                                regions_done[ri] = regions_done.get(ri, 0) + 1
+                            committed.update(ids)
+                        for ri, n in regions_done.items():
+                            if n > 1:  # a lookahead saw one region's action, not the whole step's
+                                rows[ri].next_logits = None
                     self._refresh_masks(x, phase)
                 if not committed:  # only a plan whose gates wait on each other can get here
                     raise UnmaskError("the decoding plan made no progress: every region's gate is closed")
@@ -592,35 +596,38 @@ class Engine:
             resample=resample, extra=extra,
         )
 
-    def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids, region) -> list[Action]:
-        """Ask the sampler. Lookahead samplers answer in two phases so that the candidates of
-        every row are scored in one batched forward."""
+    def _decide(self, groups, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[list[Action]]:
+        """Ask the sampler, per group ``(region, index, rows, views)`` of one stage. Lookahead
+        samplers answer in two phases so that the candidates of every row and region are scored
+        in one batched forward; a row's next logits become its winner's lookahead logits."""
         sampler = self.sampler
         if not getattr(sampler, "needs_lookahead", False):
-            return [sampler.select(v) for v in views]
-        proposals = [sampler.propose(v) for v in views]
-        pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
-        if not pending:
+            return [[sampler.select(v) for v in views] for _, _, _, views in groups]
+        proposals = [[sampler.propose(v) for v in views] for _, _, _, views in groups]
+        requests, where = [], []
+        for g, (reg, _, ids, views) in enumerate(groups):
+            for j, p in enumerate(proposals[g]):
+                if isinstance(p, list):
+                    requests.append((ids[j], views[j], p, reg))
+                    where.append((g, j))
+        if not requests:
             return proposals
-        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
-        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope,
-                                  region)
-        actions = list(proposals)
-        for j, (ri, view, cands), res in zip(pending, requests, results):
+        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
+        for (g, j), (ri, view, cands, _), res in zip(where, requests, results):
             action = sampler.choose(view, cands, res)
-            actions[j] = action
+            proposals[g][j] = action
             rows[ri].next_logits = res.raw_block_logits[action.info.get("winner", 0)]
-        return actions
+        return proposals
 
-    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str, region: Region):
+    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
         """Score candidate actions: apply each to a copy of its row's canvas and run the copies in
         as few forwards as ``max_lookahead_rows`` allows (cached context reused read-only).
         Returns, per request, the entropies of the predictions at every window position, which
-        of them are still masked (scope ``block``: only masks of the region being decided), and
+        of them are still masked (scope ``block``: only masks of the request's region), and
         every candidate's raw logits over the phase window ``[s, e)`` (the winner's become the
         next logits of its row)."""
         canvases, owner = [], []
-        for ri, view, cands in requests:
+        for ri, view, cands, _ in requests:
             for c in cands:
                 xc = x[ri].clone()
                 toks = c.tokens if c.tokens is not None else view.tokens[c.index]
@@ -645,12 +652,14 @@ class Engine:
         masked = xb[:, s:window_end] == self.mask_id
         if scope != "all":
             keep = torch.zeros_like(masked)
-            for j, ri in enumerate(owner):
+            j = 0
+            for ri, _, cands, region in requests:
                 rs, re_ = region.spans[ri]
-                keep[j, rs - s : re_ - s] = True
+                keep[j : j + len(cands), rs - s : re_ - s] = True
+                j += len(cands)
             masked &= keep
         results, i = [], 0
-        for _, _, cands in requests:
+        for _, _, cands, _ in requests:
             m = len(cands)
             results.append(LookaheadResult(entropy=ent[i : i + m], masked=masked[i : i + m],
                                            raw_block_logits=raw[i : i + m, : e - s]))
@@ -664,9 +673,9 @@ class Engine:
         sampler = self.sampler
         proposals = [sampler.propose(v) for v in views]
         pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
-        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
-        results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope,
-                                   region) if requests else [])
+        requests = [(act_list[j], views[j], proposals[j], region) for j in pending]
+        results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
+                   if requests else [])
         res_of = {j: r for j, r in zip(pending, results)}
         children: dict[int, list[_Child]] = {}
         for j, ri in enumerate(act_list):
