@@ -201,7 +201,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ls = any("lockstep" in r for r in rows)
     head = ["sampler", "accuracy (95% CI)", "NFE", "fwd rows", "cum. entropy", "ms/sample", *extra]
     if ls:
-        head += ["steps", "NFE/step", "A first step", "R filled then"]
+        head += ["steps", "NFE/step", "tok/s", "A first step", "R filled then"]
     if grades:
         head.append("solved by technique")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -216,10 +216,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if ls:
             m = r.get("lockstep")
             if m is None:
-                cells += ["-"] * 4
+                cells += ["-", "-", f"{r.get('tokens_per_second', 0.0):.0f}", "-", "-"]
             else:
                 first, fill = m["mean_a_first_step"], m["mean_r_fill_at_a_first"]
-                cells += [f"{m['mean_steps']:.1f}", f"{m['nfe_per_step']:.2f}",
+                cells += [f"{m['mean_steps']:.1f}", f"{m['nfe_per_step']:.2f}", f"{r.get('tokens_per_second', 0.0):.0f}",
                           "-" if first is None else f"{first:.1f}", "-" if fill is None else f"{100 * fill:.0f}%"]
         if grades:
             cells.append(", ".join(f"{_GRADE_SHORT.get(g, g)} {k}/{n}" for g, (k, n) in r["by_technique"].items()))
