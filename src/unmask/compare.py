@@ -271,9 +271,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .samplers import make_sampler
 
     opts = sampler_options(args)
-    lockstep = options_from_args(args, mode=args.lockstep or ("gauss_seidel" if any(
-        parse_sampler_name(s)[0] for s in samplers) else None))
-    lockstep.mode = args.lockstep and lockstep.mode  # names carry their own mode; --lockstep applies to all
+    named = any(parse_sampler_name(s)[0] for s in samplers)  # lockstep_* names carry their own mode
+    lockstep = options_from_args(args, region_flags_alone=named)
     for s in samplers:
         mode, inner = parse_sampler_name(s)
         make_sampler(inner, **opts)  # fail fast on an unknown name or a bad option
