@@ -475,45 +475,11 @@ class Engine:
                 if not live:
                     break
                 committed: set[int] = set()
-                for stage in phase.stages():
-                    open_ = {ri: [reg for reg in stage if self._may_commit(x, ri, reg, phase)] for ri in live}
-                    act_list = [ri for ri in live if open_[ri]]
-                    if not act_list:
-                        continue
-                    raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
-                    logits = self._process(raw, cfg, stop_ids)
-                    if cfg.logits_hook is not None:
-                        logits = call_logits_hook(cfg.logits_hook, global_step,
-                                                  x[torch.tensor(act_list, device=device)], logits, ws)
-                    # the named regions' fill on the canvas these logits saw (lockstep's trace)
-                    seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
-                    groups = []  # (region, its index, rows deciding there, their views)
-                    for reg in stage:
-                        sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
-                        if sub:
-                            rk = phase.regions.index(reg)
-                            views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
-                                                seen.get(act_list[j])) for j in sub]
-                            groups.append((reg, rk, [act_list[j] for j in sub], views))
-                    if cfg.beam_size > 1:  # plain blocks only: one region per stage
-                        for reg, rk, ids, views in groups:
-                            x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
-                                                       stop_ids, reg, rk)
-                            committed.update(slots)
-                    else:
-                        regions_done: dict[int, int] = {}
-                        decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
-                        for (reg, rk, ids, views), actions in zip(groups, decided):
-                            for view, ri, action in zip(views, ids, actions):
-                                self._commit(rows[ri], x, view, action, phase, reg, rk)
-                                regions_done[ri] = regions_done.get(ri, 0) + 1
-                                if self.compat.mask_softmax:
-                                    rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
-                            committed.update(ids)
-                        for ri, n in regions_done.items():
-                            if n > 1:  # a lookahead saw one region's action, not the whole step's
-                                rows[ri].next_logits = None
-                    self._refresh_masks(x, phase)
+                for stage in phase.stages():  # all regions at once (Jacobi) or one by one (Gauss-Seidel)
+                    x, stage_logits = self._stage(stage, phase, live, committed, x, am, ws, we, global_step,
+                                                  cache_state, cfg, rows, stop_ids, named)
+                    if stage_logits is not None:
+                        logits = stage_logits  # the last forward's, for the tokens hook
                 if not committed:  # only a plan whose gates wait on each other can get here
                     raise UnmaskError("the decoding plan made no progress: every region's gate is closed")
                 for ri in committed:
@@ -556,6 +522,53 @@ class Engine:
             seconds=seconds,
             prompt_lengths=lengths,
         )
+
+    def _stage(self, stage: list[Region], phase: Phase, live: list[int], committed: set[int], x, am, ws: int,
+               we: int, global_step: int, cache_state, cfg, rows, stop_ids, named: bool):
+        """One forward over the phase window for the rows that may commit in ``stage`` (its regions'
+        gates open), then every row and region's decision, committed into ``x``. Adds the rows
+        that committed to ``committed``; returns the canvas and the processed logits (None when no
+        row could commit)."""
+        device = x.device
+        open_ = {ri: [reg for reg in stage if self._may_commit(x, ri, reg, phase)] for ri in live}
+        act_list = [ri for ri in live if open_[ri]]
+        if not act_list:
+            return x, None
+        raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
+        logits = self._process(raw, cfg, stop_ids)
+        if cfg.logits_hook is not None:
+            logits = call_logits_hook(cfg.logits_hook, global_step,
+                                      x[torch.tensor(act_list, device=device)], logits, ws)
+        # the named regions' fill on the canvas these logits saw (lockstep's trace)
+        seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
+        groups = []  # (region, its index, rows deciding there, their views)
+        for reg in stage:
+            sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
+            if sub:
+                rk = phase.regions.index(reg)
+                views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
+                                    seen.get(act_list[j])) for j in sub]
+                groups.append((reg, rk, [act_list[j] for j in sub], views))
+        if cfg.beam_size > 1:  # plain blocks only: one region per stage
+            for reg, rk, ids, views in groups:
+                x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
+                                           stop_ids, reg, rk)
+                committed.update(slots)
+        else:
+            regions_done: dict[int, int] = {}
+            decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
+            for (reg, rk, ids, views), actions in zip(groups, decided):
+                for view, ri, action in zip(views, ids, actions):
+                    self._commit(rows[ri], x, view, action, phase, reg, rk)
+                    regions_done[ri] = regions_done.get(ri, 0) + 1
+                    if self.compat.mask_softmax:
+                        rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
+                committed.update(ids)
+            for ri, n in regions_done.items():
+                if n > 1:  # a lookahead saw one region's action, not the whole step's
+                    rows[ri].next_logits = None
+        self._refresh_masks(x, phase)
+        return x, logits
 
     def _step_logits(self, x, am, act_list, s, e, cache_state, cfg, rows) -> torch.Tensor:
         """Raw aligned logits ``[A, e - s, V]`` for the active rows: rows that carry the winner's
