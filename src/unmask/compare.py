@@ -48,8 +48,10 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise UnmaskError(f"data file {path} does not exist")
+    from .userio import read_text
+
     items = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text(path, "data file").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -249,6 +251,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UnmaskError(f"--n must be > 0, got {args.n}")
     if args.data:
         items = load_items(args.data)
+        session.task.check_items(items, args.data)
         if args.technique:
             # grade the user's puzzles and keep the asked-for grade (before --n, so --n counts kept items)
             items = [it for it, g in zip(items, sudoku_grades(items)) if g == args.technique]

@@ -24,6 +24,7 @@ never on the other rows of the batch.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -34,6 +35,7 @@ import torch
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from . import compat as _compat
+from .guards import check_model_logits, check_processed_logits, check_token_ids
 from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
@@ -70,34 +72,26 @@ class GenerationConfig:
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
     def validate(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
-            raise UnmaskError(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens}")
-        if self.block_size is not None and self.block_size <= 0:
-            raise UnmaskError(f"block_size must be > 0, got {self.block_size}")
-        if self.steps is not None and self.steps <= 0:
-            raise UnmaskError(f"steps must be > 0, got {self.steps}")
-        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
-            raise UnmaskError(f"tokens_per_step must be > 0, got {self.tokens_per_step}")
+        from ..validation import NUMERIC_OPTIONS, check_option
+
+        for name in ("max_new_tokens", "temperature", "eos_penalty", "beam_size", "best_of"):
+            if getattr(self, name) is None:
+                raise UnmaskError(f"{name} must be given (None is not a value for it)")
+        for name in sorted(NUMERIC_OPTIONS.keys() & set(self.__dataclass_fields__)):
+            # one rule for every door (CLI, API, YAML): finite and in range, see unmask.validation
+            setattr(self, name, check_option(name, getattr(self, name)))
         if self.steps is not None and self.tokens_per_step is not None:
             raise UnmaskError("give either steps or tokens_per_step, not both")
         if self.schedule not in SCHEDULES:
             raise UnmaskError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.temperature is None or self.temperature < 0:
-            raise UnmaskError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
-            raise UnmaskError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k <= 0:
-            raise UnmaskError(f"top_k must be > 0, got {self.top_k}")
-        if self.beam_size < 1:
-            raise UnmaskError(f"beam_size must be >= 1, got {self.beam_size}")
-        if self.best_of < 1:
-            raise UnmaskError(f"best_of must be >= 1, got {self.best_of}")
         if self.beam_size > 1 and self.best_of > 1:
             raise UnmaskError("use either beam_size or best_of, not both")
-        if self.max_lookahead_rows is not None and self.max_lookahead_rows < 1:
-            raise UnmaskError(f"max_lookahead_rows must be >= 1, got {self.max_lookahead_rows}")
         if self.use_cache not in CACHE_MODES:
             raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
+        for name in ("stop_token_ids", "suppress_token_ids"):
+            ids = getattr(self, name)
+            if ids is not None:
+                setattr(self, name, _token_ids(name, ids))
         _compat.parse_compat(self.compat)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +135,22 @@ class GenerationOutput:
     @property
     def cumulative_entropy(self) -> list[float]:
         return [t.cumulative_entropy for t in self.traces]
+
+
+def _token_ids(name: str, ids: Any) -> tuple[int, ...]:
+    """Token ids as a tuple of ints >= 0 (numpy/torch integers are fine; bools and floats are not)."""
+    out = []
+    for i in ids:
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            v = operator.index(i)
+        except TypeError:
+            raise UnmaskError(f"{name} must be integer token ids, got {i!r}") from None
+        if v < 0:
+            raise UnmaskError(f"{name} must be token ids >= 0, got {v}")
+        out.append(v)
+    return tuple(out)
 
 
 def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
@@ -403,6 +413,10 @@ class Engine:
         if getattr(self.model, "shift_logits", False) and min(lengths) == 0:
             raise UnmaskError("this model predicts each token from the one before it: the prompt must not be empty")
         stop_ids = list(cfg.stop_token_ids) if cfg.stop_token_ids is not None else [self.eos_id]
+        check_token_ids(self.model, {"mask_token_id": [self.mask_id], "eos_token_id": [self.eos_id],
+                                     "pad_token_id": [self.pad_id], "stop_token_ids": stop_ids,
+                                     "suppress_token_ids": list(cfg.suppress_token_ids),
+                                     "prompt token ids": sorted({int(t) for p in prompts for t in p})})
         seeds = _seeds(cfg.seed, len(prompts))
 
         # rows: one per prompt, or best_of runs / beam_size beams per prompt
@@ -535,10 +549,12 @@ class Engine:
         if not act_list:
             return x, None
         raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
+        check_model_logits(raw)
         logits = self._process(raw, cfg, stop_ids)
         if cfg.logits_hook is not None:
             logits = call_logits_hook(cfg.logits_hook, global_step,
                                       x[torch.tensor(act_list, device=device)], logits, ws)
+        check_processed_logits(logits, "the logits hook" if cfg.logits_hook is not None else "processing")
         # the named regions' fill on the canvas these logits saw (lockstep's trace)
         seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
         groups = []  # (region, its index, rows deciding there, their views)
@@ -698,6 +714,7 @@ class Engine:
             else:
                 raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = torch.cat(raws)
+        check_model_logits(raw, "the model (lookahead)")
         ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
         masked = xb[:, s:window_end] == self.mask_id
         if scope != "all":
@@ -885,16 +902,21 @@ def generate(
     sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name. Dream's
     hook keywords ``generation_logits_hook_func`` / ``generation_tokens_hook_func`` are accepted
     as aliases of ``logits_hook`` / ``tokens_hook`` (see :mod:`unmask.decoding.hooks`)."""
-    from ..samplers.base import make_sampler
+    from ..samplers.base import all_sampler_options, make_sampler
 
     overrides = dream_hook_aliases(overrides)
     fields = set(GenerationConfig.__dataclass_fields__)
     cfg_kwargs = {k: v for k, v in overrides.items() if k in fields}
     sampler_kwargs = {k: v for k, v in overrides.items() if k not in fields}
+    unknown = sorted(set(sampler_kwargs) - all_sampler_options())
+    if unknown:
+        raise UnmaskError(f"unknown option(s) {', '.join(unknown)}: neither a GenerationConfig field nor an "
+                          "option of any sampler")
     if isinstance(sampler, str):
         sampler = make_sampler(sampler, **sampler_kwargs)
     elif sampler_kwargs:
-        raise UnmaskError(f"unknown options {sorted(sampler_kwargs)} (a Sampler object was passed)")
+        raise UnmaskError(f"sampler options {sorted(sampler_kwargs)} given with a Sampler object; "
+                          "set them on the object (or pass the sampler by name)")
     base = {k: getattr(config, k) for k in fields} if config else {}
     cfg = GenerationConfig(**{**base, **cfg_kwargs})
     return Engine(model, sampler).generate(prompts, cfg)
