@@ -107,9 +107,13 @@ def test_lockstep_keys_are_validated_lazily(tiny_dream_dir, capsys):
 
     sample = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices and "sample" in a.choices)
     has_lockstep = any(act.dest == "lockstep" for act in sample.choices["sample"]._actions)
-    rc, out, err = _sample(["--preset", "lockstep", "model=null", "generation.max_new_tokens=8"], capsys, tiny_dream_dir)
+    # lockstep needs its regions: [R]/[A] markers in the prompt (the later --prompt wins)
+    rc, out, err = _sample(["--preset", "lockstep", "model=null", "generation.max_new_tokens=8", "--prompt",
+                            "a [R] b [A]", "decode.reasoning_tokens=4", "decode.answer_tokens=2"], capsys,
+                           tiny_dream_dir)
     if has_lockstep:
         assert rc == 0 and json.loads(out)["config"]["decode"]["mode"] == "gauss_seidel"
+        assert json.loads(out)["lockstep"]["mode"] == "gauss_seidel"
     else:
         assert rc == 2 and "config key 'decode." in err
 

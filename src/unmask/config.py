@@ -41,7 +41,8 @@ SAMPLER_KEYS = ("threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_fre
 GENERATION_KEYS = ("max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p",
                    "top_k", "use_cache", "eos_penalty", "eos_fill", "seed", "compat", "chat_template")
 DECODE_KEYS = {"mode": "lockstep", "tau_r": "tau_r", "tau_a": "tau_a", "max_fill_frac": "max_fill_frac",
-               "answer_after": "answer_after", "reasoning_tokens": "reasoning_tokens", "answer_tokens": "answer_tokens"}
+               "answer_after": "answer_after", "reasoning_tokens": "reasoning_tokens", "answer_tokens": "answer_tokens",
+               "answer_separator": "answer_separator"}
 EVAL_KEYS = ("task", "limit", "data", "num_fewshot", "batch_size", "output_dir", "exec_timeout", "samplers")
 
 _OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+|model)=")

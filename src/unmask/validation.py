@@ -95,6 +95,13 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "candidate_number": AT_LEAST_1,
     "position_temperature": NONNEG,
     "lookahead_margin": UNIT,
+    # lockstep reasoning/answer decoding (decoding/lockstep.py)
+    "tau_r": UNIT_OPEN_LO,
+    "tau_a": UNIT_OPEN_LO,
+    "max_fill_frac": UNIT_OPEN_LO,
+    "answer_after": UNIT,
+    "reasoning_tokens": AT_LEAST_1,
+    "answer_tokens": AT_LEAST_1,
     # eval / compare / sweep runs
     "limit": AT_LEAST_1,  # 0 items would summarise as "accuracy 0.0000" of nothing
     "batch_size": AT_LEAST_1,

@@ -5,13 +5,17 @@ schedule, KV caches, logit processors, hooks and stopping. One generation:
 
 1. Canvas ``[B, T]``: left padding, the prompt (which may itself contain mask tokens, e.g. a
    Sudoku), then ``max_new_tokens`` masks.
-2. Blocks: an optional leading block over the masks inside the prompt, then ``block_size`` chunks
-   of the generation region (semi-autoregressive decoding). Blocks are decoded in order.
-3. Per block, each row gets a list of per-step counts (see :mod:`unmask.decoding.schedule`) that
-   sums to its number of masks in the block, so no combination of settings can leave masks behind.
-4. Per step, the rows that still have masks in the block are run through the model (with the
-   block's KV cache in ``prefix``/``dual`` mode), the logits are processed, and the sampler picks
-   positions for each row.
+2. Plan (:mod:`unmask.decoding.plan`): a list of phases, each a group of regions with a gate. By
+   default an optional leading block over the masks inside the prompt, then ``block_size`` chunks
+   of the generation region (semi-autoregressive decoding), decoded in order; lockstep decoding
+   is one phase with a reasoning and an answer region.
+3. Per phase, each row gets, for every scheduled region, a list of per-step counts (see
+   :mod:`unmask.decoding.schedule`) that sums to its number of masks there, so no combination of
+   settings can leave masks behind; threshold gates always commit at least one position.
+4. Per step and stage (all regions at once, or one after another for a Gauss-Seidel sweep), the
+   rows that may still commit are run through the model over the phase's window (with the
+   phase's KV cache in ``prefix``/``dual`` mode), the logits are processed, and the sampler picks
+   positions for each row and region among those the gate lets through.
 
 Randomness: each row owns a ``torch.Generator`` seeded with the row's seed (by default the same
 seed for every row). A row's tokens therefore depend only on its prompt, its seed and the config,
@@ -33,7 +37,9 @@ from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from . import compat as _compat
 from .guards import check_model_logits, check_processed_logits, check_token_ids
-from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
+from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
+from .plan import BlockPlanner, Layout, Phase, Region
+from .schedule import SCHEDULES, block_schedule, fixed_schedule
 from .trace import StepRecord, TokenRecord, Trace
 
 CACHE_MODES = ("none", "prefix", "dual")
@@ -77,6 +83,7 @@ class GenerationConfig:
     beam_size: int = 1  # > 1: keep the best partial trajectories (lookahead samplers only)
     best_of: int = 1  # > 1: N independent runs per prompt, keep the lowest cumulative entropy
     max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
+    plan: Any = None  # a decoding.plan.Planner; None = semi-autoregressive blocks (BlockPlanner)
     compat: str | None = None  # reference-compatibility modes/behaviours (see decoding/compat.py)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
@@ -105,9 +112,13 @@ class GenerationConfig:
         _compat.parse_compat(self.compat)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        plan = self.plan
+        d = asdict(replace(self, plan=None))
         d.pop("logits_hook")
         d.pop("tokens_hook")
+        d.pop("plan")
+        if plan is not None:
+            d["plan"] = plan.config()
         if d.get("compat") is None:
             d.pop("compat")  # off: leave result keys of earlier runs unchanged
         if isinstance(d.get("seed"), tuple):
@@ -207,6 +218,19 @@ def propose_tokens(
 
 
 @dataclass
+class _Sched:
+    """A scheduled region's per-row step counts and progress."""
+
+    schedule: list[int]
+    ptr: int = 0
+    deficit: int = 0  # scheduled tokens an earlier step did not commit
+    block_steps: int = 0  # the region's step budget (the origin sampler's T)
+
+    def copy(self) -> _Sched:
+        return _Sched(list(self.schedule), self.ptr, self.deficit, self.block_steps)
+
+
+@dataclass
 class _Row:
     """Bookkeeping for one canvas row (a prompt, a best-of run, or a beam)."""
 
@@ -215,15 +239,12 @@ class _Row:
     pad: int
     generator: torch.Generator
     trace: Trace
-    schedule: list[int] = field(default_factory=list)
-    ptr: int = 0
-    deficit: int = 0  # scheduled tokens an earlier step did not commit
+    sched: dict[int, _Sched] = field(default_factory=dict)  # per region of the active phase
     step: int = 0
     done: bool = False
     alive: bool = True  # beams not (yet) in use are not alive
     score: float = 0.0  # cumulative objective (beam search)
     next_logits: torch.Tensor | None = None  # winner's lookahead logits, reused by the next step
-    block_steps: int = 0  # the block's step budget (the origin sampler's T)
     stalled: bool = False  # compat: the reference would stop decoding this block for the row
 
 
@@ -250,16 +271,50 @@ class Engine:
         self.compat = _compat.OFF
 
     # ------------------------------------------------------------------ setup
-    def _blocks(self, x: torch.Tensor, prompt_len: int, cfg: GenerationConfig) -> list[tuple[int, int]]:
-        blocks: list[tuple[int, int]] = []
-        prompt_masks = (x[:, :prompt_len] == self.mask_id).any(0).nonzero()
-        if prompt_masks.numel():
-            blocks.append((int(prompt_masks[0]), prompt_len))
-        total = x.shape[1]
-        size = cfg.block_size or max(1, cfg.max_new_tokens)
-        for s in range(prompt_len, total, size):
-            blocks.append((s, min(s + size, total)))
-        return blocks
+    def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
+        """Count each row's masks per region of the phase with one device-to-host copy; the loop's
+        bookkeeping reads these Python ints (no per-row tensor work or synchronisation)."""
+        masked = (x == self.mask_id).cpu()
+        self._left = {}
+        for reg in phase.regions:
+            spans = reg.spans
+            if all(sp == spans[0] for sp in spans):
+                s, e = spans[0]
+                counts = masked[:, s:e].sum(1).tolist() if e > s else [0] * len(spans)
+            else:
+                counts = [int(masked[r, s:e].sum()) if e > s else 0 for r, (s, e) in enumerate(spans)]
+            self._left[id(reg)] = counts
+
+    def _masks_in(self, x: torch.Tensor, row: int, region: Region, exact: bool = False) -> int:
+        """Masks left in ``region`` for canvas row ``row`` (as of the last refresh unless ``exact``)."""
+        if exact:
+            rs, re_ = region.spans[row]
+            return int((x[row, rs:re_] == self.mask_id).sum()) if re_ > rs else 0
+        return self._left[id(region)][row]
+
+    def _may_commit(self, x: torch.Tensor, row: int, region: Region, phase: Phase) -> bool:
+        """Whether the row has masks in the region and the region's gate is open (``after``)."""
+        if not self._masks_in(x, row, region):
+            return False
+        after = region.gate.after
+        if after is None:
+            return True
+        other = next((k for k, r in enumerate(phase.regions) if r.name == after[0]), None)
+        if other is None:
+            return True
+        return self._fill(x, row, phase, other) >= after[1] - 1e-12
+
+    def _fills(self, x: torch.Tensor, row: int, phase: Phase) -> dict[str, float]:
+        """Every named region's fill fraction (empty for plain blocks)."""
+        return {r.name: round(self._fill(x, row, phase, k), 6) for k, r in enumerate(phase.regions)
+                if r.name is not None}
+
+    def _fill(self, x: torch.Tensor, row: int, phase: Phase, k: int) -> float:
+        """Fraction of the masks region ``k`` had when the phase began that are now committed."""
+        init = self._initial_masks.get((row, k), 0)
+        if init == 0:
+            return 1.0
+        return 1.0 - self._masks_in(x, row, phase.regions[k], exact=True) / init
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
         first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
@@ -307,7 +362,7 @@ class Engine:
         return cache.rows_view(torch.tensor(idx, device=cache.keys[0].device))
 
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
-        """Aligned logits ``[A, end - start, V]`` for the given rows, managing the block cache."""
+        """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
         model = self.model
         act = torch.tensor(row_ids, device=x.device)
         total = x.shape[1]
@@ -320,13 +375,43 @@ class Engine:
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
-        cache = self._cached_rows(cache_state, row_ids)
-        window_end = total if cfg.use_cache == "prefix" else end
-        if _compat.uses_block_entry(self.compat, model, cfg.use_cache):
-            self._count(rows, row_ids, window_end - start)  # Fast-dLLM's window: no extra position
-            return _compat.window_logits(model, x[act], am[act], cache, start, window_end, end)
-        self._count(rows, row_ids, self._query_len(start, window_end, total, cached=True))
-        return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end).logits
+        return self._cached_predict(x[act], am[act], row_ids, start, end, True, cache_state, cfg, rows, step=True)
+
+    def _cached_predict(self, xs, ams, ids: list[int], start: int, end: int, own_end: bool, cache_state, cfg,
+                        rows, step: bool = False) -> torch.Tensor:
+        """Cached forward of canvases ``xs`` (owned by canvas rows ``ids``): logits for
+        ``[start, end)``. Each row's fresh window starts at its *own* window start (the first of its
+        spans in the phase), not the batch's, so a left-padded row computes exactly what it would
+        alone; rows with different windows go in separate forwards (one NFE per prompt either way).
+        ``own_end``: ``end`` is the phase window's end, and each row stops at its own window's end.
+        ``step``: a step's forward (not a lookahead), where a compat block-entry mode applies."""
+        total = xs.shape[1]
+        keys = []
+        for ri in ids:
+            rs, re_ = self._windows.get(ri, (start, end))
+            keys.append((rs, re_ if own_end else end))
+        parts = list(dict.fromkeys(keys))
+        out = None
+        for s_, e_ in parts:
+            js = [j for j, k in enumerate(keys) if k == (s_, e_)]
+            sub = [ids[j] for j in js]
+            cache = self._cached_rows(cache_state, sub)
+            window_end = total if cfg.use_cache == "prefix" else e_
+            compat_window = (step and len(parts) == 1 and (s_, e_) == (start, end)
+                             and _compat.uses_block_entry(self.compat, self.model, cfg.use_cache))
+            # Fast-dLLM's compat window has no extra position for Dream's shift
+            self._count(rows, sub, window_end - s_ if compat_window
+                        else self._query_len(s_, window_end, total, cached=True))
+            if len(parts) == 1 and (s_, e_) == (start, end):
+                if compat_window:
+                    return _compat.window_logits(self.model, xs, ams, cache, start, window_end, end)
+                return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end).logits
+            sel = torch.tensor(js, device=xs.device)
+            lg = self.model.predict(xs[sel], ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_).logits
+            if out is None:
+                out = lg.new_zeros((len(ids), end - start, lg.shape[-1]))
+            out[sel, s_ - start : e_ - start] = lg
+        return out
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
@@ -393,13 +478,20 @@ class Engine:
         x, am = x.to(device), am.to(device)
         for row in rows:
             row.trace.initial_tokens = x[row.index, row.pad :].tolist()
-        blocks = self._blocks(x.cpu(), prompt_len, cfg)
-        block_steps: list[int | None] = [None] * len(blocks)
-        if cfg.steps is not None and cfg.tokens_per_step is None:
-            block_steps = list(split_steps(cfg.steps, len(blocks)))
+        planner = cfg.plan or BlockPlanner()
+        planner.check(cfg, self.sampler)
+        layout = Layout(x=x.cpu(), pads=[r.pad for r in rows], groups=[r.group for r in rows],
+                        prompt_len=prompt_len, mask_id=self.mask_id)
+        phases = planner.plan(layout, cfg)
+        for phase in phases:
+            for reg in phase.regions:
+                if reg.name is not None:
+                    for row in rows:
+                        s_, e_ = reg.spans[row.index]
+                        row.trace.regions[reg.name] = [s_ - row.pad, e_ - row.pad]
 
         if cfg.tokens_hook is not None:
-            x = cfg.tokens_hook(None, x, None)
+            x = call_tokens_hook(cfg.tokens_hook, None, x, None, 0)
 
         self.nfe = 0
         self.forward_rows = 0
@@ -409,46 +501,47 @@ class Engine:
         self.group_tokens = [0] * len(prompts)
         t0 = time.perf_counter()
         global_step = 0
-        for bi, (s, e) in enumerate(blocks):
+        for phase in phases:
+            ws, we = phase.window()
+            self._windows = {row.index: phase.row_window(row.index) for row in rows}
+            named = any(reg.name is not None for reg in phase.regions)
             cache_state: dict[str, Any] = {}
             if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
-                self._entry_commit(x, am, s, e, bi, cache_state, cfg, rows, stop_ids)
-            in_block = x[:, s:e] == self.mask_id
+                self._entry_commit(x, am, ws, we, phase, cache_state, cfg, rows, stop_ids)
+            self._refresh_masks(x, phase)
+            self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
+                                   for row in rows for k, reg in enumerate(phase.regions)}
             for row in rows:
-                row.schedule = self._row_schedule(int(in_block[row.index].sum()), block_steps[bi], cfg)
-                row.block_steps = block_steps[bi] or len(row.schedule)
-                row.ptr = 0
-                row.deficit = 0
+                row.sched = {}
+                for ri_, reg in enumerate(phase.regions):
+                    if reg.gate.scheduled:
+                        sched = self._row_schedule(self._masks_in(x, row.index, reg), reg.steps, cfg)
+                        row.sched[ri_] = _Sched(sched, block_steps=reg.steps or len(sched))
                 row.next_logits = None
                 row.stalled = False
             while True:
-                has_masks = (x[:, s:e] == self.mask_id).any(1).cpu()
-                act_list = [r.index for r in rows if r.alive and not r.done and not r.stalled
-                            and bool(has_masks[r.index])]
-                if not act_list:
+                if cfg.tokens_hook is not None or cfg.stop_at_eos or cfg.eos_fill:
+                    self._refresh_masks(x, phase)  # a hook or a stop may have changed the canvas
+                live = [r.index for r in rows if r.alive and not r.done and not r.stalled
+                        and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
+                if not live:
                     break
-                raw = self._step_logits(x, am, act_list, s, e, cache_state, cfg, rows)
-                check_model_logits(raw)
-                logits = self._process(raw, cfg, stop_ids)
-                if cfg.logits_hook is not None:
-                    logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
-                check_processed_logits(logits, "the logits hook" if cfg.logits_hook is not None else "processing")
-                views = [self._view(rows[ri], x, logits[j], s, e, cfg) for j, ri in enumerate(act_list)]
-                if cfg.beam_size > 1:
-                    x = self._beam_step(views, act_list, x, am, s, e, bi, cache_state, cfg, rows, stop_ids)
-                else:
-                    actions = self._decide(views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids)
-                    for j, ri in enumerate(act_list):
-                        self._commit(rows[ri], x, views[j], actions[j], bi)
-                        if self.compat.mask_softmax:
-                            rows[ri].stalled = self._stalled(rows[ri], views[j], actions[j])
-                for ri in act_list:
-                    if not bool((x[ri, s:e] == self.mask_id).any()):
+                committed: set[int] = set()
+                for stage in phase.stages():  # all regions at once (Jacobi) or one by one (Gauss-Seidel)
+                    x, stage_logits = self._stage(stage, phase, live, committed, x, am, ws, we, global_step,
+                                                  cache_state, cfg, rows, stop_ids, named)
+                    if stage_logits is not None:
+                        logits = stage_logits  # the last forward's, for the tokens hook
+                if not committed:  # only a plan whose gates wait on each other can get here
+                    raise UnmaskError("the decoding plan made no progress: every region's gate is closed")
+                for ri in committed:
+                    rows[ri].step += 1
+                    if not any(self._masks_in(x, ri, reg) for reg in phase.regions):
                         rows[ri].next_logits = None
                 global_step += 1
                 if cfg.tokens_hook is not None:
                     before = x.clone()
-                    x = cfg.tokens_hook(global_step - 1, x, logits)
+                    x = call_tokens_hook(cfg.tokens_hook, global_step - 1, x, logits, ws)
                     # a row whose canvas the hook changed must not reuse its lookahead logits; a
                     # hook that only watches (live view, server streaming) costs no extra forward
                     changed = (x != before).any(1).tolist() if x.shape == before.shape else [True] * len(rows)
@@ -489,6 +582,55 @@ class Engine:
             forward_tokens=self.forward_tokens,
         )
 
+    def _stage(self, stage: list[Region], phase: Phase, live: list[int], committed: set[int], x, am, ws: int,
+               we: int, global_step: int, cache_state, cfg, rows, stop_ids, named: bool):
+        """One forward over the phase window for the rows that may commit in ``stage`` (its regions'
+        gates open), then every row and region's decision, committed into ``x``. Adds the rows
+        that committed to ``committed``; returns the canvas and the processed logits (None when no
+        row could commit)."""
+        device = x.device
+        open_ = {ri: [reg for reg in stage if self._may_commit(x, ri, reg, phase)] for ri in live}
+        act_list = [ri for ri in live if open_[ri]]
+        if not act_list:
+            return x, None
+        raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
+        check_model_logits(raw)
+        logits = self._process(raw, cfg, stop_ids)
+        if cfg.logits_hook is not None:
+            logits = call_logits_hook(cfg.logits_hook, global_step,
+                                      x[torch.tensor(act_list, device=device)], logits, ws)
+        check_processed_logits(logits, "the logits hook" if cfg.logits_hook is not None else "processing")
+        # the named regions' fill on the canvas these logits saw (lockstep's trace)
+        seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
+        groups = []  # (region, its index, rows deciding there, their views)
+        for reg in stage:
+            sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
+            if sub:
+                rk = phase.regions.index(reg)
+                views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
+                                    seen.get(act_list[j])) for j in sub]
+                groups.append((reg, rk, [act_list[j] for j in sub], views))
+        if cfg.beam_size > 1:  # plain blocks only: one region per stage
+            for reg, rk, ids, views in groups:
+                x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
+                                           stop_ids, reg, rk)
+                committed.update(slots)
+        else:
+            regions_done: dict[int, int] = {}
+            decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
+            for (reg, rk, ids, views), actions in zip(groups, decided):
+                for view, ri, action in zip(views, ids, actions):
+                    self._commit(rows[ri], x, view, action, phase, reg, rk)
+                    regions_done[ri] = regions_done.get(ri, 0) + 1
+                    if self.compat.mask_softmax:
+                        rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
+                committed.update(ids)
+            for ri, n in regions_done.items():
+                if n > 1:  # a lookahead saw one region's action, not the whole step's
+                    rows[ri].next_logits = None
+        self._refresh_masks(x, phase)
+        return x, logits
+
     def _step_logits(self, x, am, act_list, s, e, cache_state, cfg, rows) -> torch.Tensor:
         """Raw aligned logits ``[A, e - s, V]`` for the active rows: rows that carry the winner's
         lookahead logits from the previous step reuse them; the others share one forward."""
@@ -506,10 +648,13 @@ class Engine:
                 rows[ri].next_logits = None
         return torch.stack(parts)
 
-    def _view(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, s: int, e: int, cfg) -> StepView:
-        """The row's view of the active block: eligible masked positions and their predictions."""
+    def _view(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, ws: int, region: Region, rk: int,
+              cfg, seen: dict[str, float] | None = None) -> StepView:
+        """The row's view of one region: the positions its gate lets through, their predictions,
+        and ``k``. ``logits`` cover the phase window starting at canvas index ``ws``."""
         r = row.index
-        elig = (x[r, s:e] == self.mask_id).nonzero().squeeze(-1)  # block-local indices
+        rs, re_ = region.spans[r]
+        elig = (x[r, rs:re_] == self.mask_id).nonzero().squeeze(-1) + (rs - ws)  # window-local indices
         lg = logits[elig]  # [n, V]
         probs = torch.softmax(lg, dim=-1)
         ent = entropy_from_logits(lg)
@@ -519,125 +664,142 @@ class Engine:
             probs, conf, ref_ent = _compat.view_scores(self.compat, lg, tokens, cfg.temperature, cfg.top_k, cfg.top_p)
             ent = ent if ref_ent is None else ref_ent
         k = None
-        if self.sampler.uses_schedule:
-            # counts not committed earlier (a bypass may commit fewer than k) carry over, and the
-            # last scheduled step takes everything left, so no schedule can leave masks behind
-            # (compat with the mask token in the softmax: the reference's last step commits only its
-            # quota, leaving any mask it "committed" earlier; see compat.row_stalled)
-            if row.ptr < len(row.schedule) - 1 or (self.compat.mask_softmax and row.ptr < len(row.schedule)):
-                k = row.schedule[row.ptr] + row.deficit
-            else:
-                k = int(elig.numel())
-            if _compat.uses_dream_steps(self.compat, self.sampler) and row.block_steps:
-                first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
-                row.ptr, k = _compat.dream_step(int(elig.numel()), max(row.ptr, first), row.block_steps)
-            k = max(1, min(k, int(elig.numel())))
+        extra: dict[str, Any] = {"seen_fill": seen} if seen else {}
+        gate = region.gate
+        if gate.scheduled:
+            sc = row.sched[rk]
+            if self.sampler.uses_schedule:
+                # counts not committed earlier (a bypass may commit fewer than k) carry over, and
+                # the last scheduled step takes everything left, so no schedule can leave masks
+                # (compat with the mask token in the softmax: the reference's last step commits
+                # only its quota, leaving any mask it "committed" earlier; see compat.row_stalled)
+                if sc.ptr < len(sc.schedule) - 1 or (self.compat.mask_softmax and sc.ptr < len(sc.schedule)):
+                    k = sc.schedule[sc.ptr] + sc.deficit
+                else:
+                    k = int(elig.numel())
+                if _compat.uses_dream_steps(self.compat, self.sampler) and sc.block_steps:
+                    first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+                    sc.ptr, k = _compat.dream_step(int(elig.numel()), max(sc.ptr, first), sc.block_steps)
+                k = max(1, min(k, int(elig.numel())))
+            extra.update({"block_step": sc.ptr, "block_steps": sc.block_steps})
+        else:
+            remaining = int(elig.numel())
+            passed = (conf >= gate.tau).nonzero().squeeze(-1)
+            if passed.numel():
+                keep = passed
+                k = min(int(passed.numel()), gate.cap(remaining))
+                extra["gate"] = "threshold"
+            else:  # nothing is sure enough: the sampler commits the region's single best position
+                keep = torch.arange(remaining, device=conf.device)
+                k = 1
+                extra["gate"] = "fallback"
+            extra["eligible"] = int(passed.numel())
+            elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
         gen = row.generator
+        lg_final = lg
 
         def resample() -> torch.Tensor:
-            return propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+            return propose_tokens(lg_final, cfg.temperature, cfg.top_k, cfg.top_p, gen)
 
         return StepView(
-            logits=lg, probs=probs, positions=elig + s, tokens=tokens, confidence=conf, entropy=ent, k=k,
-            generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature,
-            resample=resample, extra={"block_step": row.ptr, "block_steps": row.block_steps},
+            logits=lg, probs=probs, positions=elig + ws, tokens=tokens, confidence=conf, entropy=ent, k=k,
+            generator=row.generator, step=row.step, block_start=rs, temperature=cfg.temperature,
+            resample=resample, extra=extra,
         )
 
-    def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[Action]:
-        """Ask the sampler. Lookahead samplers answer in two phases so that the candidates of
-        every row are scored in one batched forward."""
+    def _decide(self, groups, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[list[Action]]:
+        """Ask the sampler, per group ``(region, index, rows, views)`` of one stage. Lookahead
+        samplers answer in two phases so that the candidates of every row and region are scored
+        in one batched forward; a row's next logits become its winner's lookahead logits."""
         sampler = self.sampler
         if not getattr(sampler, "needs_lookahead", False):
-            return [sampler.select(v) for v in views]
-        proposals = [sampler.propose(v) for v in views]
-        pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
-        if not pending:
+            return [[sampler.select(v) for v in views] for _, _, _, views in groups]
+        proposals = [[sampler.propose(v) for v in views] for _, _, _, views in groups]
+        requests, where = [], []
+        for g, (reg, _, ids, views) in enumerate(groups):
+            for j, p in enumerate(proposals[g]):
+                if isinstance(p, list):
+                    requests.append((ids[j], views[j], p, reg))
+                    where.append((g, j))
+        if not requests:
             return proposals
-        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
         results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
-        actions = list(proposals)
-        for j, (ri, view, cands), res in zip(pending, requests, results):
+        for (g, j), (ri, view, cands, _), res in zip(where, requests, results):
             action = sampler.choose(view, cands, res)
-            actions[j] = action
+            proposals[g][j] = action
             rows[ri].next_logits = res.block_logits(action.info.get("winner", 0))
-        return actions
+        return proposals
 
     def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
         """Score candidate actions: apply each to a copy of its row's canvas and run the copies in
         as few forwards as ``max_lookahead_rows`` allows (cached context reused read-only).
-        Returns, per request, the entropies of the predictions at every H_next window position
-        (computed only where the position is still masked; 0 elsewhere), which of them are still
-        masked, and every candidate's raw block logits (the winner's become the next step's
-        logits).
+        Returns, per request, the entropies of the predictions at every window position (computed
+        only where H_next reads them; 0 elsewhere), which of them are still masked (scope
+        ``block``/``padded``: only masks of the request's region), and every candidate's raw
+        logits over the phase window ``[s, e)`` (the winner's become the next logits of its row).
 
-        What runs per cache mode (``scope`` resolved by :func:`resolve_hnext_scope`):
-
-        * ``none``: the whole canvas per candidate (no cache to reuse);
-        * ``prefix``: the window ``[block start, T)`` against the prefix cache, as the plain step;
-        * ``dual``: only the active block ``[block start, block end)`` against the frozen prefix
-          and suffix of the cache (an explicit ``hnext_scope="all"`` widens it to ``[s, T)``).
+        What runs per cache mode (``scope`` resolved by :func:`resolve_hnext_scope`): without a
+        cache the whole canvas per candidate; ``prefix`` the window ``[s, T)`` against the prefix
+        cache, as the plain step; ``dual`` only the active window ``[s, e)`` against the frozen
+        prefix and suffix (an explicit ``hnext_scope="all"`` widens it to ``[s, T)``).
         """
         total = x.shape[1]
         scope = resolve_hnext_scope(scope, cfg.use_cache)
-        h_end = total if scope == "all" else e  # H_next reads entropies over [s, h_end)
-        owner = [ri for ri, _, cands in requests for _ in cands]
+        owner = [ri for ri, _, cands, _ in requests for _ in cands]
         xb = x[torch.tensor(owner, device=x.device)]  # advanced indexing: a fresh copy
         i = 0
-        for _, view, cands in requests:
+        for _, view, cands, _ in requests:
             for c in cands:
                 toks = c.tokens if c.tokens is not None else view.tokens[c.index]
                 xb[i, view.positions[c.index]] = toks.to(xb.dtype)
                 i += 1
-        # the LM head runs only where it is read: positions still masked in the H_next window
-        # (H_next) whose block part is also the winner's next-step logits
-        masked = xb[:, s:h_end] == self.mask_id  # [M, W]
+        window_end = total if scope == "all" else e
         chunk = cfg.max_lookahead_rows or len(owner)
-        packed = []
+        raws = []
         for lo in range(0, len(owner), chunk):
             ids = owner[lo : lo + chunk]
-            xs, ams, sel = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)], masked[lo : lo + chunk]
+            xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
                 self._count(rows, ids, total)
-                packed.append(self.model.predict(xs, ams, start=s, end=h_end, logits_mask=sel).logits)
+                raws.append(self.model.predict(xs, ams, start=s, end=window_end).logits)
             else:
-                cache = self._cached_rows(cache_state, ids)
-                end = total if cfg.use_cache == "prefix" else h_end
-                self._count(rows, ids, self._query_len(s, end, total, cached=True))
-                packed.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=h_end,
-                                                 logits_mask=sel).logits)
-        flat = packed[0] if len(packed) == 1 else torch.cat(packed)  # [n_masked, V] raw, row-major
-        check_model_logits(flat, "the model (lookahead)")
-        # candidate i's rows start at offsets[i]; its block positions come first (the window
-        # starts at the block), so its raw block logits are rows offsets[i] .. + n_block[i]
-        per_row = masked.sum(1)
-        offsets = (per_row.cumsum(0) - per_row).tolist()
-        block_masks = masked[:, : e - s]
-        # full-vocabulary entropies only where H_next reads them (on a processed copy: the raw
-        # rows are the winner's next-step logits)
-        ent = torch.zeros(masked.shape, dtype=torch.float32, device=flat.device)
-        if flat.shape[0]:
-            ent[masked] = entropy_from_logits(self._process(flat.clone(), cfg, stop_ids))
+                raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
+        raw = raws[0] if len(raws) == 1 else torch.cat(raws)
+        check_model_logits(raw, "the model (lookahead)")
+        masked = xb[:, s:window_end] == self.mask_id
+        if scope != "all":
+            keep = torch.zeros_like(masked)
+            j = 0
+            for ri, _, cands, region in requests:
+                rs, re_ = region.spans[ri]
+                keep[j : j + len(cands), rs - s : re_ - s] = True
+                j += len(cands)
+            masked &= keep
+        # full-vocabulary entropies only where H_next reads them (still-masked positions)
+        ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
+        if bool(masked.any()):
+            ent[masked] = entropy_from_logits(self._process(raw[masked], cfg, stop_ids))
         outside = None
-        if scope == "padded":  # the seeds' dual cache: each mask outside the block counts ln V
-            outside = (xb == self.mask_id).sum(1) - (xb[:, s:e] == self.mask_id).sum(1)
+        if scope == "padded":  # the seeds' dual cache: each mask outside the window counts ln V
+            outside = (xb == self.mask_id).sum(1) - masked.sum(1)
         results, i = [], 0
-        for _, _, cands in requests:
+        for _, _, cands, _ in requests:
             m = len(cands)
             results.append(LookaheadResult(
-                entropy=ent[i : i + m], masked=masked[i : i + m], raw_block_logits=None,
+                entropy=ent[i : i + m], masked=masked[i : i + m], raw_block_logits=raw[i : i + m, : e - s],
                 outside_masks=None if outside is None else outside[i : i + m],
-                outside_entropy=math.log(flat.shape[-1]),
-                block_source=(flat, offsets[i : i + m], block_masks[i : i + m])))
+                outside_entropy=math.log(raw.shape[-1])))
             i += m
         return results
 
-    def _beam_step(self, views, act_list, x, am, s, e, bi, cache_state, cfg, rows, stop_ids) -> torch.Tensor:
+    def _beam_step(self, views, act_list, x, am, s, e, phase, cache_state, cfg, rows, stop_ids, region, rk):
         """Beam search step: expand every live beam with its candidates (all lookaheads batched),
-        keep the ``beam_size`` best distinct states per prompt by cumulative objective."""
+        keep the ``beam_size`` best distinct states per prompt by cumulative objective. Returns
+        the new canvas and the rows (beam slots) that committed."""
         sampler = self.sampler
         proposals = [sampler.propose(v) for v in views]
         pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
-        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
+        requests = [(act_list[j], views[j], proposals[j], region) for j in pending]
         results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
                    if requests else [])
         res_of = {j: r for j, r in zip(pending, results)}
@@ -659,8 +821,9 @@ class Engine:
                 prop.info["objective"] = val
                 children.setdefault(row.group, []).append(_Child(ri, prop, row.score + val, None))
         new_x = x.clone()
-        snapshot = {ri: (rows[ri].trace, rows[ri].generator.get_state(), rows[ri].ptr, rows[ri].deficit,
-                         rows[ri].step, rows[ri].schedule) for ri in act_list}
+        snapshot = {ri: (rows[ri].trace, rows[ri].generator.get_state(), rows[ri].step,
+                         {k_: v.copy() for k_, v in rows[ri].sched.items()}) for ri in act_list}
+        committed: list[int] = []
         cmap = dict(cache_state.get("map", {}))
         for g, kids in children.items():
             kids.sort(key=lambda c: -c.score)  # stable: earlier beams and candidate 0 win ties
@@ -678,35 +841,37 @@ class Engine:
                 if len(chosen) == len(slots):
                     break
             for slot, c in zip(slots, chosen):
-                trace, gstate, ptr, deficit, step, sched = snapshot[c.parent]
+                trace, gstate, step, sched = snapshot[c.parent]
                 row = rows[slot]
                 new_x[slot] = x[c.parent]
                 row.trace = Trace(prompt_length=trace.prompt_length, max_new_tokens=trace.max_new_tokens,
                                   tokens=list(trace.tokens), steps=list(trace.steps),
-                                  initial_tokens=trace.initial_tokens)
+                                  initial_tokens=trace.initial_tokens, regions=dict(trace.regions))
                 row.generator = torch.Generator().manual_seed(0)
                 row.generator.set_state(gstate)
-                row.ptr, row.deficit, row.step, row.schedule = ptr, deficit, step, list(sched)
+                row.step, row.sched = step, {k_: v.copy() for k_, v in sched.items()}
                 row.score, row.alive = c.score, True
                 row.next_logits = c.next_logits
                 if c.parent in cache_state.get("map", {}):
                     cmap[slot] = cache_state["map"][c.parent]
-                self._commit(row, new_x, views[act_list.index(c.parent)], c.action, bi)
+                self._commit(row, new_x, views[act_list.index(c.parent)], c.action, phase, region, rk)
+                committed.append(slot)
             for slot in slots[len(chosen):]:
                 rows[slot].alive = False
         if "map" in cache_state:
             cache_state["map"] = cmap
-        return new_x
+        return new_x, committed
 
-    def _stalled(self, row: _Row, view: StepView, action: Action) -> bool:
+    def _stalled(self, row: _Row, view: StepView, action: Action, rk: int) -> bool:
         """Compat with the mask token in the softmax: a step may "commit" the mask token (a no-op);
         the row stops its block where the reference would (see ``compat.row_stalled``)."""
         chosen = action.tokens if action.tokens is not None else view.tokens[action.index.to(view.tokens.device)]
         real = int((chosen != self.mask_id).sum())
-        return _compat.row_stalled(self.compat, self.sampler, row.ptr, len(row.schedule), row.block_steps,
+        sc = row.sched[rk]
+        return _compat.row_stalled(self.compat, self.sampler, sc.ptr, len(sc.schedule), sc.block_steps,
                                    int(chosen.numel()), real)
 
-    def _entry_commit(self, x, am, s, e, bi, cache_state, cfg, rows, stop_ids) -> None:
+    def _entry_commit(self, x, am, s, e, phase, cache_state, cfg, rows, stop_ids) -> None:
         """Fast-dLLM's Dream block loop (compat ``block_entry_commit``): the refresh forward builds
         the block's cache and commits the block's first token unconditionally; its logits serve
         nothing else (the block's steps all run on the cache)."""
@@ -725,10 +890,13 @@ class Engine:
             view = StepView(logits=lg, probs=probs, positions=torch.tensor([s], device=x.device), tokens=tok[None],
                             confidence=conf, entropy=ent if ent is not None else entropy_from_logits(lg), k=None,
                             generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature)
-            self._commit(row, x, view, Action(torch.tensor([0]), info={"kind": "entry"}), bi)
+            self._commit(row, x, view, Action(torch.tensor([0]), info={"kind": "entry"}), phase, phase.regions[0], -1)
+            row.step += 1
 
-    def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, block: int) -> None:
-        """Write the action's tokens into the canvas and record them in the trace."""
+    def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, phase: Phase, region: Region,
+                rk: int) -> None:
+        """Write the action's tokens into the canvas and record them in the trace (with the
+        region's name and every named region's fill fraction when the plan names regions)."""
         idx = action.index.to(view.positions.device)
         chosen = action.tokens.to(view.tokens.device) if action.tokens is not None else view.tokens[idx]
         order = torch.argsort(idx)  # tokens of one step are simultaneous: record them by position
@@ -740,13 +908,20 @@ class Engine:
                 TokenRecord(step=row.step, position=p - row.pad, token=int(t),
                             confidence=float(view.probs[i, t]), entropy=float(view.entropy[i]))
             )
-        row.trace.steps.append(StepRecord(step=row.step, block=block, committed=int(idx.numel()),
-                                          kind=action.info.get("kind", "select"),
-                                          info={k_: v for k_, v in action.info.items() if k_ != "kind"}))
-        if view.k is not None:
-            row.deficit = max(0, view.k - int(idx.numel()))
-        row.ptr += 1
-        row.step += 1
+        info = {k_: v for k_, v in action.info.items() if k_ != "kind"}
+        rec = StepRecord(step=row.step, block=phase.index, committed=int(idx.numel()),
+                         kind=action.info.get("kind", "select"), info=info)
+        if region.name is not None:
+            rec.region = region.name
+            rec.fill = self._fills(x, row.index, phase)
+            rec.nfe = self.group_nfe[row.group]
+            info.update(view.extra)
+        row.trace.steps.append(rec)
+        sc = row.sched.get(rk)
+        if sc is not None:
+            if view.k is not None:
+                sc.deficit = max(0, view.k - int(idx.numel()))
+            sc.ptr += 1
 
     def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> None:
         if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
@@ -783,9 +958,12 @@ def generate(
     **overrides: Any,
 ) -> GenerationOutput:
     """Decode a batch of token-id prompts. ``overrides`` set :class:`GenerationConfig` fields;
-    sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name."""
+    sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name. Dream's
+    hook keywords ``generation_logits_hook_func`` / ``generation_tokens_hook_func`` are accepted
+    as aliases of ``logits_hook`` / ``tokens_hook`` (see :mod:`unmask.decoding.hooks`)."""
     from ..samplers.base import all_sampler_options, make_sampler
 
+    overrides = dream_hook_aliases(overrides)
     fields = set(GenerationConfig.__dataclass_fields__)
     cfg_kwargs = {k: v for k, v in overrides.items() if k in fields}
     sampler_kwargs = {k: v for k, v in overrides.items() if k not in fields}

@@ -110,7 +110,6 @@ class DiffusionLM(nn.Module):
         start: int = 0,
         return_cache: bool = False,
         head_range: tuple[int, int] | None = None,
-        head_mask: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Run the transformer on ``input_ids`` ``[B, Q]`` that sit at canvas positions
         ``[start, start + Q)``.
@@ -118,9 +117,6 @@ class DiffusionLM(nn.Module):
         ``head_range`` = ``(lo, hi)`` (indices into the Q query rows) applies the LM head to those
         rows only: the head is a large GEMM (vocabulary x d_model per position) and its fp32
         logits dominate memory for long canvases, so the engine asks only for what it reads.
-        ``head_mask`` ``[B, hi - lo]`` bool narrows that further to arbitrary rows: the logits come
-        back packed, ``[n_selected, V]`` in row-major order (the lookahead reads only the
-        positions that are still masked).
 
         * ``cache is None``: ``start`` must be 0 and ``input_ids`` is the whole canvas.
           ``return_cache=True`` returns K/V for every position (the refresh forward).
@@ -156,8 +152,6 @@ class DiffusionLM(nn.Module):
                 new_values.append(v)
         if head_range is not None:
             h = h[:, head_range[0] : head_range[1]]
-        if head_mask is not None:
-            h = h[head_mask]
         logits = self.head(h)
         out_cache = KVCache(new_keys, new_values) if return_cache else None
         return ModelOutput(logits=logits, cache=out_cache)
@@ -172,14 +166,11 @@ class DiffusionLM(nn.Module):
         end: int | None = None,
         return_cache: bool = False,
         logits_end: int | None = None,
-        logits_mask: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Aligned logits ``[B, end - start, V]`` for canvas positions ``[start, end)``: row j
         predicts token ``start + j``. With a cache, ``logits_end`` < ``end`` computes the window
         ``[start, end)`` (e.g. block + suffix in prefix mode) but returns logits only for
-        ``[start, logits_end)``. ``logits_mask`` ``[B, logits_end - start]`` bool returns only
-        the selected positions' logits, packed ``[n_selected, V]`` (the LM head runs on those
-        rows only).
+        ``[start, logits_end)``.
 
         ``x`` is the whole canvas ``[B, T]``. Without a cache the whole canvas is run and the window
         is sliced out; with a cache only the window is run. For shifted models (Dream) the
@@ -189,18 +180,12 @@ class DiffusionLM(nn.Module):
         """
         t = x.shape[1]
         end = t if end is None else end
-        if logits_mask is not None and self.shift_logits and start == 0:
-            # the aligned rows are not a slice of the raw ones here: compute, then select
-            full = self.predict(x, attention_mask, cache, start, end, return_cache, logits_end)
-            return ModelOutput(full.logits[logits_mask], full.cache)
         if cache is None:
             if not self.shift_logits:
-                out = self(x, attention_mask, return_cache=return_cache, head_range=(start, end),
-                           head_mask=logits_mask)
+                out = self(x, attention_mask, return_cache=return_cache, head_range=(start, end))
                 return ModelOutput(out.logits, out.cache)
             if start > 0:  # raw rows start-1 .. end-2 predict tokens start .. end-1
-                out = self(x, attention_mask, return_cache=return_cache, head_range=(start - 1, end - 1),
-                           head_mask=logits_mask)
+                out = self(x, attention_mask, return_cache=return_cache, head_range=(start - 1, end - 1))
                 return ModelOutput(out.logits, out.cache)
             out = self(x, attention_mask, return_cache=return_cache, head_range=(0, end))
             logits = torch.cat([out.logits[:, :1], out.logits[:, :-1]], dim=1)
@@ -210,8 +195,7 @@ class DiffusionLM(nn.Module):
         shift = 1 if (self.shift_logits and start > 0) else 0
         # Dream at start > 0: raw rows lo .. want-2 predict tokens start .. want-1
         n_rows = want - lo - shift
-        out = self(x[:, lo:end], attention_mask, cache=cache, start=lo, head_range=(0, n_rows),
-                   head_mask=logits_mask)
+        out = self(x[:, lo:end], attention_mask, cache=cache, start=lo, head_range=(0, n_rows))
         logits = out.logits
         if self.shift_logits and start == 0:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)

@@ -70,24 +70,12 @@ class LookaheadResult:
 
     entropy: torch.Tensor  # [m, W]
     masked: torch.Tensor  # [m, W] bool
-    raw_block_logits: torch.Tensor | None  # [m, block_len, V] raw model logits for the block
+    raw_block_logits: torch.Tensor  # [m, block_len, V] raw model logits for the block
     outside_masks: torch.Tensor | None = None  # [m] long
     outside_entropy: float = 0.0
-    #: the engine's packed form: (raw logits of every still-masked window position [n, V],
-    #: each candidate's first row, each candidate's block mask [m, block_len]); the block logits
-    #: of a candidate are built only when asked for (the winner's, in plain decoding)
-    block_source: tuple[torch.Tensor, list[int], torch.Tensor] | None = field(default=None, repr=False)
-
     def block_logits(self, i: int) -> torch.Tensor:
-        """Candidate i's raw block logits ``[block_len, V]``; positions it has already decoded are
-        zeros (nothing reads them: the next step looks only at masked positions)."""
-        if self.raw_block_logits is not None:
-            return self.raw_block_logits[i]
-        flat, offsets, block_masks = self.block_source
-        bm = block_masks[i]
-        out = flat.new_zeros((bm.shape[0], flat.shape[-1]))
-        out[bm] = flat[offsets[i] : offsets[i] + int(bm.sum())]
-        return out
+        """Candidate i's raw block logits ``[block_len, V]`` (the winner's are the next step's)."""
+        return self.raw_block_logits[i]
 
 
 @dataclass
