@@ -765,7 +765,6 @@ class Engine:
             else:
                 raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = raws[0] if len(raws) == 1 else torch.cat(raws)
-        check_model_logits(raw, "the model (lookahead)")
         masked = xb[:, s:window_end] == self.mask_id
         if scope != "all":
             keep = torch.zeros_like(masked)
@@ -775,10 +774,13 @@ class Engine:
                 keep[j : j + len(cands), rs - s : re_ - s] = True
                 j += len(cands)
             masked &= keep
-        # full-vocabulary entropies only where H_next reads them (still-masked positions)
+        # full-vocabulary entropies, and the finiteness check, only where they are read: the
+        # still-masked positions (the next step reads the winner's logits only there too)
+        read = raw[masked]
+        check_model_logits(read, "the model (lookahead)")
         ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
-        if bool(masked.any()):
-            ent[masked] = entropy_from_logits(self._process(raw[masked], cfg, stop_ids))
+        if read.shape[0]:
+            ent[masked] = entropy_from_logits(self._process(read, cfg, stop_ids))
         outside = None
         if scope == "padded":  # the seeds' dual cache: each mask outside the window counts ln V
             outside = (xb == self.mask_id).sum(1) - masked.sum(1)
