@@ -10,7 +10,8 @@ import torch
 from unmask.models.dream import DreamConfig
 from unmask.models.llada import LLaDAConfig
 from unmask.models.loading import build_model, save_model
-from unmask.tokenizer import build_char_tokenizer
+from unmask.models.sdar import SDARConfig
+from unmask.tokenizer import build_char_tokenizer, build_chatml_char_tokenizer
 
 ALPHABET = string.ascii_lowercase + string.digits + " .,?!=+*-"
 
@@ -19,7 +20,18 @@ def make_tokenizer():
     return build_char_tokenizer(ALPHABET)
 
 
+def make_chatml_tokenizer():
+    return build_chatml_char_tokenizer(ALPHABET + "\n")
+
+
 def tiny_config(arch: str, vocab: int, **kw):
+    if arch == "sdar":  # ids of build_chatml_char_tokenizer: <|endoftext|> 0, <|MASK|> 3
+        base = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, vocab_size=vocab, max_position_embeddings=512,
+                    rope_theta=10000.0, mask_token_id=3, eos_token_id=0, bos_token_id=0, pad_token_id=0,
+                    block_length=4)
+        base.update(kw)
+        return SDARConfig(**base)
     ids = dict(mask_token_id=1, eos_token_id=2, pad_token_id=0)
     if arch == "llada":
         base = dict(d_model=32, n_layers=2, n_heads=4, mlp_hidden_size=64, vocab_size=vocab,
@@ -47,7 +59,7 @@ def peaked(model, std: float = 0.6, seed: int = 0):
 
 def write_tiny(folder, arch: str = "llada", dtype: str = "float32", shard: int | None = None, seed: int = 0,
                **config):
-    tok = make_tokenizer()
+    tok = make_chatml_tokenizer() if arch == "sdar" else make_tokenizer()
     model = peaked(build_model(tiny_config(arch, len(tok), **config), seed=seed), seed=seed)
     save_model(model, folder, dtype=dtype, max_shard_bytes=shard)
     tok.save_pretrained(str(folder))

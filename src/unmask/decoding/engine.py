@@ -29,6 +29,7 @@ import torch
 
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
+from . import block_causal as bcm
 from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
 from .trace import StepRecord, TokenRecord, Trace
 
@@ -212,6 +213,8 @@ class Engine:
         self.pad_id = int(pad if pad is not None else cfg.eos_token_id)
         self.eos_id = int(cfg.eos_token_id)
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
+        self.block_causal = bcm.is_block_causal(model)
+        self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
 
     # ------------------------------------------------------------------ setup
     def _blocks(self, x: torch.Tensor, prompt_len: int, cfg: GenerationConfig) -> list[tuple[int, int]]:
@@ -258,16 +261,18 @@ class Engine:
         model = self.model
         act = torch.tensor(row_ids, device=x.device)
         self._count(rows, row_ids)
+        kw = self._predict_kw
         if cfg.use_cache == "none":
-            return model.predict(x[act], am[act], start=start, end=end).logits
+            return model.predict(x[act], am[act], start=start, end=end, **kw).logits
         if cache_state.get("cache") is None:
             out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
         cache = self._cached_rows(cache_state, row_ids)
-        window_end = x.shape[1] if cfg.use_cache == "prefix" else end
-        return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end).logits
+        # block-causal models: the exact cache holds the finished blocks, the window is the block
+        window_end = x.shape[1] if (cfg.use_cache == "prefix" and not self.block_causal) else end
+        return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end, **kw).logits
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
@@ -289,7 +294,16 @@ class Engine:
         device = self.model.device
         lengths = [len(p) for p in prompts]
         prompt_len = max(lengths)
-        total = prompt_len + cfg.max_new_tokens
+        max_new = cfg.max_new_tokens
+        bc = 0  # block length of a block-causal model (0: not one)
+        if self.block_causal:
+            bc = bcm.block_length_of(self.model, cfg.block_size)
+            groups = bcm.phase_groups(prompts, bc)
+            if len(groups) > 1:  # rows decode on a shared block grid only within one phase
+                return self._generate_phases(prompts, cfg, groups)
+            max_new = bcm.grid_new_tokens(prompt_len, max_new, bc)
+            self._predict_kw = {"block_length": bc}
+        total = prompt_len + max_new
         if self.max_len and total > self.max_len:
             raise UnmaskError(
                 f"prompt ({prompt_len} tokens) + max_new_tokens ({cfg.max_new_tokens}) = {total} exceeds the "
@@ -317,15 +331,17 @@ class Engine:
                                  generator=torch.Generator().manual_seed(seed),
                                  trace=Trace(prompt_length=len(p), max_new_tokens=cfg.max_new_tokens),
                                  alive=(j == 0 or cfg.beam_size == 1)))
+        if bc and bool((x[:, :prompt_len] == self.mask_id).any()):
+            raise UnmaskError("block-causal models (SDAR/TraDo) decode after the prompt; the prompt must not contain mask tokens")
         x[:, prompt_len:] = self.mask_id
         if not bool((x == self.mask_id).any()):
             raise UnmaskError("nothing to decode: max_new_tokens is 0 and the prompt has no mask tokens")
         x, am = x.to(device), am.to(device)
         for row in rows:
             row.trace.initial_tokens = x[row.index, row.pad :].tolist()
-        blocks = self._blocks(x.cpu(), prompt_len, cfg)
+        blocks = bcm.grid_blocks(prompt_len, prompt_len, total, bc) if bc else self._blocks(x.cpu(), prompt_len, cfg)
         block_steps: list[int | None] = [None] * len(blocks)
-        if cfg.steps is not None and cfg.tokens_per_step is None:
+        if cfg.steps is not None and cfg.tokens_per_step is None and not bc:
             block_steps = list(split_steps(cfg.steps, len(blocks)))
 
         if cfg.tokens_hook is not None:
@@ -337,14 +353,26 @@ class Engine:
         self.group_rows = [0] * len(prompts)
         t0 = time.perf_counter()
         global_step = 0
+        exact = None  # block-causal models: exact K/V of every finished block (positions [0, s))
+        if bc and cfg.use_cache != "none":
+            self._count(rows, list(range(b)))
+            exact = self.model.prefill(x, am, blocks[0][0], block_length=bc)
         for bi, (s, e) in enumerate(blocks):
             in_block = x[:, s:e] == self.mask_id
+            if bc and all(r.done or not r.alive for r in rows):
+                break
             for row in rows:
-                row.schedule = self._row_schedule(int(in_block[row.index].sum()), block_steps[bi], cfg)
+                n_in = int(in_block[row.index].sum())
+                if bc and cfg.tokens_per_step is None:
+                    row.schedule = bcm.transfer_quotas(n_in, bc, cfg.steps)
+                else:
+                    row.schedule = self._row_schedule(n_in, block_steps[bi], cfg)
                 row.ptr = 0
                 row.deficit = 0
                 row.next_logits = None
             cache_state: dict[str, Any] = {}
+            if exact is not None:
+                cache_state = {"cache": exact, "map": {r: r for r in range(b)}}
             while True:
                 has_masks = (x[:, s:e] == self.mask_id).any(1).cpu()
                 act_list = [r.index for r in rows if r.alive and not r.done and bool(has_masks[r.index])]
@@ -370,6 +398,10 @@ class Engine:
                     for row in rows:
                         row.next_logits = None  # the hook may have changed the canvas
                 self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
+            if exact is not None and e < total:  # append the finished block (one more forward)
+                everyone = list(range(b))
+                self._count(rows, everyone)
+                exact = self.model.extend_cache(x, am, self._cached_rows(cache_state, everyone), s, e, block_length=bc)
 
         seconds = time.perf_counter() - t0
         x_cpu = x.cpu()
@@ -399,6 +431,27 @@ class Engine:
             forward_rows=self.forward_rows,
             seconds=seconds,
             prompt_lengths=lengths,
+        )
+
+    def _generate_phases(self, prompts, cfg: GenerationConfig, groups: list[list[int]]) -> GenerationOutput:
+        """A block-causal batch whose prompt lengths differ modulo the block length: decode one
+        sub-batch per phase (each prompt keeps its seed) and put the results back in order."""
+        seeds = _seeds(cfg.seed, len(prompts))
+        outs = []
+        for group in groups:
+            sub = GenerationConfig(**{**{k: getattr(cfg, k) for k in GenerationConfig.__dataclass_fields__},
+                                      "seed": [seeds[i] for i in group]})
+            outs.append(self.generate([prompts[i] for i in group], sub))
+        slot: dict[int, tuple[int, int]] = {i: (gi, j) for gi, group in enumerate(groups) for j, i in enumerate(group)}
+        pick = [slot[i] for i in range(len(prompts))]
+        return GenerationOutput(
+            sequences=[outs[g].sequences[j] for g, j in pick],
+            generated=[outs[g].generated[j] for g, j in pick],
+            traces=[outs[g].traces[j] for g, j in pick],
+            nfe=sum(o.nfe for o in outs),
+            forward_rows=sum(o.forward_rows for o in outs),
+            seconds=sum(o.seconds for o in outs),
+            prompt_lengths=[len(p) for p in prompts],
         )
 
     def _step_logits(self, x, am, act_list, s, e, cache_state, cfg, rows) -> torch.Tensor:
@@ -482,7 +535,9 @@ class Engine:
                 owner.append(ri)
         xb = torch.stack(canvases)
         total = x.shape[1]
-        window_end = total if scope == "all" else e
+        # block-causal models: later blocks cannot be predicted before this one is cached, so
+        # H_next covers the active block in both cache modes (cached == uncached)
+        window_end = total if (scope == "all" and not self.block_causal) else e
         chunk = cfg.max_lookahead_rows or len(owner)
         raws = []
         for lo in range(0, len(owner), chunk):
@@ -490,11 +545,12 @@ class Engine:
             self._count(rows, ids)
             xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
-                raws.append(self.model.predict(xs, ams, start=s, end=window_end).logits)
+                raws.append(self.model.predict(xs, ams, start=s, end=window_end, **self._predict_kw).logits)
             else:
                 cache = self._cached_rows(cache_state, ids)
-                end = total if cfg.use_cache == "prefix" else window_end
-                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=window_end).logits)
+                end = total if (cfg.use_cache == "prefix" and not self.block_causal) else window_end
+                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=window_end,
+                                               **self._predict_kw).logits)
         raw = torch.cat(raws)
         ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
         masked = xb[:, s:window_end] == self.mask_id
