@@ -77,3 +77,26 @@ def transfer_quotas(n_masks: int, block: int, steps: int | None) -> list[int]:
     if left > 0:  # more masks than the block size (cannot happen on the grid); keep it safe
         out.append(left)
     return out
+
+
+class AlignedBlockPlanner:
+    """The plan of a block-causal model: one phase per block of the grid, from the block that
+    holds the end of the prompt to the end of the (grid-extended) canvas, each a single scheduled
+    region with ``steps`` denoising steps. All rows of a generation share the grid (the engine
+    splits a batch by phase first), so every row has the same span."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+
+    def check(self, cfg, sampler) -> None:
+        return None
+
+    def plan(self, layout, cfg) -> list:
+        from .plan import Phase, Region
+
+        first_len = layout.prompt_length(0)
+        blocks = grid_blocks(layout.prompt_len, first_len, layout.total, self.block)
+        return [Phase([Region([sp] * layout.rows, steps=cfg.steps)], index=i) for i, sp in enumerate(blocks)]
+
+    def config(self) -> dict:
+        return {"plan": "aligned_blocks", "block": self.block}

@@ -5,13 +5,17 @@ schedule, KV caches, logit processors, hooks and stopping. One generation:
 
 1. Canvas ``[B, T]``: left padding, the prompt (which may itself contain mask tokens, e.g. a
    Sudoku), then ``max_new_tokens`` masks.
-2. Blocks: an optional leading block over the masks inside the prompt, then ``block_size`` chunks
-   of the generation region (semi-autoregressive decoding). Blocks are decoded in order.
-3. Per block, each row gets a list of per-step counts (see :mod:`unmask.decoding.schedule`) that
-   sums to its number of masks in the block, so no combination of settings can leave masks behind.
-4. Per step, the rows that still have masks in the block are run through the model (with the
-   block's KV cache in ``prefix``/``dual`` mode), the logits are processed, and the sampler picks
-   positions for each row.
+2. Plan (:mod:`unmask.decoding.plan`): a list of phases, each a group of regions with a gate. By
+   default an optional leading block over the masks inside the prompt, then ``block_size`` chunks
+   of the generation region (semi-autoregressive decoding), decoded in order; lockstep decoding
+   is one phase with a reasoning and an answer region.
+3. Per phase, each row gets, for every scheduled region, a list of per-step counts (see
+   :mod:`unmask.decoding.schedule`) that sums to its number of masks there, so no combination of
+   settings can leave masks behind; threshold gates always commit at least one position.
+4. Per step and stage (all regions at once, or one after another for a Gauss-Seidel sweep), the
+   rows that may still commit are run through the model over the phase's window (with the
+   phase's KV cache in ``prefix``/``dual`` mode), the logits are processed, and the sampler picks
+   positions for each row and region among those the gate lets through.
 
 Randomness: each row owns a ``torch.Generator`` seeded with the row's seed (by default the same
 seed for every row). A row's tokens therefore depend only on its prompt, its seed and the config,
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -30,7 +34,8 @@ import torch
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from . import block_causal as bcm
-from .schedule import SCHEDULES, block_schedule, fixed_schedule, split_steps
+from .plan import BlockPlanner, Layout, Phase, Region
+from .schedule import SCHEDULES, block_schedule, fixed_schedule
 from .trace import StepRecord, TokenRecord, Trace
 
 CACHE_MODES = ("none", "prefix", "dual")
@@ -58,6 +63,7 @@ class GenerationConfig:
     beam_size: int = 1  # > 1: keep the best partial trajectories (lookahead samplers only)
     best_of: int = 1  # > 1: N independent runs per prompt, keep the lowest cumulative entropy
     max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
+    plan: Any = None  # a decoding.plan.Planner; None = semi-autoregressive blocks (BlockPlanner)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
@@ -92,9 +98,13 @@ class GenerationConfig:
             raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        plan = self.plan
+        d = asdict(replace(self, plan=None))
         d.pop("logits_hook")
         d.pop("tokens_hook")
+        d.pop("plan")
+        if plan is not None:
+            d["plan"] = plan.config()
         if isinstance(d.get("seed"), tuple):
             d["seed"] = list(d["seed"])
         return d
@@ -175,6 +185,18 @@ def propose_tokens(
 
 
 @dataclass
+class _Sched:
+    """A scheduled region's per-row step counts and progress."""
+
+    schedule: list[int]
+    ptr: int = 0
+    deficit: int = 0  # scheduled tokens an earlier step did not commit
+
+    def copy(self) -> _Sched:
+        return _Sched(list(self.schedule), self.ptr, self.deficit)
+
+
+@dataclass
 class _Row:
     """Bookkeeping for one canvas row (a prompt, a best-of run, or a beam)."""
 
@@ -183,9 +205,7 @@ class _Row:
     pad: int
     generator: torch.Generator
     trace: Trace
-    schedule: list[int] = field(default_factory=list)
-    ptr: int = 0
-    deficit: int = 0  # scheduled tokens an earlier step did not commit
+    sched: dict[int, _Sched] = field(default_factory=dict)  # per region of the active phase
     step: int = 0
     done: bool = False
     alive: bool = True  # beams not (yet) in use are not alive
@@ -217,16 +237,31 @@ class Engine:
         self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
 
     # ------------------------------------------------------------------ setup
-    def _blocks(self, x: torch.Tensor, prompt_len: int, cfg: GenerationConfig) -> list[tuple[int, int]]:
-        blocks: list[tuple[int, int]] = []
-        prompt_masks = (x[:, :prompt_len] == self.mask_id).any(0).nonzero()
-        if prompt_masks.numel():
-            blocks.append((int(prompt_masks[0]), prompt_len))
-        total = x.shape[1]
-        size = cfg.block_size or max(1, cfg.max_new_tokens)
-        for s in range(prompt_len, total, size):
-            blocks.append((s, min(s + size, total)))
-        return blocks
+    def _masks_in(self, x: torch.Tensor, row: int, region: Region) -> int:
+        """Masks left in ``region`` for canvas row ``row``."""
+        rs, re_ = region.spans[row]
+        if re_ <= rs:
+            return 0
+        return int((x[row, rs:re_] == self.mask_id).sum())
+
+    def _may_commit(self, x: torch.Tensor, row: int, region: Region, phase: Phase) -> bool:
+        """Whether the row has masks in the region and the region's gate is open (``after``)."""
+        if not self._masks_in(x, row, region):
+            return False
+        after = region.gate.after
+        if after is None:
+            return True
+        other = next((k for k, r in enumerate(phase.regions) if r.name == after[0]), None)
+        if other is None:
+            return True
+        return self._fill(x, row, phase, other) >= after[1] - 1e-12
+
+    def _fill(self, x: torch.Tensor, row: int, phase: Phase, k: int) -> float:
+        """Fraction of the masks region ``k`` had when the phase began that are now committed."""
+        init = self._initial_masks.get((row, k), 0)
+        if init == 0:
+            return 1.0
+        return 1.0 - self._masks_in(x, row, phase.regions[k]) / init
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
         if cfg.tokens_per_step is not None:
@@ -298,8 +333,10 @@ class Engine:
         bc = 0  # block length of a block-causal model (0: not one)
         if self.block_causal:
             bc = bcm.block_length_of(self.model, cfg.block_size)
+            if cfg.plan is not None:
+                raise UnmaskError("block-causal models (SDAR/TraDo) decode on their own block grid; drop the custom plan")
             groups = bcm.phase_groups(prompts, bc)
-            if len(groups) > 1:  # rows decode on a shared block grid only within one phase
+            if len(groups) > 1:  # rows share the block grid (and one exact cache) only within a phase
                 return self._generate_phases(prompts, cfg, groups)
             max_new = bcm.grid_new_tokens(prompt_len, max_new, bc)
             self._predict_kw = {"block_length": bc}
@@ -339,10 +376,17 @@ class Engine:
         x, am = x.to(device), am.to(device)
         for row in rows:
             row.trace.initial_tokens = x[row.index, row.pad :].tolist()
-        blocks = bcm.grid_blocks(prompt_len, prompt_len, total, bc) if bc else self._blocks(x.cpu(), prompt_len, cfg)
-        block_steps: list[int | None] = [None] * len(blocks)
-        if cfg.steps is not None and cfg.tokens_per_step is None and not bc:
-            block_steps = list(split_steps(cfg.steps, len(blocks)))
+        planner = bcm.AlignedBlockPlanner(bc) if bc else (cfg.plan or BlockPlanner())
+        planner.check(cfg, self.sampler)
+        layout = Layout(x=x.cpu(), pads=[r.pad for r in rows], groups=[r.group for r in rows],
+                        prompt_len=prompt_len, mask_id=self.mask_id)
+        phases = planner.plan(layout, cfg)
+        for phase in phases:
+            for reg in phase.regions:
+                if reg.name is not None:
+                    for row in rows:
+                        s_, e_ = reg.spans[row.index]
+                        row.trace.regions[reg.name] = [s_ - row.pad, e_ - row.pad]
 
         if cfg.tokens_hook is not None:
             x = cfg.tokens_hook(None, x, None)
@@ -353,44 +397,68 @@ class Engine:
         self.group_rows = [0] * len(prompts)
         t0 = time.perf_counter()
         global_step = 0
-        exact = None  # block-causal models: exact K/V of every finished block (positions [0, s))
+        exact = None  # block-causal models: exact K/V of every finished block (positions [0, ws))
         if bc and cfg.use_cache != "none":
             self._count(rows, list(range(b)))
-            exact = self.model.prefill(x, am, blocks[0][0], block_length=bc)
-        for bi, (s, e) in enumerate(blocks):
-            in_block = x[:, s:e] == self.mask_id
+            exact = self.model.prefill(x, am, phases[0].window()[0], block_length=bc)
+        for phase in phases:
+            ws, we = phase.window()
             if bc and all(r.done or not r.alive for r in rows):
                 break
+            self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
+                                   for row in rows for k, reg in enumerate(phase.regions)}
             for row in rows:
-                n_in = int(in_block[row.index].sum())
-                if bc and cfg.tokens_per_step is None:
-                    row.schedule = bcm.transfer_quotas(n_in, bc, cfg.steps)
-                else:
-                    row.schedule = self._row_schedule(n_in, block_steps[bi], cfg)
-                row.ptr = 0
-                row.deficit = 0
+                row.sched = {}
+                for ri_, reg in enumerate(phase.regions):
+                    if reg.gate.scheduled:
+                        n_in = self._masks_in(x, row.index, reg)
+                        if bc and cfg.tokens_per_step is None:  # the reference's quotas of a full block
+                            row.sched[ri_] = _Sched(bcm.transfer_quotas(n_in, bc, reg.steps))
+                        else:
+                            row.sched[ri_] = _Sched(self._row_schedule(n_in, reg.steps, cfg))
                 row.next_logits = None
             cache_state: dict[str, Any] = {}
             if exact is not None:
                 cache_state = {"cache": exact, "map": {r: r for r in range(b)}}
             while True:
-                has_masks = (x[:, s:e] == self.mask_id).any(1).cpu()
-                act_list = [r.index for r in rows if r.alive and not r.done and bool(has_masks[r.index])]
-                if not act_list:
+                live = [r.index for r in rows if r.alive and not r.done
+                        and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
+                if not live:
                     break
-                raw = self._step_logits(x, am, act_list, s, e, cache_state, cfg, rows)
-                logits = self._process(raw, cfg, stop_ids)
-                if cfg.logits_hook is not None:
-                    logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
-                views = [self._view(rows[ri], x, logits[j], s, e, cfg) for j, ri in enumerate(act_list)]
-                if cfg.beam_size > 1:
-                    x = self._beam_step(views, act_list, x, am, s, e, bi, cache_state, cfg, rows, stop_ids)
-                else:
-                    actions = self._decide(views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids)
-                    for j, ri in enumerate(act_list):
-                        self._commit(rows[ri], x, views[j], actions[j], bi)
-                for ri in act_list:
-                    if not bool((x[ri, s:e] == self.mask_id).any()):
+                committed: set[int] = set()
+                for stage in phase.stages():
+                    open_ = {ri: [reg for reg in stage if self._may_commit(x, ri, reg, phase)] for ri in live}
+                    act_list = [ri for ri in live if open_[ri]]
+                    if not act_list:
+                        continue
+                    raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
+                    logits = self._process(raw, cfg, stop_ids)
+                    if cfg.logits_hook is not None:
+                        logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
+                    for reg in stage:
+                        sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
+                        if not sub:
+                            continue
+                        ids = [act_list[j] for j in sub]
+                        rk = phase.regions.index(reg)
+                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg) for j in sub]
+                        if cfg.beam_size > 1:
+                            x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
+                                                       stop_ids, reg, rk)
+                            committed.update(slots)
+                            continue
+                        actions = self._decide(views, ids, x, am, ws, we, cache_state, cfg, rows, stop_ids, reg)
+                        for view, ri, action in zip(views, ids, actions):
+                            self._commit(rows[ri], x, view, action, phase, reg, rk)
+                        committed.update(ids)
+                    if len(stage) > 1:  # a lookahead saw one region's action, not the whole step's
+                        for ri in act_list:
+                            rows[ri].next_logits = None
+                if not committed:  # only a plan whose gates wait on each other can get here
+                    raise UnmaskError("the decoding plan made no progress: every region's gate is closed")
+                for ri in committed:
+                    rows[ri].step += 1
+                    if not any(self._masks_in(x, ri, reg) for reg in phase.regions):
                         rows[ri].next_logits = None
                 global_step += 1
                 if cfg.tokens_hook is not None:
@@ -398,10 +466,11 @@ class Engine:
                     for row in rows:
                         row.next_logits = None  # the hook may have changed the canvas
                 self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
-            if exact is not None and e < total:  # append the finished block (one more forward)
+            if exact is not None and we < total:  # append the finished block (one more forward)
                 everyone = list(range(b))
                 self._count(rows, everyone)
-                exact = self.model.extend_cache(x, am, self._cached_rows(cache_state, everyone), s, e, block_length=bc)
+                exact = self.model.extend_cache(x, am, self._cached_rows(cache_state, everyone), ws, we,
+                                                block_length=bc)
 
         seconds = time.perf_counter() - t0
         x_cpu = x.cpu()
@@ -437,12 +506,9 @@ class Engine:
         """A block-causal batch whose prompt lengths differ modulo the block length: decode one
         sub-batch per phase (each prompt keeps its seed) and put the results back in order."""
         seeds = _seeds(cfg.seed, len(prompts))
-        outs = []
-        for group in groups:
-            sub = GenerationConfig(**{**{k: getattr(cfg, k) for k in GenerationConfig.__dataclass_fields__},
-                                      "seed": [seeds[i] for i in group]})
-            outs.append(self.generate([prompts[i] for i in group], sub))
-        slot: dict[int, tuple[int, int]] = {i: (gi, j) for gi, group in enumerate(groups) for j, i in enumerate(group)}
+        outs = [self.generate([prompts[i] for i in group], replace(cfg, seed=[seeds[i] for i in group]))
+                for group in groups]
+        slot = {i: (gi, j) for gi, group in enumerate(groups) for j, i in enumerate(group)}
         pick = [slot[i] for i in range(len(prompts))]
         return GenerationOutput(
             sequences=[outs[g].sequences[j] for g, j in pick],
@@ -471,36 +537,57 @@ class Engine:
                 rows[ri].next_logits = None
         return torch.stack(parts)
 
-    def _view(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, s: int, e: int, cfg) -> StepView:
-        """The row's view of the active block: eligible masked positions and their predictions."""
+    def _view(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, ws: int, region: Region, rk: int,
+              cfg) -> StepView:
+        """The row's view of one region: the positions its gate lets through, their predictions,
+        and ``k``. ``logits`` cover the phase window starting at canvas index ``ws``."""
         r = row.index
-        elig = (x[r, s:e] == self.mask_id).nonzero().squeeze(-1)  # block-local indices
+        rs, re_ = region.spans[r]
+        elig = (x[r, rs:re_] == self.mask_id).nonzero().squeeze(-1) + (rs - ws)  # window-local indices
         lg = logits[elig]  # [n, V]
         probs = torch.softmax(lg, dim=-1)
         ent = entropy_from_logits(lg)
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
         k = None
-        if self.sampler.uses_schedule:
-            # counts not committed earlier (a bypass may commit fewer than k) carry over, and the
-            # last scheduled step takes everything left, so no schedule can leave masks behind
-            if row.ptr < len(row.schedule) - 1:
-                k = row.schedule[row.ptr] + row.deficit
-            else:
-                k = int(elig.numel())
-            k = max(1, min(k, int(elig.numel())))
+        extra: dict[str, Any] = {}
+        gate = region.gate
+        if gate.scheduled:
+            if self.sampler.uses_schedule:
+                # counts not committed earlier (a bypass may commit fewer than k) carry over, and
+                # the last scheduled step takes everything left, so no schedule can leave masks
+                sc = row.sched[rk]
+                if sc.ptr < len(sc.schedule) - 1:
+                    k = sc.schedule[sc.ptr] + sc.deficit
+                else:
+                    k = int(elig.numel())
+                k = max(1, min(k, int(elig.numel())))
+        else:
+            remaining = int(elig.numel())
+            passed = (conf >= gate.tau).nonzero().squeeze(-1)
+            if passed.numel():
+                keep = passed
+                k = min(int(passed.numel()), gate.cap(remaining))
+                extra["gate"] = "threshold"
+            else:  # nothing is sure enough: the sampler commits the region's single best position
+                keep = torch.arange(remaining, device=conf.device)
+                k = 1
+                extra["gate"] = "fallback"
+            extra["eligible"] = int(keep.numel())
+            elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
         gen = row.generator
+        lg_final = lg
 
         def resample() -> torch.Tensor:
-            return propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+            return propose_tokens(lg_final, cfg.temperature, cfg.top_k, cfg.top_p, gen)
 
         return StepView(
-            logits=lg, probs=probs, positions=elig + s, tokens=tokens, confidence=conf, entropy=ent, k=k,
-            generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature,
-            resample=resample,
+            logits=lg, probs=probs, positions=elig + ws, tokens=tokens, confidence=conf, entropy=ent, k=k,
+            generator=row.generator, step=row.step, block_start=rs, temperature=cfg.temperature,
+            resample=resample, extra=extra,
         )
 
-    def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[Action]:
+    def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids, region) -> list[Action]:
         """Ask the sampler. Lookahead samplers answer in two phases so that the candidates of
         every row are scored in one batched forward."""
         sampler = self.sampler
@@ -511,7 +598,8 @@ class Engine:
         if not pending:
             return proposals
         requests = [(act_list[j], views[j], proposals[j]) for j in pending]
-        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
+        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope,
+                                  region)
         actions = list(proposals)
         for j, (ri, view, cands), res in zip(pending, requests, results):
             action = sampler.choose(view, cands, res)
@@ -519,12 +607,13 @@ class Engine:
             rows[ri].next_logits = res.raw_block_logits[action.info.get("winner", 0)]
         return actions
 
-    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
+    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str, region: Region):
         """Score candidate actions: apply each to a copy of its row's canvas and run the copies in
         as few forwards as ``max_lookahead_rows`` allows (cached context reused read-only).
         Returns, per request, the entropies of the predictions at every window position, which
-        of them are still masked, and every candidate's raw block logits (the winner's become
-        the next step's logits)."""
+        of them are still masked (scope ``block``: only masks of the region being decided), and
+        every candidate's raw logits over the phase window ``[s, e)`` (the winner's become the
+        next logits of its row)."""
         canvases, owner = [], []
         for ri, view, cands in requests:
             for c in cands:
@@ -554,6 +643,12 @@ class Engine:
         raw = torch.cat(raws)
         ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
         masked = xb[:, s:window_end] == self.mask_id
+        if scope != "all":
+            keep = torch.zeros_like(masked)
+            for j, ri in enumerate(owner):
+                rs, re_ = region.spans[ri]
+                keep[j, rs - s : re_ - s] = True
+            masked &= keep
         results, i = [], 0
         for _, _, cands in requests:
             m = len(cands)
@@ -562,15 +657,16 @@ class Engine:
             i += m
         return results
 
-    def _beam_step(self, views, act_list, x, am, s, e, bi, cache_state, cfg, rows, stop_ids) -> torch.Tensor:
+    def _beam_step(self, views, act_list, x, am, s, e, phase, cache_state, cfg, rows, stop_ids, region, rk):
         """Beam search step: expand every live beam with its candidates (all lookaheads batched),
-        keep the ``beam_size`` best distinct states per prompt by cumulative objective."""
+        keep the ``beam_size`` best distinct states per prompt by cumulative objective. Returns
+        the new canvas and the rows (beam slots) that committed."""
         sampler = self.sampler
         proposals = [sampler.propose(v) for v in views]
         pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
         requests = [(act_list[j], views[j], proposals[j]) for j in pending]
-        results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
-                   if requests else [])
+        results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope,
+                                   region) if requests else [])
         res_of = {j: r for j, r in zip(pending, results)}
         children: dict[int, list[_Child]] = {}
         for j, ri in enumerate(act_list):
@@ -590,8 +686,9 @@ class Engine:
                 prop.info["objective"] = val
                 children.setdefault(row.group, []).append(_Child(ri, prop, row.score + val, None))
         new_x = x.clone()
-        snapshot = {ri: (rows[ri].trace, rows[ri].generator.get_state(), rows[ri].ptr, rows[ri].deficit,
-                         rows[ri].step, rows[ri].schedule) for ri in act_list}
+        snapshot = {ri: (rows[ri].trace, rows[ri].generator.get_state(), rows[ri].step,
+                         {k_: v.copy() for k_, v in rows[ri].sched.items()}) for ri in act_list}
+        committed: list[int] = []
         cmap = dict(cache_state.get("map", {}))
         for g, kids in children.items():
             kids.sort(key=lambda c: -c.score)  # stable: earlier beams and candidate 0 win ties
@@ -609,28 +706,31 @@ class Engine:
                 if len(chosen) == len(slots):
                     break
             for slot, c in zip(slots, chosen):
-                trace, gstate, ptr, deficit, step, sched = snapshot[c.parent]
+                trace, gstate, step, sched = snapshot[c.parent]
                 row = rows[slot]
                 new_x[slot] = x[c.parent]
                 row.trace = Trace(prompt_length=trace.prompt_length, max_new_tokens=trace.max_new_tokens,
                                   tokens=list(trace.tokens), steps=list(trace.steps),
-                                  initial_tokens=trace.initial_tokens)
+                                  initial_tokens=trace.initial_tokens, regions=dict(trace.regions))
                 row.generator = torch.Generator().manual_seed(0)
                 row.generator.set_state(gstate)
-                row.ptr, row.deficit, row.step, row.schedule = ptr, deficit, step, list(sched)
+                row.step, row.sched = step, {k_: v.copy() for k_, v in sched.items()}
                 row.score, row.alive = c.score, True
                 row.next_logits = c.next_logits
                 if c.parent in cache_state.get("map", {}):
                     cmap[slot] = cache_state["map"][c.parent]
-                self._commit(row, new_x, views[act_list.index(c.parent)], c.action, bi)
+                self._commit(row, new_x, views[act_list.index(c.parent)], c.action, phase, region, rk)
+                committed.append(slot)
             for slot in slots[len(chosen):]:
                 rows[slot].alive = False
         if "map" in cache_state:
             cache_state["map"] = cmap
-        return new_x
+        return new_x, committed
 
-    def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, block: int) -> None:
-        """Write the action's tokens into the canvas and record them in the trace."""
+    def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, phase: Phase, region: Region,
+                rk: int) -> None:
+        """Write the action's tokens into the canvas and record them in the trace (with the
+        region's name and every named region's fill fraction when the plan names regions)."""
         idx = action.index.to(view.positions.device)
         chosen = action.tokens.to(view.tokens.device) if action.tokens is not None else view.tokens[idx]
         order = torch.argsort(idx)  # tokens of one step are simultaneous: record them by position
@@ -642,13 +742,21 @@ class Engine:
                 TokenRecord(step=row.step, position=p - row.pad, token=int(t),
                             confidence=float(view.probs[i, t]), entropy=float(view.entropy[i]))
             )
-        row.trace.steps.append(StepRecord(step=row.step, block=block, committed=int(idx.numel()),
-                                          kind=action.info.get("kind", "select"),
-                                          info={k_: v for k_, v in action.info.items() if k_ != "kind"}))
-        if view.k is not None:
-            row.deficit = max(0, view.k - int(idx.numel()))
-        row.ptr += 1
-        row.step += 1
+        info = {k_: v for k_, v in action.info.items() if k_ != "kind"}
+        rec = StepRecord(step=row.step, block=phase.index, committed=int(idx.numel()),
+                         kind=action.info.get("kind", "select"), info=info)
+        if region.name is not None:
+            rec.region = region.name
+            rec.fill = {r.name: round(self._fill(x, row.index, phase, k_), 6)
+                        for k_, r in enumerate(phase.regions) if r.name is not None}
+            rec.nfe = self.group_nfe[row.group]
+            info.update(view.extra)
+        row.trace.steps.append(rec)
+        sc = row.sched.get(rk)
+        if sc is not None:
+            if view.k is not None:
+                sc.deficit = max(0, view.k - int(idx.numel()))
+            sc.ptr += 1
 
     def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> None:
         if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:

@@ -27,6 +27,9 @@ class StepRecord:
     committed: int
     kind: str = "select"  # select | bypass | fast_path | lookahead | fill
     info: dict[str, Any] = field(default_factory=dict)
+    region: str | None = None  # the plan's region name (lockstep: "R" or "A"); None for plain blocks
+    fill: dict[str, float] | None = None  # every named region's filled fraction after this commit
+    nfe: int | None = None  # the row's forwards so far, when the plan names regions
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Trace:
     forward_rows: int = 0  # rows computed on this row's behalf (a lookahead of 8 candidates = 8)
     initial_tokens: list[int] = field(default_factory=list)  # the row's canvas before decoding
     final_tokens: list[int] = field(default_factory=list)
+    regions: dict[str, list[int]] = field(default_factory=dict)  # named regions, row-local [start, end)
 
     @property
     def cumulative_entropy(self) -> float:
