@@ -69,6 +69,13 @@ def extract_reference(sdar_git: str, dllmrl_git: str, ref: Path) -> None:
     if old not in fix:
         raise SystemExit("generate.py changed: the entropy line is gone; update the parity script")
     (ref / "sdar_generate_ebintended.py").write_text(fix.replace(old, new))
+    # the loop's top-k may pick non-mask positions once a quota exceeds the masks left and then
+    # overwrites them; restricting the transfer to masked positions isolates that quirk
+    commit = "            cur_x[transfer_index] = x0[transfer_index]\n"
+    if commit not in gen:
+        raise SystemExit("generate.py changed: the commit line is gone; update the parity script")
+    (ref / "sdar_generate_norewrite.py").write_text(
+        gen.replace(commit, "            transfer_index &= mask_index\n" + commit))
 
 
 def main() -> None:
@@ -122,6 +129,7 @@ def main() -> None:
                                         ("intended", {"module": "ebintended"})]
                         else:
                             variants.append(("with_mask_token", {"exclude_mask": False}))
+                            variants.append(("masked_only", {"module": "norewrite"}))
                         for vname, extra in variants:
                             gen_cases.append({**base, **extra, "variant": vname})
         cases_path, out_path = work / f"cases_{label}.pt", work / f"ref_{label}.pt"
@@ -157,7 +165,7 @@ def main() -> None:
             if "error" in r:
                 err = r["error"].split(":")[0]
                 if err == "IndexError" and r.get("mask_argmax", 0):
-                    err = "IndexError after the argmax was <|MASK|> (the block never fills; step index past the quotas)"
+                    err = "IndexError after an argmax of <|MASK|> (the block never fills; step index past the quotas)"
                 elif err == "UnboundLocalError":
                     err = "UnboundLocalError (transfer_index never initialised in entropy_bounded)"
                 causes[key]["reference error: " + err] += 1
@@ -180,7 +188,7 @@ def main() -> None:
             elif r.get("rewrites", 0):
                 causes[key]["reference rewrote a decoded token (quota > masks left)"] += 1
             elif r.get("mask_argmax", 0):
-                causes[key]["reference argmax was <|MASK|> at a masked position (kept masked one more step)"] += 1
+                causes[key]["reference argmax was <|MASK|> (the position stays or becomes masked)"] += 1
             elif case.get("module") == "ebfix":
                 causes[key]["reference entropy is one number per row (sum of -p log p of the sampled tokens)"] += 1
             else:

@@ -64,6 +64,7 @@ def main() -> None:
     import sdar_generate  # the reference generate.py (JetAstra/SDAR)
     import sdar_generate_ebfix  # the same file with transfer_index initialised in entropy_bounded
     import sdar_generate_ebintended  # ... and per-position entropies (what the rule intends)
+    import sdar_generate_norewrite  # the loop with the transfer restricted to masked positions
     from sdar_ref.modeling_sdar import SDARForCausalLM  # noqa: E402 - after the stub
     from transformers.cache_utils import DynamicCache
 
@@ -126,8 +127,9 @@ def main() -> None:
             o = self.inner(input_ids, *a, **k)
             if self.exclude and o.logits is not None:
                 o.logits[..., mask_id] = float("-inf")
-            elif o.logits is not None:  # count masked positions whose argmax is the mask token
-                self.mask_argmax += int(((o.logits.argmax(-1) == mask_id) & (input_ids == mask_id)).sum())
+            elif o.logits is not None:  # positions whose argmax is the mask token (the loop may
+                # commit it at a masked position, or write it over a position it rewrites)
+                self.mask_argmax += int((o.logits.argmax(-1) == mask_id).sum())
             return o
 
     def argmax_sampler(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -138,7 +140,8 @@ def main() -> None:
         return tok, probs.gather(-1, tok[..., None]).squeeze(-1)
 
     wrapped = Observed(model)
-    modules = {"asis": sdar_generate, "ebfix": sdar_generate_ebfix, "ebintended": sdar_generate_ebintended}
+    modules = {"asis": sdar_generate, "ebfix": sdar_generate_ebfix, "ebintended": sdar_generate_ebintended,
+               "norewrite": sdar_generate_norewrite}
     originals = {name: mod.sample_with_temperature_topk_topp for name, mod in modules.items()}
     for case in cases["gen_cases"]:
         name = case.get("module", "asis")

@@ -102,6 +102,8 @@ class SDARConfig:
         d = asdict(self)
         extra = d.pop("extra")
         d.update({"architectures": ["SDARForCausalLM"]})
+        if d["rope_scaling"] is None:  # transformers warns about a null rope_scaling when reading it
+            d.pop("rope_scaling")
         return {**extra, **d}
 
 
