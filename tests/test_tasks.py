@@ -17,7 +17,7 @@ PUZZLE = "5300700006001950000980000608000600034008030017000200060600002800004190
 
 
 def test_registry() -> None:
-    assert task_names() == ["multiply", "nae_sat", "sudoku"]
+    assert task_names() == ["judge", "multiply", "nae_sat", "sudoku"]
     with pytest.raises(KeyError):
         get_task("chess")
     t = get_task("nae_sat", n=10, p=30, seed=3)

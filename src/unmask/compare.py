@@ -73,10 +73,12 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
     task = session.task
     prompts = [session.task_prompt_ids(it) for it in items]
     grades = sudoku_grades(items) if task.name == "sudoku" else None
+    regions = task.regions() if hasattr(task, "regions") else None
     cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False, "suppress_token_ids": tuple(task.suppressed_ids())}
     rows = []
     for name in samplers:
         correct, nfe, frows, ent, secs, obs, prod_first = 0, 0, 0, 0.0, 0.0, [], 0
+        premature, r_ok, a_cons = 0, 0.0, 0.0  # reasoning/answer tasks (judge)
         by_grade: dict[str, list[int]] = {}  # Sudoku: technique -> [solved, items]
         for lo in range(0, len(items), batch_size):
             chunk = prompts[lo : lo + batch_size]
@@ -103,6 +105,10 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                 ent += tr.cumulative_entropy
                 if task.name == "multiply":
                     prod_first += int(product_before_factors([p for _, p, _ in tr.order]))
+                if regions is not None:
+                    premature += int(premature_answer(tr, regions))
+                    r_ok += score.get("r_correct", 0.0)
+                    a_cons += score.get("a_consistent", 0.0)
             if progress:
                 print(f"  {name}: {min(lo + batch_size, len(items))}/{len(items)}", flush=True)
         n = len(items)
@@ -116,10 +122,28 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
             row["obs_accuracy"] = sum(obs) / len(obs)
         if task.name == "multiply":
             row["product_first_rate"] = prod_first / n
+        if regions is not None:
+            row["r_correct"] = r_ok / n
+            row["a_consistent"] = a_cons / n
+            row["premature_rate"] = premature / n
         if grades is not None:
             row["by_technique"] = {g: by_grade[g] for g in SUDOKU_TECHNIQUES if g in by_grade}
         rows.append(row)
     return rows
+
+
+def premature_answer(trace, regions: dict[str, tuple[int, int]], threshold: float = 0.5) -> bool:
+    """True when the trace committed its first answer (A) token while less than ``threshold`` of
+    the reasoning region R was filled. Tokens of the same step are simultaneous (they come from
+    one forward and do not see each other), so only R tokens of *earlier* steps count as filled."""
+    r0, r1 = regions["R"]
+    a0, a1 = regions["A"]
+    a_steps = [step for step, pos, _ in trace.order if a0 <= pos < a1]
+    if not a_steps:
+        return False
+    first = min(a_steps)
+    filled = sum(1 for step, pos, _ in trace.order if r0 <= pos < r1 and step < first)
+    return filled < threshold * (r1 - r0)
 
 
 def sudoku_grades(items: list[dict[str, Any]]) -> list[str]:
@@ -145,7 +169,8 @@ _GRADE_SHORT = {"naked_singles": "naked", "hidden_singles": "hidden", "beyond_si
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    extra = [k for k in ("obs_accuracy", "product_first_rate") if k in rows[0]]
+    extra = [k for k in ("obs_accuracy", "product_first_rate", "r_correct", "a_consistent", "premature_rate")
+             if k in rows[0]]
     grades = "by_technique" in rows[0]
     head = ["sampler", "accuracy (95% CI)", "NFE", "fwd rows", "cum. entropy", "ms/sample", *extra]
     if grades:
@@ -165,7 +190,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-TASK_MODELS = {"sudoku": "tiny-sudoku", "multiply": "tiny-multiply", "nae_sat": "tiny-nae-sat"}
+TASK_MODELS = {"sudoku": "tiny-sudoku", "multiply": "tiny-multiply", "nae_sat": "tiny-nae-sat",
+               "judge": "tiny-judge"}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -226,7 +252,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="decode the same task items with several samplers and compare")
     add_model_flags(p)
-    add_flag(p, "task", required=True, help="sudoku | multiply | nae_sat")
+    add_flag(p, "task", required=True, help="sudoku | multiply | nae_sat | judge")
     add_flag(p, "samplers", default="random,confidence,margin,entropy,info_gain,lookum")
     add_flag(p, "n", type=int, default=200, help="number of items")
     add_flag(p, "givens", default=None, help="Sudoku clue range, e.g. 28-32 or 24-27 (below 22 is impractical)")

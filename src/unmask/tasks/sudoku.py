@@ -268,6 +268,7 @@ class SudokuTask(SyntheticTask):
     name = "sudoku"
     alphabet = "0123456789."
     answer_alphabet = "123456789"  # what a decoder may write into a masked cell
+    conditional = True
     seq_len = 81
 
     def __init__(self, pool_size: int = 2048, pool_seed: int = 0, min_givens: int = 17, max_givens: int = 80,

@@ -37,6 +37,7 @@ class SyntheticTask:
     alphabet: str = ""
     answer_alphabet: str = ""  # characters a decoder may write into a masked cell ("" = alphabet)
     seq_len: int = 0
+    conditional: bool = False  # items carry givens (Sudoku clues, a question): decode by argmax
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -177,7 +178,7 @@ def register(name: str) -> Callable[[type[SyntheticTask]], type[SyntheticTask]]:
 
 def _ensure_loaded() -> None:
     # the task modules register themselves on import; importing here avoids a cycle at load time
-    from . import multiply, nae_sat, sudoku  # noqa: F401
+    from . import judge, multiply, nae_sat, sudoku  # noqa: F401
 
 
 def task_names() -> list[str]:

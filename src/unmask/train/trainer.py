@@ -296,7 +296,7 @@ class HeldOut:
         x = torch.tensor([task.prompt_ids(it) for it in self.items], dtype=torch.long)
         allowed = torch.zeros(task.vocab_size, dtype=torch.bool)
         allowed[list(task.char_ids.values())] = True
-        sample = task.name != "sudoku"
+        sample = not task.conditional
         gen = torch.Generator().manual_seed(self.noise_seed)
         rows = torch.arange(x.shape[0])
         while True:
