@@ -81,6 +81,22 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "eos_penalty", type=float, default=0.0)
     add_flag(p, "eos_fill", type=parse_bool, default=False, help="fill every mask after a committed EOS with EOS")
     add_flag(p, "seed", type=int, default=0)
+    add_lockstep_flags(p)
+
+
+def add_lockstep_flags(p: argparse.ArgumentParser) -> None:
+    """Lockstep reasoning/answer decoding (docs/samplers.md, "Lockstep")."""
+    add_flag(p, "lockstep", default=None, help="decode a reasoning region R and an answer region A in tandem: "
+             "gauss_seidel (commit R, re-run the model, commit A) or jacobi (both from one forward)")
+    add_flag(p, "reasoning_tokens", type=int, default=None, help="masks an [R] marker expands to (default 64)")
+    add_flag(p, "answer_tokens", type=int, default=None, help="masks an [A] marker expands to (default 16)")
+    add_flag(p, "tau_r", type=float, default=None, help="confidence an R position needs to be committed (0.90)")
+    add_flag(p, "tau_a", type=float, default=None, help="confidence an A position needs to be committed (0.92)")
+    add_flag(p, "max_fill_frac", type=float, default=None,
+             help="most of a region's remaining masks committed per step (0.4)")
+    add_flag(p, "answer_after", type=float, default=None, help="A commits nothing until this fraction of R is filled")
+    add_flag(p, "answer_separator", default=None,
+             help="put R and A after the prompt, separated by this fixed text (e.g. '\\nAnswer: ')")
 
 
 #: modules that add subcommands; each exposes ``register(subparsers)``
@@ -122,9 +138,11 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args: argparse.Namespace) -> int:
+    from .lockstep_run import options_from_args
     from .session import Session
     from .viz.live import LiveView
 
+    lockstep = options_from_args(args)
     session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
     with LiveView(session, enabled=args.visualize) as view:  # inert unless stdout is a terminal
         result = session.sample(
@@ -133,8 +151,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             sampler_options=sampler_options(args),
             overrides={**config_overrides(args), **view.overrides},
+            lockstep=lockstep if lockstep.on else None,
         )
     result.extra.setdefault("sampler", args.sampler)
+    if lockstep.on:
+        result.extra.setdefault("label", f"lockstep {lockstep.mode} · {args.sampler}")
+    if args.wandb:
+        from .lockstep_run import wandb_log
+
+        row = {"nfe": result.trace.nfe, "tokens_per_second": result.output.tokens_per_second,
+               "seconds": result.output.seconds, **result.extra.get("lockstep", {})}
+        wandb_log(args.wandb_project, f"sample-{args.sampler}", {"sampler": args.sampler, **lockstep.config()}, [row])
     if args.save_trace:
         session.save_trace(result, args.save_trace)
     if args.json:
@@ -157,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "save_trace", default=None, help="write the decoding trace (JSON) here")
     add_flag(p, "visualize", type=parse_bool, nargs="?", const=True, default=False,
              help="redraw the canvas live as it is unmasked (terminal only; plain output otherwise)")
+    add_flag(p, "wandb", action="store_true", help="log the figures to Weights & Biases (needs `pip install wandb`)")
+    add_flag(p, "wandb_project", default=None)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("pc-freq", help="write the token-frequency file the PC-sampler reads")

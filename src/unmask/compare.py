@@ -66,8 +66,13 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
 
 
 def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampler_options: dict[str, Any],
-                overrides: dict[str, Any], batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
-    """Decode every item with every sampler; one summary row per sampler."""
+                overrides: dict[str, Any], batch_size: int = 32, progress: bool = False,
+                lockstep=None) -> list[dict[str, Any]]:
+    """Decode every item with every sampler; one summary row per sampler. Names ``lockstep_gs`` /
+    ``lockstep_jacobi`` (optionally ``:sampler``) decode the task's R and A regions in lockstep,
+    with the gates of ``lockstep`` (:class:`unmask.lockstep_run.LockstepOptions`; its mode, when
+    set, turns every plain name into lockstep with that sampler inside the regions)."""
+    from .lockstep_run import LockstepOptions, parse_sampler_name, summarize_traces, task_regions
     from .tasks.multiply import product_before_factors
 
     task = session.task
@@ -76,9 +81,14 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
     regions = task.regions() if hasattr(task, "regions") else None
     cfg = {**overrides, "max_new_tokens": 0, "stop_at_eos": False, "suppress_token_ids": tuple(task.suppressed_ids())}
     rows = []
+    lockstep = lockstep or LockstepOptions()
     for name in samplers:
+        mode, inner = parse_sampler_name(name)
+        mode = mode or lockstep.mode
+        ls_traces = []
         correct, nfe, frows, ent, secs, obs, prod_first = 0, 0, 0, 0.0, 0.0, [], 0
         premature, r_ok, a_cons = 0, 0.0, 0.0  # reasoning/answer tasks (judge)
+        gen_tokens = 0
         by_grade: dict[str, list[int]] = {}  # Sudoku: technique -> [solved, items]
         for lo in range(0, len(items), batch_size):
             chunk = prompts[lo : lo + batch_size]
@@ -86,7 +96,11 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
             # decode every item identically
             base = int(cfg.get("seed", 0) or 0)
             seeds = [base + lo + j for j in range(len(chunk))]
-            out = session.generate_ids(chunk, name, sampler_options, {**cfg, "seed": seeds})
+            step_cfg = {**cfg, "seed": seeds}
+            if mode is not None:
+                spans = [task_regions(task, it) for it in items[lo : lo + len(chunk)]]
+                step_cfg["plan"] = LockstepOptions(**{**lockstep.__dict__, "mode": mode}).plan(spans)
+            out = session.generate_ids(chunk, inner, sampler_options, step_cfg)
             secs += out.seconds
             for j, seq in enumerate(out.sequences):
                 item = items[lo + j]
@@ -100,12 +114,15 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                 if "obs_accuracy" in score:
                     obs.append(score["obs_accuracy"])
                 tr = out.traces[j]
+                gen_tokens += sum(1 for r in tr.tokens if r.position < tr.prompt_length)
                 nfe += tr.nfe
                 frows += tr.forward_rows
                 ent += tr.cumulative_entropy
                 if task.name == "multiply":
                     prod_first += int(product_before_factors([p for _, p, _ in tr.order]))
-                if regions is not None:
+                if mode is not None:
+                    ls_traces.append(tr)
+                elif regions is not None:
                     premature += int(premature_answer(tr, regions))
                     r_ok += score.get("r_correct", 0.0)
                     a_cons += score.get("a_consistent", 0.0)
@@ -113,6 +130,8 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                 print(f"  {name}: {min(lo + batch_size, len(items))}/{len(items)}", flush=True)
         n = len(items)
         lo_ci, hi_ci = wilson(correct, n)
+        if mode is not None and not name.lower().startswith("lockstep"):
+            name = f"lockstep_{'gs' if mode == 'gauss_seidel' else 'jacobi'}:{name}"
         row = {
             "sampler": name, "n": n, "accuracy": correct / n, "ci_low": lo_ci, "ci_high": hi_ci,
             "mean_nfe": nfe / n, "mean_forward_rows": frows / n, "mean_cumulative_entropy": ent / n,
@@ -126,6 +145,13 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
             row["r_correct"] = r_ok / n
             row["a_consistent"] = a_cons / n
             row["premature_rate"] = premature / n
+        if mode is not None:
+            # premature answer from the canvas A's first decision saw (Gauss-Seidel: after R's
+            # commit of that step), the same reading premature_answer() makes of plain traces
+            summ = summarize_traces(ls_traces)
+            row["premature_rate"] = summ.pop("premature_rate")
+            row["lockstep"] = {"mode": mode, "sampler": inner, **summ}
+        row["tokens_per_second"] = gen_tokens / secs if secs > 0 else 0.0
         if grades is not None:
             row["by_technique"] = {g: by_grade[g] for g in SUDOKU_TECHNIQUES if g in by_grade}
         rows.append(row)
@@ -172,7 +198,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     extra = [k for k in ("obs_accuracy", "product_first_rate", "r_correct", "a_consistent", "premature_rate")
              if k in rows[0]]
     grades = "by_technique" in rows[0]
+    ls = any("lockstep" in r for r in rows)
     head = ["sampler", "accuracy (95% CI)", "NFE", "fwd rows", "cum. entropy", "ms/sample", *extra]
+    if ls:
+        head += ["steps", "NFE/step", "A first step", "R filled then"]
     if grades:
         head.append("solved by technique")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -184,6 +213,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['ms_per_sample']:.1f}",
         ]
         cells += [f"{100 * r[k]:.1f}%" for k in extra]
+        if ls:
+            m = r.get("lockstep")
+            if m is None:
+                cells += ["-"] * 4
+            else:
+                first, fill = m["mean_a_first_step"], m["mean_r_fill_at_a_first"]
+                cells += [f"{m['mean_steps']:.1f}", f"{m['nfe_per_step']:.2f}",
+                          "-" if first is None else f"{first:.1f}", "-" if fill is None else f"{100 * fill:.0f}%"]
         if grades:
             cells.append(", ".join(f"{_GRADE_SHORT.get(g, g)} {k}/{n}" for g, (k, n) in r["by_technique"].items()))
         lines.append("| " + " | ".join(cells) + " |")
@@ -230,15 +267,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     if not samplers:
         raise UnmaskError("--samplers is empty")
+    from .lockstep_run import options_from_args, parse_sampler_name, task_regions
     from .samplers import make_sampler
 
     opts = sampler_options(args)
+    lockstep = options_from_args(args, mode=args.lockstep or ("gauss_seidel" if any(
+        parse_sampler_name(s)[0] for s in samplers) else None))
+    lockstep.mode = args.lockstep and lockstep.mode  # names carry their own mode; --lockstep applies to all
     for s in samplers:
-        make_sampler(s, **opts)  # fail fast on an unknown name or a bad option
+        mode, inner = parse_sampler_name(s)
+        make_sampler(inner, **opts)  # fail fast on an unknown name or a bad option
+        if mode or lockstep.mode:
+            task_regions(session.task, items[0])
     overrides = config_overrides(args)
     overrides.pop("max_new_tokens", None)
     rows = run_compare(session, items, samplers, opts, overrides, batch_size=args.batch_size,
-                       progress=not args.json)
+                       progress=not args.json, lockstep=lockstep)
+    if args.wandb:
+        from .lockstep_run import wandb_log
+
+        flat = [{**{k: v for k, v in r.items() if k != "lockstep"}, **(r.get("lockstep") or {})} for r in rows]
+        wandb_log(args.wandb_project, f"compare-{task_name}", {"task": task_name, **lockstep.config()}, flat)
     if args.json:
         print(json.dumps({"task": task_name, "model": str(model), "n": len(items), "rows": rows}))
     else:
@@ -262,5 +311,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "data_seed", type=int, default=1234, help="seed of the generated test items")
     add_flag(p, "batch_size", type=int, default=32)
     add_flag(p, "json", action="store_true")
+    add_flag(p, "wandb", action="store_true", help="log each sampler's row to Weights & Biases (pip install wandb)")
+    add_flag(p, "wandb_project", default=None)
     add_sampling_flags(p)
     p.set_defaults(func=cmd_compare)

@@ -82,8 +82,14 @@ class SampleResult:
     def render(self) -> str:
         lines = [self.text]
         for k, v in self.extra.items():
-            if k in ("task", "puzzle", "correct", "cell_accuracy", "obs_accuracy", "product_first"):
+            if k in ("task", "puzzle", "correct", "cell_accuracy", "obs_accuracy", "product_first", "reasoning",
+                     "answer_region"):
                 lines.append(f"{k}: {v}")
+        if "lockstep" in self.extra:
+            m = self.extra["lockstep"]
+            lines.append(f"[lockstep {m['mode']}: steps={m['steps']} nfe={m['nfe']} A first at step "
+                         f"{m['a_first_step']} with R {100 * (m['r_fill_at_a_first'] or 0):.0f}% filled"
+                         f"{' (premature)' if m['premature_answer'] else ''}]")
         lines.append(self.summary_line())
         return "\n".join(lines)
 
@@ -180,7 +186,15 @@ class Session:
         sampler: str = "confidence",
         sampler_options: dict[str, Any] | None = None,
         overrides: dict[str, Any] | None = None,
+        lockstep=None,
     ) -> SampleResult:
+        """One completion. ``lockstep`` (:class:`unmask.lockstep_run.LockstepOptions`) decodes a
+        reasoning and an answer region in tandem instead of the plain block order."""
+        if lockstep is not None:
+            from .lockstep_run import sample_lockstep
+
+            return sample_lockstep(self, prompt, chat_template, sampler, sampler_options or {}, overrides or {},
+                                   lockstep)
         if self.task is not None:
             return self.sample_task(prompt, sampler, sampler_options or {}, overrides or {})
         if prompt is None:

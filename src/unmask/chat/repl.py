@@ -85,6 +85,7 @@ class Conversation:
         overrides: dict[str, Any] | None = None,
         chat_template: bool | None = None,
         system_prompt: str | None = None,
+        lockstep=None,
     ) -> None:
         tok = session.tokenizer
         if tok is None:
@@ -102,6 +103,10 @@ class Conversation:
         self.overrides = dict(overrides or {})
         self.multi_turn = bool(chat_template)
         self.system_prompt = system_prompt
+        self.lockstep = lockstep if lockstep is not None and lockstep.on else None
+        if self.lockstep is not None and self.lockstep.answer_separator is None:
+            raise UnmaskError("chat --lockstep puts R and A after each message: give --answer_separator TEXT "
+                              "(e.g. '\\nAnswer: ')")
         self.messages: list[dict[str, str]] = []
         self.turns = 0
         self._check_settings()
@@ -137,13 +142,19 @@ class Conversation:
         ``extra_overrides`` carries per-call config such as a live view's ``tokens_hook``."""
         session = self.session
         ids = self.prompt_ids(user_text)
-        out = session.generate_ids([ids], self.sampler, self.sampler_options,
-                                   {**self.overrides, **(extra_overrides or {})})
-        # ``generated`` already ends before the first stop token; a mask can only survive there if
-        # a hook interfered, and must never reach the screen as text
-        mask_id = int(session.model.config.mask_token_id)
-        reply_ids = [t for t in out.generated[0] if t != mask_id]
-        reply = session.decode(reply_ids).strip()
+        if self.lockstep is not None:  # the reply is R, the fixed separator, A
+            from ..lockstep_run import lockstep_reply
+
+            out, reply = lockstep_reply(session, ids, self.sampler, self.sampler_options,
+                                        {**self.overrides, **(extra_overrides or {})}, self.lockstep)
+        else:
+            out = session.generate_ids([ids], self.sampler, self.sampler_options,
+                                       {**self.overrides, **(extra_overrides or {})})
+            # ``generated`` already ends before the first stop token; a mask can only survive there
+            # if a hook interfered, and must never reach the screen as text
+            mask_id = int(session.model.config.mask_token_id)
+            reply_ids = [t for t in out.generated[0] if t != mask_id]
+            reply = session.decode(reply_ids).strip()
         if self.multi_turn:
             self.messages.append({"role": "user", "content": user_text})
             self.messages.append({"role": "assistant", "content": reply})

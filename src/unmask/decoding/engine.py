@@ -34,6 +34,7 @@ import torch
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from . import block_causal as bcm
+from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
 from .trace import StepRecord, TokenRecord, Trace
@@ -256,6 +257,11 @@ class Engine:
             return True
         return self._fill(x, row, phase, other) >= after[1] - 1e-12
 
+    def _fills(self, x: torch.Tensor, row: int, phase: Phase) -> dict[str, float]:
+        """Every named region's fill fraction (empty for plain blocks)."""
+        return {r.name: round(self._fill(x, row, phase, k), 6) for k, r in enumerate(phase.regions)
+                if r.name is not None}
+
     def _fill(self, x: torch.Tensor, row: int, phase: Phase, k: int) -> float:
         """Fraction of the masks region ``k`` had when the phase began that are now committed."""
         init = self._initial_masks.get((row, k), 0)
@@ -292,22 +298,52 @@ class Engine:
         return cache.select_rows(torch.tensor(idx, device=cache.keys[0].device))
 
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
-        """Aligned logits ``[A, end - start, V]`` for the given rows, managing the block cache."""
+        """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
         model = self.model
         act = torch.tensor(row_ids, device=x.device)
-        self._count(rows, row_ids)
         kw = self._predict_kw
         if cfg.use_cache == "none":
+            self._count(rows, row_ids)
             return model.predict(x[act], am[act], start=start, end=end, **kw).logits
         if cache_state.get("cache") is None:
+            self._count(rows, row_ids)
             out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
-        cache = self._cached_rows(cache_state, row_ids)
-        # block-causal models: the exact cache holds the finished blocks, the window is the block
-        window_end = x.shape[1] if (cfg.use_cache == "prefix" and not self.block_causal) else end
-        return model.predict(x[act], am[act], cache=cache, start=start, end=window_end, logits_end=end, **kw).logits
+        return self._cached_predict(x[act], am[act], row_ids, start, end, True, cache_state, cfg, rows)
+
+    def _cached_predict(self, xs, ams, ids: list[int], start: int, end: int, own_end: bool, cache_state, cfg,
+                        rows) -> torch.Tensor:
+        """Cached forward of canvases ``xs`` (owned by canvas rows ``ids``): logits for
+        ``[start, end)``. Each row's fresh window starts at its *own* window start (the first of its
+        spans in the phase), not the batch's, so a left-padded row computes exactly what it would
+        alone; rows with different windows go in separate forwards (one NFE per prompt either way).
+        ``own_end``: ``end`` is the phase window's end, and each row stops at its own window's end."""
+        total = xs.shape[1]
+        keys = []
+        for ri in ids:
+            rs, re_ = self._windows.get(ri, (start, end))
+            keys.append((rs, re_ if own_end else end))
+        parts = list(dict.fromkeys(keys))
+        out = None
+        for s_, e_ in parts:
+            js = [j for j, k in enumerate(keys) if k == (s_, e_)]
+            sub = [ids[j] for j in js]
+            self._count(rows, sub)
+            cache = self._cached_rows(cache_state, sub)
+            # block-causal models: the exact cache holds the finished blocks, the window is the block
+            window_end = total if (cfg.use_cache == "prefix" and not self.block_causal) else e_
+            if len(parts) == 1 and (s_, e_) == (start, end):
+                return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end,
+                                          **self._predict_kw).logits
+            sel = torch.tensor(js, device=xs.device)
+            lg = self.model.predict(xs[sel], ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_,
+                                    **self._predict_kw).logits
+            if out is None:
+                out = lg.new_zeros((len(ids), end - start, lg.shape[-1]))
+            out[sel, s_ - start : e_ - start] = lg
+        return out
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
@@ -389,7 +425,7 @@ class Engine:
                         row.trace.regions[reg.name] = [s_ - row.pad, e_ - row.pad]
 
         if cfg.tokens_hook is not None:
-            x = cfg.tokens_hook(None, x, None)
+            x = call_tokens_hook(cfg.tokens_hook, None, x, None, 0)
 
         self.nfe = 0
         self.forward_rows = 0
@@ -405,6 +441,7 @@ class Engine:
             ws, we = phase.window()
             if bc and all(r.done or not r.alive for r in rows):
                 break
+            self._windows = {row.index: phase.row_window(row.index) for row in rows}
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
                                    for row in rows for k, reg in enumerate(phase.regions)}
             for row in rows:
@@ -434,14 +471,17 @@ class Engine:
                     raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
                     logits = self._process(raw, cfg, stop_ids)
                     if cfg.logits_hook is not None:
-                        logits = cfg.logits_hook(global_step, x[torch.tensor(act_list, device=device)], logits)
+                        logits = call_logits_hook(cfg.logits_hook, global_step,
+                                                  x[torch.tensor(act_list, device=device)], logits, ws)
+                    seen = {ri: self._fills(x, ri, phase) for ri in act_list}  # the canvas these logits saw
                     for reg in stage:
                         sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
                         if not sub:
                             continue
                         ids = [act_list[j] for j in sub]
                         rk = phase.regions.index(reg)
-                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg) for j in sub]
+                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg, seen[act_list[j]])
+                                 for j in sub]
                         if cfg.beam_size > 1:
                             x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
                                                        stop_ids, reg, rk)
@@ -462,7 +502,7 @@ class Engine:
                         rows[ri].next_logits = None
                 global_step += 1
                 if cfg.tokens_hook is not None:
-                    x = cfg.tokens_hook(global_step - 1, x, logits)
+                    x = call_tokens_hook(cfg.tokens_hook, global_step - 1, x, logits, ws)
                     for row in rows:
                         row.next_logits = None  # the hook may have changed the canvas
                 self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
@@ -538,7 +578,7 @@ class Engine:
         return torch.stack(parts)
 
     def _view(self, row: _Row, x: torch.Tensor, logits: torch.Tensor, ws: int, region: Region, rk: int,
-              cfg) -> StepView:
+              cfg, seen: dict[str, float] | None = None) -> StepView:
         """The row's view of one region: the positions its gate lets through, their predictions,
         and ``k``. ``logits`` cover the phase window starting at canvas index ``ws``."""
         r = row.index
@@ -550,7 +590,7 @@ class Engine:
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
         k = None
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"seen_fill": seen} if seen else {}
         gate = region.gate
         if gate.scheduled:
             if self.sampler.uses_schedule:
@@ -573,7 +613,7 @@ class Engine:
                 keep = torch.arange(remaining, device=conf.device)
                 k = 1
                 extra["gate"] = "fallback"
-            extra["eligible"] = int(keep.numel())
+            extra["eligible"] = int(passed.numel())
             elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
         gen = row.generator
         lg_final = lg
@@ -631,15 +671,12 @@ class Engine:
         raws = []
         for lo in range(0, len(owner), chunk):
             ids = owner[lo : lo + chunk]
-            self._count(rows, ids)
             xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
+                self._count(rows, ids)
                 raws.append(self.model.predict(xs, ams, start=s, end=window_end, **self._predict_kw).logits)
             else:
-                cache = self._cached_rows(cache_state, ids)
-                end = total if (cfg.use_cache == "prefix" and not self.block_causal) else window_end
-                raws.append(self.model.predict(xs, ams, cache=cache, start=s, end=end, logits_end=window_end,
-                                               **self._predict_kw).logits)
+                raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = torch.cat(raws)
         ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
         masked = xb[:, s:window_end] == self.mask_id
@@ -747,8 +784,7 @@ class Engine:
                          kind=action.info.get("kind", "select"), info=info)
         if region.name is not None:
             rec.region = region.name
-            rec.fill = {r.name: round(self._fill(x, row.index, phase, k_), 6)
-                        for k_, r in enumerate(phase.regions) if r.name is not None}
+            rec.fill = self._fills(x, row.index, phase)
             rec.nfe = self.group_nfe[row.group]
             info.update(view.extra)
         row.trace.steps.append(rec)
@@ -793,9 +829,12 @@ def generate(
     **overrides: Any,
 ) -> GenerationOutput:
     """Decode a batch of token-id prompts. ``overrides`` set :class:`GenerationConfig` fields;
-    sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name."""
+    sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name. Dream's
+    hook keywords ``generation_logits_hook_func`` / ``generation_tokens_hook_func`` are accepted
+    as aliases of ``logits_hook`` / ``tokens_hook`` (see :mod:`unmask.decoding.hooks`)."""
     from ..samplers.base import make_sampler
 
+    overrides = dream_hook_aliases(overrides)
     fields = set(GenerationConfig.__dataclass_fields__)
     cfg_kwargs = {k: v for k, v in overrides.items() if k in fields}
     sampler_kwargs = {k: v for k, v in overrides.items() if k not in fields}

@@ -109,6 +109,14 @@ class Phase:
             return (0, 0)
         return (min(s for s, _ in spans), max(e for _, e in spans))
 
+    def row_window(self, row: int) -> tuple[int, int]:
+        """Canvas row ``row``'s own window: the union of its spans (the phase window if it has
+        none). A cached forward starts there, so a padded row computes what it would alone."""
+        spans = [r.spans[row] for r in self.regions if r.spans[row][1] > r.spans[row][0]]
+        if not spans:
+            return self.window()
+        return (min(s for s, _ in spans), max(e for _, e in spans))
+
     def stages(self) -> list[list[Region]]:
         """Regions that share one forward, in order: all at once (Jacobi) or one by one."""
         if self.sweep == "gauss_seidel":

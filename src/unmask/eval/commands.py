@@ -26,11 +26,18 @@ def _format_summary(s: dict[str, Any]) -> str:
         lines.append("  ".join(f"{k}={v:.4f}" for k, v in extra.items()))
     if s.get("n_empty") or s.get("n_unparsable"):
         lines.append(f"empty outputs: {s['n_empty']}  unparsable answers: {s['n_unparsable']}")
+    if "lockstep" in s:
+        m = s["lockstep"]
+        first = "-" if m["mean_a_first_step"] is None else f"{m['mean_a_first_step']:.1f}"
+        fill = "-" if m["mean_r_fill_at_a_first"] is None else f"{100 * m['mean_r_fill_at_a_first']:.0f}%"
+        lines.append(f"lockstep: steps={m['mean_steps']:.1f}  nfe/step={m['nfe_per_step']:.2f}  A first at step {first} "
+                     f"(R {fill} filled)  premature={100 * m['premature_rate']:.1f}%")
     lines.append(f"results: {s['run_dir']}")
     return "\n".join(lines)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..lockstep_run import options_from_args
     from .runner import EvalSpec, run_eval
 
     if args.list_tasks:
@@ -59,6 +66,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         wandb_project=args.wandb_project,
         progress=not args.json,
         threads=args.threads,
+        lockstep=options_from_args(args),
     )
     summary = run_eval(spec)
     if "note" in summary:  # a non-zero rank of a multi-process run: rank 0 reports

@@ -187,4 +187,23 @@ def summarize(records: Iterable[dict[str, Any]], expected: int) -> dict[str, Any
         "wall_seconds": gen_seconds + score_seconds,
         "n_empty": sum(1 for r in recs if not str(r.get("output", "")).strip()),
         "n_unparsable": sum(1 for r in recs if r.get("answer") is None),
+        **_lockstep_summary(recs),
     }
+
+
+def _lockstep_summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means of the lockstep figures (records of ``eval --lockstep`` carry a ``lockstep`` dict)."""
+    ls = [r["lockstep"] for r in recs if isinstance(r.get("lockstep"), dict)]
+    if not ls:
+        return {}
+    firsts = [m["a_first_step"] for m in ls if m.get("a_first_step") is not None]
+    fills = [m["r_fill_at_a_first"] for m in ls if m.get("r_fill_at_a_first") is not None]
+    return {"lockstep": {
+        "mean_steps": mean([float(m["steps"]) for m in ls]),
+        "nfe_per_step": sum(m["nfe"] for m in ls) / max(1, sum(m["steps"] for m in ls)),
+        "mean_a_first_step": mean(firsts) if firsts else None,
+        "mean_r_fill_at_a_first": mean(fills) if fills else None,
+        "premature_rate": mean([float(bool(m["premature_answer"])) for m in ls]),
+        "mean_fill_r": mean([float(m["fill_r"]) for m in ls]),
+        "mean_fill_a": mean([float(m["fill_a"]) for m in ls]),
+    }}

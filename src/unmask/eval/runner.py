@@ -62,6 +62,7 @@ class EvalSpec:
     progress: bool = True
     merge_timeout: float | None = None  # rank 0's wait for other ranks (None: wait forever)
     threads: int | None = None  # torch CPU threads
+    lockstep: Any = None  # unmask.lockstep_run.LockstepOptions: decode R and A regions in lockstep
 
 
 # --------------------------------------------------------------------------- model identity
@@ -224,6 +225,8 @@ class EvalRun:
             "sampler_options": {k: v for k, v in sorted(s.sampler_options.items()) if v is not None},
             "generation": gen,
             "exec": vars(self.task.limits) if self.task.runs_code else None,  # type: ignore[attr-defined]
+            # only present when on, so the keys (and resumable results) of plain runs are unchanged
+            **({"lockstep": s.lockstep.config()} if s.lockstep is not None and s.lockstep.on else {}),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -270,7 +273,9 @@ class EvalRun:
                     self.store.append(rec)
                     if wandb_run is not None:
                         wandb_run.log({"score": rec["score"], "nfe": rec["nfe"],
-                                       "cumulative_entropy": rec["cumulative_entropy"]})
+                                       "cumulative_entropy": rec["cumulative_entropy"],
+                                       **{f"lockstep/{k}": v for k, v in rec.get("lockstep", {}).items()
+                                          if isinstance(v, (int, float))}})
                     if progress is not None:
                         progress(1)
         finally:
@@ -289,11 +294,21 @@ class EvalRun:
         prompts = [task.encode(session, it, self.chat, self.num_fewshot) for it in items]
         seeds = [sample_seed(self.gen_config.seed, str(it["id"])) for it in items]
         overrides = {**self.overrides, "seed": seeds}
+        spans = None
+        if self.spec.lockstep is not None and self.spec.lockstep.on:
+            from ..lockstep_run import eval_layout
+
+            prompts, spans, overrides = eval_layout(self, items, prompts, overrides)
         out = session.generate_ids(prompts, self.spec.sampler, self.spec.sampler_options, overrides)
         share = out.seconds / len(batch)
         records = []
         for j, (i, item) in enumerate(zip(batch, items)):
-            text = task.output_text(session, out, j, self.chat)
+            if spans is None or getattr(task, "task", None) is not None:  # synthetic tasks parse the canvas
+                text = task.output_text(session, out, j, self.chat)
+            else:
+                from ..lockstep_run import region_texts
+
+                text = region_texts(session, out.sequences[j], spans[j])["text"]
             t0 = time.perf_counter()
             answer = task.extract(text, item)
             metrics = task.score(item, answer, text)
@@ -322,6 +337,11 @@ class EvalRun:
                 "seed": seeds[j],
                 "rank": self.rank,
             }
+            if spans is not None:
+                from ..decoding.lockstep import lockstep_metrics
+
+                rec["lockstep"] = lockstep_metrics(tr)
+                rec["generated_tokens"] = sum(1 for r in tr.tokens if r.position < tr.prompt_length)
             if task.runs_code:
                 rec.update(task.exec_details())  # type: ignore[attr-defined]
             records.append(rec)

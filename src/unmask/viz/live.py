@@ -38,6 +38,7 @@ STYLE_MASK = "grey42"
 STYLE_NEW = "bold black on yellow"
 STYLE_SPECIAL = "dim"
 STYLE_GIVEN = "bold"
+REGION_STYLE = {"R": "bold dark_orange", "A": "bold dodger_blue1"}  # lockstep region labels
 
 
 class LiveView:
@@ -77,6 +78,11 @@ class LiveView:
         self.reset()
 
     # ------------------------------------------------------------------ state
+    def set_regions(self, regions: dict[str, tuple[int, int]]) -> None:
+        """Lockstep: label the reasoning/answer regions (canvas coordinates of row 0) and show
+        each one's fill in the header."""
+        self.regions = {k: (int(s), int(e)) for k, s_e in regions.items() for s, e in [s_e]}
+
     def reset(self) -> None:
         """Forget the previous generation (a chat reuses one view for every turn)."""
         self.step = 0
@@ -218,6 +224,10 @@ class LiveView:
         text.append(f"{self.cumulative_entropy:.3f}", style="bold")
         text.append(" nats   masked ", style="dim")
         text.append(f"{left}/{len(region)}", style="bold")
+        for name, (s, e) in getattr(self, "regions", {}).items():
+            filled = sum(t != self.mask_id for t in self.canvas[s:e])
+            text.append(f"   {name} ", style=REGION_STYLE.get(name, "bold"))
+            text.append(f"{100 * filled / max(1, e - s):.0f}%", style="bold")
         return text
 
     def _style_for(self, pos: int, token: int) -> tuple[str, str]:
@@ -242,9 +252,18 @@ class LiveView:
         if self.grid and len(self.canvas) - self.region_start >= self.grid * self.grid:
             return self._grid_text()
         out = Text()
+        regions = getattr(self, "regions", {})
+        starts = {s: name for name, (s, _) in regions.items()}
+        ends = {e: name for name, (_, e) in regions.items()}
         for pos in range(self.region_start, len(self.canvas)):
+            if pos in ends:
+                out.append("⟧", style=REGION_STYLE.get(ends[pos], "bold"))
+            if pos in starts:
+                out.append(f"⟦{starts[pos]}:", style=REGION_STYLE.get(starts[pos], "bold"))
             glyph, style = self._style_for(pos, self.canvas[pos])
             out.append(glyph, style=style)
+        if len(self.canvas) in ends:
+            out.append("⟧", style=REGION_STYLE.get(ends[len(self.canvas)], "bold"))
         return out
 
     def _grid_text(self) -> Text:

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..decoding.trace import Trace
 from ..errors import UnmaskError
+from .regions import REGION_RGB, region_summary
 
 # ---------------------------------------------------------------------------- layout constants
 CELL_W, CELL_H = 46, 26  # text cell (px)
@@ -140,7 +141,7 @@ def decoding_order(trace: Trace) -> Order:
     region = list(range(lo, hi + 1))
     given = {p for p in region if p not in masked}
     filled = {p for p in masked if p not in decode_step}
-    n_steps = max([s for s, *_ in commits] + [len(trace.steps) - 1, 0]) + 1
+    n_steps = max([s for s, *_ in commits] + [st.step for st in trace.steps] + [0]) + 1
     return Order(region=region, decode_step=decode_step, masked=masked, given=given, filled=filled, n_steps=n_steps,
                  initial=initial, final=final, commits=commits)
 
@@ -277,6 +278,7 @@ class _FrameDrawer:
         self.font = _font(14 if grid else 11)
         self.font_head = _font(13, bold=True)
         self.font_small = _font(11)
+        self.region_of = {p: name for name, (s, e) in tf.trace.regions.items() for p in range(s, e)}
 
     def _cell_box(self, i: int) -> tuple[int, int, int, int]:
         if self.grid:
@@ -317,6 +319,11 @@ class _FrameDrawer:
                 d.text(((x0 + x1) / 2, (y0 + y1) / 2), text, font=self.font, fill=colour, anchor="mm")
             if pos in decoded and decoded[pos] >= since and upto > 0:
                 d.rectangle((x0, y0, x1, y1), outline=NEW_OUTLINE, width=3)
+            name = self.region_of.get(pos)
+            if name is not None:  # lockstep: a coloured bar and the region's letter under the cell
+                d.rectangle((x0 + 1, y1 - 3, x1 - 1, y1), fill=REGION_RGB.get(name, TEXT_GREY))
+                if pos == self.tf.trace.regions[name][0]:
+                    d.text((x0 + 2, y0 + 1), name, font=self.font_small, fill=REGION_RGB.get(name, TEXT_GREY))
         if self.grid:
             self._board_lines(d)
         n_dec = sum(1 for p in self.cells if p in decoded)
@@ -324,6 +331,8 @@ class _FrameDrawer:
         head = _fit(d, self.tf.label, self.font_head, self.size[0] - 2 * MARGIN)
         d.text((MARGIN, 6), head, font=self.font_head, fill=TEXT_DARK)
         info = f"step {min(upto, o.n_steps)}/{o.n_steps}   decoded {n_dec}/{n_mask}   cum. entropy {entropy:.2f}"
+        if self.region_of:
+            info += "   " + region_summary(self.tf.trace, upto)
         d.text((MARGIN, 26), _fit(d, info, self.font_small, self.size[0] - 2 * MARGIN), font=self.font_small,
                fill=TEXT_GREY)
         return img
@@ -566,6 +575,10 @@ def save_comparison(tfs: Sequence[TraceFile], out: str | Path, labeler: TokenLab
             _draw_board(fig, axes[i], tf, order, side, vmax, labeler, colorbar=last)
         else:
             _draw_heatmap(fig, axes[i], tf, order, vmax, colorbar=last)
+            if tf.trace.regions:
+                from .regions import mark_regions
+
+                mark_regions(axes[i], tf.trace)
     ax = fig.add_subplot(gs[1, :])
     for tf, order in zip(tfs, orders):
         xs, ys, total = [0], [0.0], 0.0
@@ -616,5 +629,9 @@ def render(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] |
     if suffix == ".gif":
         return save_gif(tfs, out, labeler, grid=grid, columns=columns, max_frames=max_frames, frame_ms=frame_ms)
     if len(tfs) == 1:
+        from .regions import has_regions, save_lockstep_picture
+
+        if has_regions(tfs[0].trace) and not grid_side(tfs[0], grid):
+            return save_lockstep_picture(tfs[0], out, dpi=dpi)
         return save_order_picture(tfs[0], out, labeler, grid=grid, dpi=dpi)
     return save_comparison(tfs, out, labeler, grid=grid, dpi=dpi)
