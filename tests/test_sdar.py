@@ -237,3 +237,29 @@ def test_cli_eval_and_chat_accept_sdar(sdar_dir, capsys, tmp_path, monkeypatch):
     assert rc == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "reply" in json.loads(line)
+
+
+@pytest.mark.parametrize("extra", [dict(beam_size=2), dict(best_of=2)])
+def test_beam_and_best_of_cached_equals_uncached(sdar, extra):
+    """Beams may swap parents inside a block; the exact cache follows the parent rows."""
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12]]
+    kw = dict(max_new_tokens=9, stop_at_eos=False, temperature=0.8, seed=5, **extra)
+    a = generate(sdar, prompts, "info_gain", use_cache="dual", **kw)
+    b = generate(sdar, prompts, "info_gain", use_cache="none", **kw)
+    assert a.sequences == b.sequences
+    assert all(MASK not in s for s in a.sequences)
+
+
+def test_hooks_and_trace_on_block_grid(sdar):
+    seen = []
+
+    def logits_hook(step, x, logits):
+        seen.append(logits.shape[1])
+        return logits
+
+    out = generate(sdar, [[5, 6, 7, 8, 9, 10]], "confidence", max_new_tokens=6, stop_at_eos=False,
+                   use_cache="dual", logits_hook=logits_hook)
+    assert set(seen) == {4}  # every step sees the active block only
+    tr = out.traces[0]
+    assert [s.block for s in tr.steps] == [0, 0, 1, 1, 1, 1]
+    assert sorted(t.position for t in tr.tokens) == list(range(6, 12))
