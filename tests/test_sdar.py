@@ -156,9 +156,17 @@ def test_block_size_and_steps_override_the_reference_defaults(sdar):
     assert steps == [4, 4, 4, 4, 4]
 
 
-def test_prompt_with_masks_is_refused(sdar):
-    with pytest.raises(UnmaskError, match="must not contain mask tokens"):
-        generate(sdar, [[5, MASK, 7]], "confidence", max_new_tokens=4)
+def test_masks_inside_the_prompt_are_decoded_block_by_block(sdar):
+    """An infilling canvas: decoding starts at the block of the first mask; known tokens of later
+    blocks stay where they are; cached == uncached."""
+    canvas = [5, MASK, 7, 8, 9, MASK, MASK, 12, 13, MASK]
+    outs = [generate(sdar, [canvas], "confidence", max_new_tokens=0, use_cache=uc, stop_at_eos=False)
+            for uc in ("dual", "none")]
+    assert outs[0].sequences == outs[1].sequences
+    seq = outs[0].sequences[0]
+    assert len(seq) == len(canvas) and MASK not in seq
+    assert [seq[i] for i in (0, 2, 3, 4, 7, 8)] == [5, 7, 8, 9, 12, 13]
+    assert [s.block for s in outs[0].traces[0].steps] == [0, 1, 1, 2]
 
 
 def test_loading_sharded_bf16_tied_and_wrong_key(tmp_path):
@@ -222,6 +230,17 @@ def test_cli_sample_info_gain_json(sdar_dir, capsys):
     assert rc == 0
     d = json.loads(capsys.readouterr().out)
     assert d["nfe"] > 0 and isinstance(d["text"], str)
+
+
+def test_cli_compare_accepts_an_sdar_task_model(tmp_path, capsys):
+    from tiny import write_task_model
+
+    folder = write_task_model(tmp_path / "sdar_multiply", "multiply", arch="sdar")
+    rc = main(["compare", "--task", "multiply", "--model_name_or_path", str(folder), "--n", "2",
+               "--samplers", "confidence,info_gain,low_confidence_dynamic", "--use_cache", "dual", "--json"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["sampler"] for r in rows] == ["confidence", "info_gain", "low_confidence_dynamic"]
 
 
 def test_cli_eval_and_chat_accept_sdar(sdar_dir, capsys, tmp_path, monkeypatch):

@@ -68,18 +68,21 @@ def write_tiny(folder, arch: str = "llada", dtype: str = "float32", shard: int |
 
 
 
-def write_task_model(folder, task_name: str, seed: int = 0, **params):
-    """A random-weight LLaDA for a synthetic task, laid out like the built-in models
-    (config.json, model.safetensors, tokenizer, task.json)."""
+def write_task_model(folder, task_name: str, seed: int = 0, arch: str = "llada", **params):
+    """A random-weight LLaDA (or SDAR-layout, ``arch="sdar"``) model for a synthetic task, laid out
+    like the built-in models (config.json, model.safetensors, tokenizer, task.json)."""
     import json
 
     from unmask.tasks.synthetic import get_task
 
     task = get_task(task_name, **params)
     tok = task.tokenizer
-    cfg = LLaDAConfig(d_model=32, n_layers=2, n_heads=4, mlp_hidden_size=64, vocab_size=len(tok),
-                      embedding_size=len(tok), max_sequence_length=task.canvas_len, rope_theta=10000.0,
-                      mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    ids = dict(mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if arch == "sdar":
+        cfg = tiny_config("sdar", len(tok), max_position_embeddings=max(64, task.canvas_len), **ids)
+    else:
+        cfg = LLaDAConfig(d_model=32, n_layers=2, n_heads=4, mlp_hidden_size=64, vocab_size=len(tok),
+                          embedding_size=len(tok), max_sequence_length=task.canvas_len, rope_theta=10000.0, **ids)
     model = peaked(build_model(cfg, seed=seed), seed=seed)
     save_model(model, folder, dtype="bfloat16")
     tok.save_pretrained(str(folder))

@@ -5,8 +5,10 @@ block, with blocks aligned to absolute positions counted from the first prompt t
 therefore follows the model's grid rather than the generation region:
 
 * The first decoded block is the one that holds the end of the prompt (its prompt tokens are not
-  masked, so samplers only see the masks after them). The canvas is extended so the last block is
-  complete, as the reference does (``num_blocks * block_length`` positions).
+  masked, so samplers only see the masks after them), or the first mask inside the prompt for an
+  infilling canvas (known tokens in later blocks stay; block-causal attention cannot see them
+  before their block). The canvas is extended so the last block is complete, as the reference
+  does (``num_blocks * block_length`` positions); an infilling canvas keeps its length.
 * Left-padded rows share a block grid only when their prompt lengths agree modulo ``L``; a batch
   is decoded as one sub-batch per phase (``len % L``), each row with its own seed, so batched
   equals one-by-one.
@@ -81,7 +83,7 @@ def transfer_quotas(n_masks: int, block: int, steps: int | None) -> list[int]:
 
 class AlignedBlockPlanner:
     """The plan of a block-causal model: one phase per block of the grid, from the block that
-    holds the end of the prompt to the end of the (grid-extended) canvas, each a single scheduled
+    holds the first mask to the end of the (grid-extended) canvas, each a single scheduled
     region with ``steps`` denoising steps. All rows of a generation share the grid (the engine
     splits a batch by phase first), so every row has the same span."""
 
@@ -94,8 +96,12 @@ class AlignedBlockPlanner:
     def plan(self, layout, cfg) -> list:
         from .plan import Phase, Region
 
-        first_len = layout.prompt_length(0)
-        blocks = grid_blocks(layout.prompt_len, first_len, layout.total, self.block)
+        # the grid starts at each row's first real token; rows of one generation share its phase
+        origin = layout.pads[0] % self.block
+        masked = (layout.x == layout.mask_id).any(0).nonzero()
+        first = int(masked[0]) if masked.numel() else layout.prompt_len
+        start = origin + (first - origin) // self.block * self.block
+        blocks = [(s, min(s + self.block, layout.total)) for s in range(start, layout.total, self.block)]
         return [Phase([Region([sp] * layout.rows, steps=cfg.steps)], index=i) for i, sp in enumerate(blocks)]
 
     def config(self) -> dict:

@@ -374,7 +374,8 @@ class Engine:
             groups = bcm.phase_groups(prompts, bc)
             if len(groups) > 1:  # rows share the block grid (and one exact cache) only within a phase
                 return self._generate_phases(prompts, cfg, groups)
-            max_new = bcm.grid_new_tokens(prompt_len, max_new, bc)
+            if max_new:  # whole blocks, as the reference (an infilling canvas keeps its length)
+                max_new = bcm.grid_new_tokens(prompt_len, max_new, bc)
             self._predict_kw = {"block_length": bc}
         total = prompt_len + max_new
         if self.max_len and total > self.max_len:
@@ -404,8 +405,6 @@ class Engine:
                                  generator=torch.Generator().manual_seed(seed),
                                  trace=Trace(prompt_length=len(p), max_new_tokens=cfg.max_new_tokens),
                                  alive=(j == 0 or cfg.beam_size == 1)))
-        if bc and bool((x[:, :prompt_len] == self.mask_id).any()):
-            raise UnmaskError("block-causal models (SDAR/TraDo) decode after the prompt; the prompt must not contain mask tokens")
         x[:, prompt_len:] = self.mask_id
         if not bool((x == self.mask_id).any()):
             raise UnmaskError("nothing to decode: max_new_tokens is 0 and the prompt has no mask tokens")
