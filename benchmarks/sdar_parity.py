@@ -189,6 +189,8 @@ def main() -> None:
                 causes[key]["reference rewrote a decoded token (quota > masks left)"] += 1
             elif r.get("mask_argmax", 0):
                 causes[key]["reference argmax was <|MASK|> (the position stays or becomes masked)"] += 1
+            elif case.get("variant") == "with_mask_token":
+                causes[key]["confidence normalised with <|MASK|> in the vocabulary reorders positions"] += 1
             elif case.get("module") == "ebfix":
                 causes[key]["reference entropy is one number per row (sum of -p log p of the sampled tokens)"] += 1
             else:
