@@ -44,6 +44,7 @@ SETTINGS: list[dict[str, Any]] = [
     {"mode": "gauss_seidel", "tau_r": 1e-4, "tau_a": 1e-4},
     {"mode": "gauss_seidel", "tau_r": 1e-4, "tau_a": 1e-4, "use_cache": "dual"},
     {"mode": "gauss_seidel", "sampler": "info_gain"},
+    {"mode": "jacobi", "sampler": "info_gain"},
 ]
 
 

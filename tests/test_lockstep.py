@@ -117,6 +117,8 @@ def test_thresholds_and_max_fill_frac_exact(frac):
                    plan=LockstepPlan({"R": (1, 11), "A": (11, 16)}, "jacobi", tau_r=0.9, tau_a=0.92,
                                      max_fill_frac=frac))
     tr = out.traces[0]
+    if frac == 0.4:  # hand-checked first step: R cap floor(0.4*10)=4 of 5 eligible, A cap 2 of 3
+        assert sorted(t.position for t in tr.tokens if t.step == 0) == [1, 3, 4, 10, 11, 15]
     remaining = {"R": set(range(1, 11)), "A": set(range(11, 16))}
     for st in tr.steps:
         got = [t.position for t in tr.tokens if t.step == st.step and tr.regions[st.region][0] <= t.position
@@ -296,3 +298,53 @@ def test_fill_curves_and_metrics(tiny_llada):
     assert curves["R"][-1] == 1.0 and curves["A"][-1] == 1.0
     assert all(a <= b for a, b in zip(curves["R"], curves["R"][1:]))
     assert met["commits_r"] == 7 and met["commits_a"] == 3
+
+
+@pytest.mark.parametrize("sizes", [(1, 1), (3, 9), (12, 2)])
+@pytest.mark.parametrize("frac", [0.1, 0.4, 1.0])
+@pytest.mark.parametrize("sampler", ["random", "leftright", "pc"])
+def test_no_masks_left_over_sizes(tiny_llada, sizes, frac, sampler):
+    r, a = sizes
+    p = [5, 6] + [MASK] * r + [7] + [MASK] * a
+    for mode in ("jacobi", "gauss_seidel"):
+        for cache in ("none", "dual"):
+            out = generate(tiny_llada, [p, [9] + p], sampler, max_new_tokens=0, use_cache=cache,
+                           plan=LockstepPlan([{"R": (2, 2 + r), "A": (3 + r, 3 + r + a)},
+                                              {"R": (3, 3 + r), "A": (4 + r, 4 + r + a)}], mode, tau_r=0.2,
+                                             tau_a=0.3, max_fill_frac=frac, answer_after=0.5))
+            for seq, tr in zip(out.sequences, out.traces):
+                assert MASK not in seq
+                met = lockstep_metrics(tr)
+                assert met["commits_r"] == r and met["commits_a"] == a and met["r_fill_at_a_first"] >= 0.5
+                # the cap holds on every commit: at most max(1, floor(frac * remaining))
+                left = {"R": r, "A": a}
+                for st in tr.steps:
+                    assert st.committed <= max(1, math.floor(frac * left[st.region] + 1e-9))
+                    left[st.region] -= st.committed
+
+
+def test_public_api_exports_lockstep_plan():
+    import unmask
+
+    assert unmask.LockstepPlan is LockstepPlan
+
+
+def test_info_gain_nfe_pattern_inside_regions():
+    """Hand-checked NFE with R = 8, A = 3 masks that never pass the gate (one fallback commit per
+    region per step, 8 steps). Jacobi+confidence: 1 forward per step = 8. Gauss-Seidel+confidence:
+    8 + 3 steps in which A also commits = 11. Gauss-Seidel+info_gain: R's winning lookahead is the
+    canvas after R's commit, so A reuses it, and A's winning lookahead serves the next step: also 11.
+    Jacobi+info_gain: both regions' candidates share one batched lookahead forward: steps 0-2 and 3
+    cost 2 (fresh forward + lookahead), 4-6 reuse the previous winner (1), step 7 is R's last mask
+    (no lookahead, reused logits: 0) = 11."""
+    conf = {p: 0.5 for p in range(1, 12)}
+    expect = {("jacobi", "confidence"): 8, ("gauss_seidel", "confidence"): 11,
+              ("gauss_seidel", "info_gain"): 11, ("jacobi", "info_gain"): 11}
+    for (mode, sampler), nfe in expect.items():
+        m = ScriptedModel(static_rule(conf))
+        out = generate(m, [[5] + [MASK] * 11], sampler, max_new_tokens=0,
+                       plan=LockstepPlan({"R": (1, 9), "A": (9, 12)}, mode))
+        tr = out.traces[0]
+        assert (tr.nfe, m.calls, lockstep_metrics(tr)["steps"]) == (nfe, nfe, 8), (mode, sampler)
+    # Jacobi+info_gain: per-step forwards 2, 2, 2, 2, 1, 1, 1, 0
+    assert [s.nfe for s in tr.steps if s.region == "R"] == [2, 4, 6, 8, 9, 10, 11, 11]

@@ -58,9 +58,14 @@ def peaked(model, std: float = 0.6, seed: int = 0):
 
 
 def write_tiny(folder, arch: str = "llada", dtype: str = "float32", shard: int | None = None, seed: int = 0,
-               **config):
+               vocab: int | None = None, std: float = 0.6, **config):
+    """Write a tiny checkpoint in the official layout. ``vocab`` (default: the tokenizer's size)
+    may be larger than the tokenizer, e.g. so that Dream's top-k 50 filter has something to cut;
+    ``std`` sets how peaked the predictions are (small = weak, near-uniform model). The weights
+    depend only on (arch, seed, vocab, std, config), so fixtures can name this recipe and CI
+    rebuilds the same checkpoint. ``arch="sdar"`` uses the ChatML tokenizer."""
     tok = make_chatml_tokenizer() if arch == "sdar" else make_tokenizer()
-    model = peaked(build_model(tiny_config(arch, len(tok), **config), seed=seed), seed=seed)
+    model = peaked(build_model(tiny_config(arch, vocab or len(tok), **config), seed=seed), std=std, seed=seed)
     save_model(model, folder, dtype=dtype, max_shard_bytes=shard)
     tok.save_pretrained(str(folder))
     return folder

@@ -5,6 +5,7 @@
 """
 
 from .decoding import GenerationConfig, GenerationOutput, Trace, generate
+from .decoding.lockstep import LockstepPlan
 from .errors import UnmaskError
 from .models import Dream, LLaDA, from_pretrained, load_model
 from .samplers import make_sampler, sampler_names
@@ -12,6 +13,6 @@ from .samplers import make_sampler, sampler_names
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dream", "GenerationConfig", "GenerationOutput", "LLaDA", "Trace", "UnmaskError", "__version__",
+    "Dream", "GenerationConfig", "GenerationOutput", "LLaDA", "LockstepPlan", "Trace", "UnmaskError", "__version__",
     "from_pretrained", "generate", "load_model", "make_sampler", "sampler_names",
 ]

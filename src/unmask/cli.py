@@ -81,6 +81,9 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "eos_penalty", type=float, default=0.0)
     add_flag(p, "eos_fill", type=parse_bool, default=False, help="fill every mask after a committed EOS with EOS")
     add_flag(p, "seed", type=int, default=0)
+    add_flag(p, "compat", default=None,
+             help="reproduce a reference loop token for token: llada | fast_dllm | dream, or behaviours "
+                  "(mask_softmax, dream_schedule, ...; see docs/samplers.md)")
     add_lockstep_flags(p)
 
 
@@ -114,7 +117,7 @@ SAMPLER_OPTION_FLAGS = (
 )
 CONFIG_FLAGS = (
     "max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p", "top_k",
-    "use_cache", "eos_penalty", "eos_fill", "seed", "beam_size", "best_of", "max_lookahead_rows",
+    "use_cache", "eos_penalty", "eos_fill", "seed", "beam_size", "best_of", "max_lookahead_rows", "compat",
 )
 
 
@@ -165,7 +168,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.save_trace:
         session.save_trace(result, args.save_trace)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps({**result.to_json(), "config": getattr(args, "resolved_config", None)}))
     else:
         print(result.render())
     return 0
@@ -193,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "corpus", required=True, help="text file (one document per line, or JSONL with a 'text' field)")
     add_flag(p, "out", required=True)
     p.set_defaults(func=cmd_pc_freq)
+
+    p = sub.add_parser("presets", help="list the shipped presets (use with --preset NAME on sample/eval/compare)")
+    add_flag(p, "json", action="store_true", help="print the presets as JSON")
+    p.set_defaults(func=cmd_presets)
 
     for module in SUBCOMMAND_MODULES:
         if _module_exists(module):
@@ -234,6 +241,53 @@ def cmd_pc_freq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .config import preset_table
+
+    rows = preset_table()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        print(f"{r['name']:18s} {r['description']}")
+        print(" " * 19 + " ".join(f"{k}={v}" for k, v in r["settings"].items()))
+    return 0
+
+
+def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """Remove ``--name VALUE`` / ``--name=VALUE`` from argv; returns (rest, value)."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == f"--{name}":
+            if i + 1 >= len(argv):
+                raise UnmaskError(f"--{name} needs a value")
+            value = argv[i + 1]
+            i += 2
+            continue
+        if tok.startswith(f"--{name}="):
+            value = tok.split("=", 1)[1]
+        else:
+            rest.append(tok)
+        i += 1
+    return rest, value
+
+
+def _run_config(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], dict[str, Any] | None]:
+    """For the run commands: take --preset, --config (not sweep's positional) and key=value
+    overrides out of argv; returns the remaining argv and what to apply after parsing."""
+    from .config import RUN_COMMANDS, split_overrides
+
+    if not argv or argv[0] not in RUN_COMMANDS:
+        return argv, None
+    argv, preset = _take_option(argv, "preset")
+    config_file = None
+    if argv[0] != "sweep":
+        argv, config_file = _take_option(argv, "config")
+    argv, overrides = split_overrides(argv, parser)
+    return argv, {"preset": preset, "config_file": config_file, "overrides": overrides}
+
+
 def normalize_flags(argv: Sequence[str]) -> list[str]:
     """``--kebab-case`` -> ``--snake_case`` for every flag of every subcommand (values untouched)."""
     out = []
@@ -247,11 +301,31 @@ def normalize_flags(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(normalize_flags(sys.argv[1:] if argv is None else argv))
+    raw = normalize_flags(sys.argv[1:] if argv is None else argv)
+    try:
+        raw, run_cfg = _run_config(raw, parser)
+    except UnmaskError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    args = parser.parse_args(raw)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
     try:
+        if run_cfg is not None:
+            from . import config as run_config
+
+            if args.command == "sweep":  # the sweep YAML holds the grid: layer preset < YAML < overrides
+                args.run_config = {
+                    "preset_tree": run_config.merged_tree(run_cfg["preset"], None, []),
+                    "override_tree": run_config.merged_tree(None, None, run_cfg["overrides"]),
+                    "source": {"preset": run_cfg["preset"], "overrides": run_cfg["overrides"]},
+                }
+            else:
+                tree = run_config.merged_tree(run_cfg["preset"], run_cfg["config_file"], run_cfg["overrides"])
+                run_config.apply(args, parser, raw, tree)
+                args.resolved_config = run_config.resolved(args, run_cfg["preset"], run_cfg["config_file"],
+                                                           run_cfg["overrides"])
         return int(args.func(args) or 0)
     except UnmaskError as e:
         sys.stderr.write(f"error: {e}\n")

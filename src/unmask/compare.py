@@ -289,7 +289,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         flat = [{**{k: v for k, v in r.items() if k != "lockstep"}, **(r.get("lockstep") or {})} for r in rows]
         wandb_log(args.wandb_project, f"compare-{task_name}", {"task": task_name, **lockstep.config()}, flat)
     if args.json:
-        print(json.dumps({"task": task_name, "model": str(model), "n": len(items), "rows": rows}))
+        print(json.dumps({"task": task_name, "model": str(model), "n": len(items), "rows": rows,
+                          "config": getattr(args, "resolved_config", None)}))
     else:
         print(f"task={task_name} model={model} n={len(items)}")
         print(format_table(rows))

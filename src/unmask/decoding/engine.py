@@ -34,6 +34,7 @@ import torch
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from . import block_causal as bcm
+from . import compat as _compat
 from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
@@ -65,6 +66,7 @@ class GenerationConfig:
     best_of: int = 1  # > 1: N independent runs per prompt, keep the lowest cumulative entropy
     max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
     plan: Any = None  # a decoding.plan.Planner; None = semi-autoregressive blocks (BlockPlanner)
+    compat: str | None = None  # reference-compatibility modes/behaviours (see decoding/compat.py)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
@@ -97,6 +99,7 @@ class GenerationConfig:
             raise UnmaskError(f"max_lookahead_rows must be >= 1, got {self.max_lookahead_rows}")
         if self.use_cache not in CACHE_MODES:
             raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
+        _compat.parse_compat(self.compat)
 
     def to_dict(self) -> dict[str, Any]:
         plan = self.plan
@@ -106,6 +109,8 @@ class GenerationConfig:
         d.pop("plan")
         if plan is not None:
             d["plan"] = plan.config()
+        if d.get("compat") is None:
+            d.pop("compat")  # off: leave result keys of earlier runs unchanged
         if isinstance(d.get("seed"), tuple):
             d["seed"] = list(d["seed"])
         return d
@@ -192,9 +197,10 @@ class _Sched:
     schedule: list[int]
     ptr: int = 0
     deficit: int = 0  # scheduled tokens an earlier step did not commit
+    block_steps: int = 0  # the region's step budget (the origin sampler's T)
 
     def copy(self) -> _Sched:
-        return _Sched(list(self.schedule), self.ptr, self.deficit)
+        return _Sched(list(self.schedule), self.ptr, self.deficit, self.block_steps)
 
 
 @dataclass
@@ -212,6 +218,7 @@ class _Row:
     alive: bool = True  # beams not (yet) in use are not alive
     score: float = 0.0  # cumulative objective (beam search)
     next_logits: torch.Tensor | None = None  # winner's lookahead logits, reused by the next step
+    stalled: bool = False  # compat: the reference would stop decoding this block for the row
 
 
 @dataclass
@@ -236,14 +243,29 @@ class Engine:
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
         self.block_causal = bcm.is_block_causal(model)
         self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
+        self.compat = _compat.OFF
 
     # ------------------------------------------------------------------ setup
-    def _masks_in(self, x: torch.Tensor, row: int, region: Region) -> int:
-        """Masks left in ``region`` for canvas row ``row``."""
-        rs, re_ = region.spans[row]
-        if re_ <= rs:
-            return 0
-        return int((x[row, rs:re_] == self.mask_id).sum())
+    def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
+        """Count each row's masks per region of the phase with one device-to-host copy; the loop's
+        bookkeeping reads these Python ints (no per-row tensor work or synchronisation)."""
+        masked = (x == self.mask_id).cpu()
+        self._left = {}
+        for reg in phase.regions:
+            spans = reg.spans
+            if all(sp == spans[0] for sp in spans):
+                s, e = spans[0]
+                counts = masked[:, s:e].sum(1).tolist() if e > s else [0] * len(spans)
+            else:
+                counts = [int(masked[r, s:e].sum()) if e > s else 0 for r, (s, e) in enumerate(spans)]
+            self._left[id(reg)] = counts
+
+    def _masks_in(self, x: torch.Tensor, row: int, region: Region, exact: bool = False) -> int:
+        """Masks left in ``region`` for canvas row ``row`` (as of the last refresh unless ``exact``)."""
+        if exact:
+            rs, re_ = region.spans[row]
+            return int((x[row, rs:re_] == self.mask_id).sum()) if re_ > rs else 0
+        return self._left[id(region)][row]
 
     def _may_commit(self, x: torch.Tensor, row: int, region: Region, phase: Phase) -> bool:
         """Whether the row has masks in the region and the region's gate is open (``after``)."""
@@ -267,9 +289,13 @@ class Engine:
         init = self._initial_masks.get((row, k), 0)
         if init == 0:
             return 1.0
-        return 1.0 - self._masks_in(x, row, phase.regions[k]) / init
+        return 1.0 - self._masks_in(x, row, phase.regions[k], exact=True) / init
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
+        first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, first)
+        if sched is not None:
+            return sched
         if cfg.tokens_per_step is not None:
             return fixed_schedule(n_masks, cfg.tokens_per_step)
         if block_steps is None:
@@ -311,15 +337,16 @@ class Engine:
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
-        return self._cached_predict(x[act], am[act], row_ids, start, end, True, cache_state, cfg, rows)
+        return self._cached_predict(x[act], am[act], row_ids, start, end, True, cache_state, cfg, rows, step=True)
 
     def _cached_predict(self, xs, ams, ids: list[int], start: int, end: int, own_end: bool, cache_state, cfg,
-                        rows) -> torch.Tensor:
+                        rows, step: bool = False) -> torch.Tensor:
         """Cached forward of canvases ``xs`` (owned by canvas rows ``ids``): logits for
         ``[start, end)``. Each row's fresh window starts at its *own* window start (the first of its
         spans in the phase), not the batch's, so a left-padded row computes exactly what it would
         alone; rows with different windows go in separate forwards (one NFE per prompt either way).
-        ``own_end``: ``end`` is the phase window's end, and each row stops at its own window's end."""
+        ``own_end``: ``end`` is the phase window's end, and each row stops at its own window's end.
+        ``step``: a step's forward (not a lookahead), where a compat block-entry mode applies."""
         total = xs.shape[1]
         keys = []
         for ri in ids:
@@ -335,6 +362,8 @@ class Engine:
             # block-causal models: the exact cache holds the finished blocks, the window is the block
             window_end = total if (cfg.use_cache == "prefix" and not self.block_causal) else e_
             if len(parts) == 1 and (s_, e_) == (start, end):
+                if step and _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
+                    return _compat.window_logits(self.model, xs, ams, cache, start, window_end, end)
                 return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end,
                                           **self._predict_kw).logits
             sel = torch.tensor(js, device=xs.device)
@@ -347,7 +376,8 @@ class Engine:
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
-        logits[..., self.mask_id] = float("-inf")
+        if not self.compat.mask_softmax:
+            logits[..., self.mask_id] = float("-inf")
         if cfg.suppress_token_ids:
             logits[..., list(cfg.suppress_token_ids)] = float("-inf")
         if cfg.eos_penalty:
@@ -358,6 +388,12 @@ class Engine:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
+        self.compat = _compat.resolve(cfg.compat, self.model)
+        if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
+            cfg = replace(cfg, top_k=_compat.effective_top_k(self.compat, cfg.top_k))
+        adapted = _compat.adapt_sampler(self.sampler, self.compat)
+        if adapted is not self.sampler:
+            return Engine(self.model, adapted).generate(prompts, cfg)
         if len(prompts) == 0:
             raise UnmaskError("no prompts given")
         if cfg.beam_size > 1 and not getattr(self.sampler, "needs_lookahead", False):
@@ -441,6 +477,13 @@ class Engine:
             if bc and all(r.done or not r.alive for r in rows):
                 break
             self._windows = {row.index: phase.row_window(row.index) for row in rows}
+            named = any(reg.name is not None for reg in phase.regions)
+            cache_state: dict[str, Any] = {}
+            if exact is not None:
+                cache_state = {"cache": exact, "map": {r: r for r in range(b)}}
+            if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
+                self._entry_commit(x, am, ws, we, phase, cache_state, cfg, rows, stop_ids)
+            self._refresh_masks(x, phase)
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
                                    for row in rows for k, reg in enumerate(phase.regions)}
             for row in rows:
@@ -449,15 +492,16 @@ class Engine:
                     if reg.gate.scheduled:
                         n_in = self._masks_in(x, row.index, reg)
                         if bc and cfg.tokens_per_step is None:  # the reference's quotas of a full block
-                            row.sched[ri_] = _Sched(bcm.transfer_quotas(n_in, bc, reg.steps))
+                            sched = bcm.transfer_quotas(n_in, bc, reg.steps)
                         else:
-                            row.sched[ri_] = _Sched(self._row_schedule(n_in, reg.steps, cfg))
+                            sched = self._row_schedule(n_in, reg.steps, cfg)
+                        row.sched[ri_] = _Sched(sched, block_steps=reg.steps or len(sched))
                 row.next_logits = None
-            cache_state: dict[str, Any] = {}
-            if exact is not None:
-                cache_state = {"cache": exact, "map": {r: r for r in range(b)}}
+                row.stalled = False
             while True:
-                live = [r.index for r in rows if r.alive and not r.done
+                if cfg.tokens_hook is not None or cfg.stop_at_eos or cfg.eos_fill:
+                    self._refresh_masks(x, phase)  # a hook or a stop may have changed the canvas
+                live = [r.index for r in rows if r.alive and not r.done and not r.stalled
                         and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
                 if not live:
                     break
@@ -472,27 +516,35 @@ class Engine:
                     if cfg.logits_hook is not None:
                         logits = call_logits_hook(cfg.logits_hook, global_step,
                                                   x[torch.tensor(act_list, device=device)], logits, ws)
-                    seen = {ri: self._fills(x, ri, phase) for ri in act_list}  # the canvas these logits saw
+                    # the named regions' fill on the canvas these logits saw (lockstep's trace)
+                    seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
+                    groups = []  # (region, its index, rows deciding there, their views)
                     for reg in stage:
                         sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
-                        if not sub:
-                            continue
-                        ids = [act_list[j] for j in sub]
-                        rk = phase.regions.index(reg)
-                        views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg, seen[act_list[j]])
-                                 for j in sub]
-                        if cfg.beam_size > 1:
+                        if sub:
+                            rk = phase.regions.index(reg)
+                            views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
+                                                seen.get(act_list[j])) for j in sub]
+                            groups.append((reg, rk, [act_list[j] for j in sub], views))
+                    if cfg.beam_size > 1:  # plain blocks only: one region per stage
+                        for reg, rk, ids, views in groups:
                             x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
                                                        stop_ids, reg, rk)
                             committed.update(slots)
-                            continue
-                        actions = self._decide(views, ids, x, am, ws, we, cache_state, cfg, rows, stop_ids, reg)
-                        for view, ri, action in zip(views, ids, actions):
-                            self._commit(rows[ri], x, view, action, phase, reg, rk)
-                        committed.update(ids)
-                    if len(stage) > 1:  # a lookahead saw one region's action, not the whole step's
-                        for ri in act_list:
-                            rows[ri].next_logits = None
+                    else:
+                        regions_done: dict[int, int] = {}
+                        decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
+                        for (reg, rk, ids, views), actions in zip(groups, decided):
+                            for view, ri, action in zip(views, ids, actions):
+                                self._commit(rows[ri], x, view, action, phase, reg, rk)
+                                regions_done[ri] = regions_done.get(ri, 0) + 1
+                                if self.compat.mask_softmax:
+                                    rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
+                            committed.update(ids)
+                        for ri, n in regions_done.items():
+                            if n > 1:  # a lookahead saw one region's action, not the whole step's
+                                rows[ri].next_logits = None
+                    self._refresh_masks(x, phase)
                 if not committed:  # only a plan whose gates wait on each other can get here
                     raise UnmaskError("the decoding plan made no progress: every region's gate is closed")
                 for ri in committed:
@@ -588,19 +640,28 @@ class Engine:
         ent = entropy_from_logits(lg)
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        if self.compat.active:
+            probs, conf, ref_ent = _compat.view_scores(self.compat, lg, tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+            ent = ent if ref_ent is None else ref_ent
         k = None
         extra: dict[str, Any] = {"seen_fill": seen} if seen else {}
         gate = region.gate
         if gate.scheduled:
+            sc = row.sched[rk]
             if self.sampler.uses_schedule:
                 # counts not committed earlier (a bypass may commit fewer than k) carry over, and
                 # the last scheduled step takes everything left, so no schedule can leave masks
-                sc = row.sched[rk]
-                if sc.ptr < len(sc.schedule) - 1:
+                # (compat with the mask token in the softmax: the reference's last step commits
+                # only its quota, leaving any mask it "committed" earlier; see compat.row_stalled)
+                if sc.ptr < len(sc.schedule) - 1 or (self.compat.mask_softmax and sc.ptr < len(sc.schedule)):
                     k = sc.schedule[sc.ptr] + sc.deficit
                 else:
                     k = int(elig.numel())
+                if _compat.uses_dream_steps(self.compat, self.sampler) and sc.block_steps:
+                    first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
+                    sc.ptr, k = _compat.dream_step(int(elig.numel()), max(sc.ptr, first), sc.block_steps)
                 k = max(1, min(k, int(elig.numel())))
+            extra.update({"block_step": sc.ptr, "block_steps": sc.block_steps})
         else:
             remaining = int(elig.numel())
             passed = (conf >= gate.tau).nonzero().squeeze(-1)
@@ -626,35 +687,38 @@ class Engine:
             resample=resample, extra=extra,
         )
 
-    def _decide(self, views, act_list, x, am, s, e, cache_state, cfg, rows, stop_ids, region) -> list[Action]:
-        """Ask the sampler. Lookahead samplers answer in two phases so that the candidates of
-        every row are scored in one batched forward."""
+    def _decide(self, groups, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[list[Action]]:
+        """Ask the sampler, per group ``(region, index, rows, views)`` of one stage. Lookahead
+        samplers answer in two phases so that the candidates of every row and region are scored
+        in one batched forward; a row's next logits become its winner's lookahead logits."""
         sampler = self.sampler
         if not getattr(sampler, "needs_lookahead", False):
-            return [sampler.select(v) for v in views]
-        proposals = [sampler.propose(v) for v in views]
-        pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
-        if not pending:
+            return [[sampler.select(v) for v in views] for _, _, _, views in groups]
+        proposals = [[sampler.propose(v) for v in views] for _, _, _, views in groups]
+        requests, where = [], []
+        for g, (reg, _, ids, views) in enumerate(groups):
+            for j, p in enumerate(proposals[g]):
+                if isinstance(p, list):
+                    requests.append((ids[j], views[j], p, reg))
+                    where.append((g, j))
+        if not requests:
             return proposals
-        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
-        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope,
-                                  region)
-        actions = list(proposals)
-        for j, (ri, view, cands), res in zip(pending, requests, results):
+        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
+        for (g, j), (ri, view, cands, _), res in zip(where, requests, results):
             action = sampler.choose(view, cands, res)
-            actions[j] = action
+            proposals[g][j] = action
             rows[ri].next_logits = res.raw_block_logits[action.info.get("winner", 0)]
-        return actions
+        return proposals
 
-    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str, region: Region):
+    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
         """Score candidate actions: apply each to a copy of its row's canvas and run the copies in
         as few forwards as ``max_lookahead_rows`` allows (cached context reused read-only).
         Returns, per request, the entropies of the predictions at every window position, which
-        of them are still masked (scope ``block``: only masks of the region being decided), and
+        of them are still masked (scope ``block``: only masks of the request's region), and
         every candidate's raw logits over the phase window ``[s, e)`` (the winner's become the
         next logits of its row)."""
         canvases, owner = [], []
-        for ri, view, cands in requests:
+        for ri, view, cands, _ in requests:
             for c in cands:
                 xc = x[ri].clone()
                 toks = c.tokens if c.tokens is not None else view.tokens[c.index]
@@ -681,12 +745,14 @@ class Engine:
         masked = xb[:, s:window_end] == self.mask_id
         if scope != "all":
             keep = torch.zeros_like(masked)
-            for j, ri in enumerate(owner):
+            j = 0
+            for ri, _, cands, region in requests:
                 rs, re_ = region.spans[ri]
-                keep[j, rs - s : re_ - s] = True
+                keep[j : j + len(cands), rs - s : re_ - s] = True
+                j += len(cands)
             masked &= keep
         results, i = [], 0
-        for _, _, cands in requests:
+        for _, _, cands, _ in requests:
             m = len(cands)
             results.append(LookaheadResult(entropy=ent[i : i + m], masked=masked[i : i + m],
                                            raw_block_logits=raw[i : i + m, : e - s]))
@@ -700,9 +766,9 @@ class Engine:
         sampler = self.sampler
         proposals = [sampler.propose(v) for v in views]
         pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
-        requests = [(act_list[j], views[j], proposals[j]) for j in pending]
-        results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope,
-                                   region) if requests else [])
+        requests = [(act_list[j], views[j], proposals[j], region) for j in pending]
+        results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
+                   if requests else [])
         res_of = {j: r for j, r in zip(pending, results)}
         children: dict[int, list[_Child]] = {}
         for j, ri in enumerate(act_list):
@@ -762,6 +828,37 @@ class Engine:
         if "map" in cache_state:
             cache_state["map"] = cmap
         return new_x, committed
+
+    def _stalled(self, row: _Row, view: StepView, action: Action, rk: int) -> bool:
+        """Compat with the mask token in the softmax: a step may "commit" the mask token (a no-op);
+        the row stops its block where the reference would (see ``compat.row_stalled``)."""
+        chosen = action.tokens if action.tokens is not None else view.tokens[action.index.to(view.tokens.device)]
+        real = int((chosen != self.mask_id).sum())
+        sc = row.sched[rk]
+        return _compat.row_stalled(self.compat, self.sampler, sc.ptr, len(sc.schedule), sc.block_steps,
+                                   int(chosen.numel()), real)
+
+    def _entry_commit(self, x, am, s, e, phase, cache_state, cfg, rows, stop_ids) -> None:
+        """Fast-dLLM's Dream block loop (compat ``block_entry_commit``): the refresh forward builds
+        the block's cache and commits the block's first token unconditionally; its logits serve
+        nothing else (the block's steps all run on the cache)."""
+        act_list = [r.index for r in rows if r.alive and not r.done and bool((x[r.index, s:e] == self.mask_id).any())]
+        if not act_list:
+            return
+        raw = self._forward(x, am, act_list, s, e, cache_state, cfg, rows)  # refresh: fills the cache
+        logits = self._process(raw[:, :1], cfg, stop_ids)
+        for j, ri in enumerate(act_list):
+            row = rows[ri]
+            if not bool(x[ri, s] == self.mask_id):
+                continue
+            lg = logits[j]  # [1, V]
+            tok = _compat.entry_tokens(lg[0], self.compat, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
+            probs, conf, ent = _compat.view_scores(self.compat, lg, tok[None], cfg.temperature, cfg.top_k, cfg.top_p)
+            view = StepView(logits=lg, probs=probs, positions=torch.tensor([s], device=x.device), tokens=tok[None],
+                            confidence=conf, entropy=ent if ent is not None else entropy_from_logits(lg), k=None,
+                            generator=row.generator, step=row.step, block_start=s, temperature=cfg.temperature)
+            self._commit(row, x, view, Action(torch.tensor([0]), info={"kind": "entry"}), phase, phase.regions[0], -1)
+            row.step += 1
 
     def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, phase: Phase, region: Region,
                 rk: int) -> None:

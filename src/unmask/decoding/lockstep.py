@@ -86,6 +86,8 @@ class LockstepPlan:
             raise UnmaskError(f"lockstep gates each region itself (tau_r, tau_a, max_fill_frac); the "
                               f"{sampler.name} sampler picks its own count: use confidence, entropy, margin, "
                               "random, leftright, pc or info_gain inside the regions")
+        if getattr(cfg, "compat", None):
+            raise UnmaskError("--compat reproduces the references' block loops; it does not combine with lockstep")
         if cfg.beam_size > 1:
             raise UnmaskError("lockstep decoding does not support beam_size > 1 (a beam would have to span "
                               "both regions); use best_of")

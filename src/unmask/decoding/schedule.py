@@ -49,8 +49,9 @@ def linear_round_schedule(n_masks: int, steps: int) -> list[int]:
 
 
 def dream_schedule(n_masks: int, steps: int, eps: float = 1e-3, first_step: int = 0) -> list[int]:
-    """Dream's timestep schedule. ``first_step=1`` reproduces Fast-dLLM's Dream cache mode, where
-    the entry commit of a block's first token uses up step 0."""
+    """Dream's timestep schedule. ``first_step=1`` is Fast-dLLM's Dream block loop, where the
+    entry commit of a block's first token at the cache refresh uses up step 0 (used by
+    ``--compat fast_dllm`` on Dream models with a cache, see :mod:`unmask.decoding.compat`)."""
     t = torch.linspace(1, eps, steps + 1, dtype=torch.float64)
     out: list[int] = []
     remaining = n_masks

@@ -67,6 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.json,
         threads=args.threads,
         lockstep=options_from_args(args),
+        resolved_config=getattr(args, "resolved_config", None),
     )
     summary = run_eval(spec)
     if "note" in summary:  # a non-zero rank of a multi-process run: rank 0 reports
@@ -94,7 +95,10 @@ def _list_tasks() -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
-    result = run_sweep(args.config, output_dir=args.output_dir, dry_run=args.dry_run, progress=not args.json)
+    rc = getattr(args, "run_config", None) or {}
+    result = run_sweep(args.config, output_dir=args.output_dir, dry_run=args.dry_run, progress=not args.json,
+                       preset_tree=rc.get("preset_tree"), override_tree=rc.get("override_tree"),
+                       source=rc.get("source"))
     if args.json:
         print(json.dumps(result))
     return 0

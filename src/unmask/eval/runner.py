@@ -63,6 +63,7 @@ class EvalSpec:
     merge_timeout: float | None = None  # rank 0's wait for other ranks (None: wait forever)
     threads: int | None = None  # torch CPU threads
     lockstep: Any = None  # unmask.lockstep_run.LockstepOptions: decode R and A regions in lockstep
+    resolved_config: dict[str, Any] | None = None  # the CLI's fully resolved preset/config/flags
 
 
 # --------------------------------------------------------------------------- model identity
@@ -234,6 +235,7 @@ class EvalRun:
         s = self.spec
         return {
             "run_key": self.run_key,
+            "resolved_config": s.resolved_config,
             "model": s.model,
             "model_folder": str(self.session.folder) if self.session.folder else None,
             "task": self.task.name,
@@ -382,6 +384,7 @@ class EvalRun:
                 "data": self.spec.data,
                 "data_sha256": self.data_hash,
                 "limit": self.spec.limit,
+                "resolved": self.spec.resolved_config,
             },
         }
         atomic_write_json(self.run_dir / "summary.json", summary)

@@ -139,6 +139,10 @@ def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str
                             spec_kw[k] = specific[k]
                     spec = EvalSpec(model=path, task=None if tname == "auto" else tname, sampler=sname, sampler_options=opts,
                                     overrides=overrides, progress=False, **spec_kw)
+                    spec.resolved_config = {"model": path, "task": tname, "sampler": {"name": sname, **opts},
+                                            "generation": dict(overrides),
+                                            "run": {k: spec_kw[k] for k in RUN_KEYS if k in spec_kw},
+                                            "_source": cfg.get("_source")}
                     runs.append((label, spec, combo))
     return runs
 
@@ -148,11 +152,19 @@ def _settings_str(d: dict[str, Any]) -> str:
 
 
 def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: bool = False,
-              progress: bool = True) -> dict[str, Any]:
-    """Run every grid point (skipping finished ones), then write the table and the plots."""
+              progress: bool = True, preset_tree: dict[str, Any] | None = None,
+              override_tree: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every grid point (skipping finished ones), then write the table and the plots.
+    ``preset_tree``/``override_tree`` (from ``--preset`` and ``key=value``) layer under/over the
+    YAML's settings (see :func:`unmask.config.layer_sweep`)."""
     from .runner import load_session
 
     cfg = load_config(config_path)
+    if preset_tree or override_tree:
+        from ..config import layer_sweep
+
+        cfg = layer_sweep(cfg, preset_tree, override_tree)
+    cfg["_source"] = {"sweep": str(config_path), **(source or {})}
     runs = expand(cfg, output_dir)
     out_dir = Path(runs[0][1].output_dir)
     if dry_run:
@@ -204,7 +216,7 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
                 "mean_nfe": s["mean_nfe"], "tokens_per_second": s["tokens_per_second"],
                 "mean_cumulative_entropy": s["mean_cumulative_entropy"],
                 "mean_generated_tokens": s["mean_generated_tokens"], "wall_seconds": s["wall_seconds"],
-                "status": s["_status"], "run_dir": s["run_dir"],
+                "status": s["_status"], "run_dir": s["run_dir"], "config": spec.resolved_config,
             })
     finally:
         bar.stop()

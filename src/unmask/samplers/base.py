@@ -79,7 +79,8 @@ class Action:
 def top_k_stable(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k largest scores; ties go to the lower index (deterministic everywhere)."""
     k = max(0, min(k, scores.shape[0]))
-    order = torch.sort(-scores.float(), stable=True).indices
+    # float64 scores (compat float64_confidence) keep their precision: casting could tie them
+    order = torch.sort(-(scores if scores.dtype == torch.float64 else scores.float()), stable=True).indices
     return order[:k]
 
 

@@ -26,13 +26,48 @@ class RandomSampler(Sampler):
     from the row's generator (the "vanilla" MDM order of Kim et al.)."""
 
     name = "random"
-    aliases = ("uniform", "vanilla", "origin")
+    aliases = ("uniform", "vanilla")
     stochastic = True
     options: ClassVar[tuple[str, ...]] = ()
 
     def select(self, view: StepView) -> Action:
         u = torch.rand(view.n, generator=view.generator, device="cpu").to(view.positions.device)
         return Action(top_k_stable(u, _k(view)))
+
+
+@register
+class OriginSampler(Sampler):
+    """Dream's ``alg="origin"``: the reverse process of the masked diffusion itself. At step i of
+    a block's T steps (timesteps ``t = linspace(1, eps, T + 1)``) every eligible mask is committed
+    independently with probability ``1 - t[i+1] / t[i]`` (1 on the last step), so the number
+    committed per step varies. The coin flips are one float32 uniform per eligible position from
+    the row's generator, in position order, exactly as Dream draws them for a one-prompt batch.
+    With no step budget a block gets one step per mask."""
+
+    name = "origin"
+    aliases = ("dream_origin",)
+    uses_schedule = False
+    stochastic = True
+    options: ClassVar[tuple[str, ...]] = ("eps",)
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        if not (0.0 < float(eps) < 1.0):
+            raise UnmaskError(f"eps must be in (0, 1), got {eps}")
+        self.eps = float(eps)
+
+    def select(self, view: StepView) -> Action:
+        i = int(view.extra.get("block_step", view.step))
+        steps = int(view.extra.get("block_steps") or view.n)
+        u = torch.rand(view.n, generator=view.generator, device="cpu")
+        if i >= steps - 1:
+            take = torch.ones(view.n, dtype=torch.bool)
+        else:
+            t = torch.linspace(1, self.eps, steps + 1)  # float32, as Dream
+            take = u < (1 - t[i + 1] / t[i])
+        return Action(take.nonzero().squeeze(-1).to(view.positions.device), info={"kind": "origin"})
+
+    def config(self) -> dict[str, Any]:
+        return {"sampler": self.name, "eps": self.eps}
 
 
 @register
@@ -107,8 +142,12 @@ class ThresholdSampler(Sampler):
     def __init__(self, threshold: float = 0.9) -> None:
         self.threshold = _check_unit("threshold", threshold)
 
+    #: Dream's no-cache ``confidence_threshold`` (compat ``capped_threshold``): only the top-k of
+    #: the schedule (plus carry-over) are candidates; set together with ``uses_schedule``
+    capped = False
+
     def select(self, view: StepView) -> Action:
-        order = top_k_stable(view.confidence, view.n)
+        order = top_k_stable(view.confidence, _k(view) if self.capped else view.n)
         keep = view.confidence[order] >= self.threshold
         keep[0] = True
         return Action(order[keep])
