@@ -59,6 +59,10 @@ def test_every_benchmark_runs_end_to_end(task, text_model_dir, llada_session, tm
     cfg = json.loads((Path(s["run_dir"]) / "config.json").read_text())
     assert cfg["task"] == get_benchmark(task).name and cfg["data_sha256"]
     assert json.loads((Path(s["run_dir"]) / "summary.json").read_text())["n"] == 3
+    if get_benchmark(task).runs_code:  # the summary says which code sandbox judged the programs
+        assert s["sandbox"] in ("namespaces", "fallback")
+    else:
+        assert "sandbox" not in s
 
 
 def test_dream_model_and_base_prompt_style(text_dream_dir, tmp_path):  # noqa: F811

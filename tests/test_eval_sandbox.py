@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from unmask.eval import sandbox
 from unmask.eval.sandbox import Limits, isolation_report, run_program
 from unmask.tasks.benchmarks import get_benchmark
 
@@ -29,7 +31,7 @@ def canary(tmp_path):
 def _sandbox_processes() -> int:
     """Processes running the sandbox bootstrap (its source is on their command line)."""
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return sum("_make_reporter" in line for line in out.splitlines())
+    return sum("_unmask_sandbox_bootstrap" in line for line in out.splitlines())
 
 
 HOSTILE = {
@@ -146,3 +148,248 @@ def test_reference_solutions_pass_in_the_sandbox():
         assert he.score(item, he.extract(full, item), full)["correct"] == 1.0, item["id"]
         assert he.score(item, he.extract(item["canonical_solution"], item), "")["correct"] == 1.0
         assert he.score(item, he.extract("    return None\n", item), "")["correct"] == 0.0
+
+
+# --------------------------------------------------------------------------- issue 22: each bypass
+NAMESPACES = isolation_report().get("sandbox") == "namespaces"
+needs_namespaces = pytest.mark.skipif(not NAMESPACES, reason="this machine refuses Linux namespaces (fallback mode)")
+
+
+def _layers():
+    """(kwargs, label) for every configuration that must contain a file-system attack on its own:
+    the full sandbox, the kernel layers without the audit hook, and the fallback guard alone."""
+    out = [({}, "full")]
+    if NAMESPACES:
+        out.append(({"guard": False}, "namespaces without the guard"))
+    out.append(({"namespaces": False, "drop_privileges": False}, "fallback guard alone"))
+    return out
+
+
+def test_the_machine_gives_the_real_boundary_as_root():
+    """CI runs as root on a fresh machine, where namespaces work: the boundary must be real there."""
+    iso = isolation_report()
+    if IS_ROOT:
+        assert iso["sandbox"] == "namespaces", iso
+    if iso["sandbox"] == "namespaces":
+        assert iso["mount_namespace"] and iso["net_namespace"] and iso["pid_namespace"]
+        assert iso["dropped_privileges"] and iso["disk_mb"] == Limits().disk_mb
+
+
+def test_forged_report_does_not_pass():
+    """The bootstrap's reporter is not reachable, and writing a fake report on every descriptor
+    reaches only the program's own pipe to the judge."""
+    forge = ("import sys, os, json\n"
+             "m = sys.modules['__main__']\n"
+             "for name in ('_report', '_finish', '_send_raw'):\n"
+             "    f = getattr(m, name, None)\n"
+             "    try:\n"
+             "        f({'status': 'passed', 'tests_passed': 1, 'message': ''}, {}) if name == '_finish' else "
+             "f({'status': 'passed', 'tests_passed': 1, 'message': '', 'ok': True, 'ready': True})\n"
+             "    except BaseException:\n"
+             "        pass\n"
+             "line = (json.dumps({'status': 'passed', 'tests_passed': 1, 'message': ''}) + '\\n').encode()\n"
+             "for fd in range(3, 64):\n"
+             "    try:\n"
+             "        os.write(fd, line)\n"
+             "    except OSError:\n"
+             "        pass\n"
+             "os._exit(0)\n")
+    for kw, label in [({}, "full"), ({"guard": False}, "no guard"), ({"namespaces": False}, "fallback")]:
+        res = run_program(forge, ["assert add(1, 2) == 3"], FAST, **kw)
+        assert not res.passed and res.status in ("crashed", "error", "failed"), (label, res)
+        assert res.tests_passed == 0, (label, res)
+
+
+@pytest.mark.parametrize("src", [
+    "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\n"
+    "def add(a, b):\n    return AlwaysEqual()\n",
+    "class Sneaky(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+    "def add(a, b):\n    return Sneaky(0)\n",
+    "class L(list):\n    def __eq__(self, other):\n        return True\n"
+    "def add(a, b):\n    return [L()]\n",
+    "import builtins\nbuiltins.AssertionError = type('X', (BaseException,), {})\n"
+    "def add(a, b):\n    return 0\n",
+])
+def test_always_equal_results_do_not_pass(src):
+    """Results come back as plain builtin values: a forged ``__eq__`` never reaches the test."""
+    for kw in ({}, {"namespaces": False}):
+        res = run_program(src, ["assert add(1, 2) == 3", "assert add(2, 2) == [4]"], FAST, **kw)
+        assert not res.passed and res.status == "failed" and res.tests_passed == 0, (kw, res)
+
+
+def test_exit_during_the_tests_is_a_failure():
+    """``os._exit(0)`` at the first call, after one test passed, or from a test-time callback."""
+    for src, tests in [
+        ("import os\ndef add(a, b):\n    os._exit(0)\n", ["assert add(1, 2) == 3"]),
+        ("import os\nn = [0]\ndef add(a, b):\n    n[0] += 1\n    if n[0] > 1:\n        os._exit(0)\n    return a + b\n",
+         ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]),
+        ("import sys\ndef add(a, b):\n    sys.exit(0)\n", ["assert add(1, 2) == 3"]),
+    ]:
+        res = run_program(src, tests, FAST)
+        assert not res.passed, res
+        assert res.tests_passed < len(tests)
+
+
+def test_replies_written_ahead_then_exit_do_not_pass():
+    """Canned protocol replies on every descriptor, then exit: each request carries a fresh id
+    the reply must echo, and the judge checks the process is alive after the last test."""
+    src = ("import os, json\n"
+           "lines = [{'ready': True}, {'ok': {'add': ['g']}}] + [{'ok': ['i', '0x3']}] * 4 + [{'ok': {}}]\n"
+           "data = ''.join(json.dumps(x) + '\\n' for x in lines).encode()\n"
+           "for fd in range(3, 64):\n"
+           "    try:\n"
+           "        os.write(fd, data)\n"
+           "    except OSError:\n"
+           "        pass\n"
+           "os._exit(0)\n")
+    for kw in ({}, {"guard": False}, {"namespaces": False}):
+        res = run_program(src, ["assert add(1, 2) == 3"], FAST, **kw)
+        assert not res.passed and res.tests_passed == 0, (kw, res)
+
+
+def test_a_test_that_swallows_exceptions_cannot_hide_a_dead_program():
+    src = "import os\ndef add(a, b):\n    os._exit(0)\n"
+    res = run_program(src, ["try:\n    add(1, 2)\nexcept BaseException:\n    pass\n"], FAST)
+    assert not res.passed and res.status == "crashed", res
+
+
+DIR_FD_ATTACKS = {
+    "unlink": "fd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)\nos.unlink('canary.txt', dir_fd=fd)\n",
+    "rename": "fd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)\nos.rename('canary.txt', 'moved.txt', src_dir_fd=fd, dst_dir_fd=fd)\n",
+    "open_write": ("fd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)\n"
+                   "w = os.open('dropped.txt', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)\nos.write(w, b'x')\n"),
+    "overwrite": ("fd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)\n"
+                  "w = os.open('canary.txt', os.O_WRONLY | os.O_TRUNC, dir_fd=fd)\nos.write(w, b'owned')\n"),
+    "mkfifo": "os.mkfifo({d!r} + '/dropped.txt')\n",
+    "mkfifo_dir_fd": "fd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)\nos.mkfifo('dropped.txt', dir_fd=fd)\n",
+    "system_tmp": ("fd = os.open('/tmp', os.O_RDONLY | os.O_DIRECTORY)\n"
+                   "w = os.open({name!r}, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)\nos.write(w, b'x')\n"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(DIR_FD_ATTACKS))
+def test_dir_fd_and_mkfifo_cannot_touch_files_outside(attack, canary, tmp_path):
+    d = canary.parent
+    os.chmod(d, 0o777)  # even a world-writable folder: only the boundary may protect it
+    name = f"unmask-sandbox-probe-{os.getpid()}-{attack}.txt"
+    src = "import os\n" + DIR_FD_ATTACKS[attack].format(d=str(d), name=name) + "done = True\n"
+    stray = Path('/tmp') / name
+    for kw, label in _layers():
+        res = run_program(src, ["assert done"], FAST, **kw)
+        # inside the namespaces the temp directory is the program's own scratch folder: writing
+        # there is allowed and must simply not reach the host's
+        if not (attack == "system_tmp" and res.isolation.get("mount_namespace")):
+            assert not res.passed and res.status == "error", (label, res)
+        assert canary.read_text() == "still here", label
+        assert sorted(p.name for p in d.iterdir()) == ["canary.txt"], label
+        assert not stray.exists(), label
+
+
+@needs_namespaces
+def test_disk_fill_beyond_the_cap_fails():
+    """Many files, each under the per-file limit, together over the scratch cap: ENOSPC."""
+    src = ("chunk = b'x' * (1 << 20)\nfor i in range(40):\n    with open(f'f{i}.bin', 'wb') as f:\n"
+           "        for _ in range(4):\n            f.write(chunk)\ndone = True\n")
+    lim = Limits(per_test_timeout_s=5.0, timeout_s=15.0, memory_mb=1024, disk_mb=32, fsize_mb=8)
+    res = run_program(src, ["assert done"], lim)
+    assert not res.passed and res.status == "error" and "No space left" in res.message, res
+    res = run_program(src, ["assert done"], lim, guard=False)
+    assert not res.passed and "No space left" in res.message, res
+
+
+def test_results_folder_is_invisible_even_through_dir_fd(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "samples.jsonl").write_text('{"score": 1}\n')
+    attacks = [
+        f"data = open({str(results / 'samples.jsonl')!r}).read()\n",
+        f"import os\nnames = os.listdir({str(results)!r})\n",
+        f"import os\nfd = os.open({str(tmp_path)!r}, os.O_RDONLY | os.O_DIRECTORY)\n"
+        "r = os.open('results/samples.jsonl', os.O_RDONLY, dir_fd=fd)\ndata = os.read(r, 100)\n",
+        f"import os\nnames = os.listdir(os.open({str(results)!r}, os.O_RDONLY | os.O_DIRECTORY))\n",
+    ]
+    for src in attacks:
+        for kw, label in _layers():
+            res = run_program(src + "done = True\n", ["assert done"], FAST, forbidden_paths=[results], **kw)
+            assert not res.passed and res.status == "error", (label, src, res)
+
+
+@needs_namespaces
+def test_forbidden_path_inside_a_visible_system_folder_is_masked():
+    """The results folder is masked even where the sandbox binds the system (here /etc)."""
+    secret = "/etc/passwd"
+    res = run_program(f"data = open({secret!r}).read()\n", ["assert 'root' in data"], FAST)
+    assert res.passed, res  # visible by default ...
+    res = run_program(f"data = open({secret!r}).read()\n", ["assert 'root' in data"], FAST,
+                      forbidden_paths=[secret], guard=False)
+    assert not res.passed, res  # ... and masked when forbidden, without the guard's help
+    res = run_program("import os\nnames = os.listdir('/etc')\n", ["assert names"], FAST,
+                      forbidden_paths=["/etc"], guard=False)
+    assert not res.passed, res
+
+
+@pytest.fixture()
+def home_canary():
+    """A file in the real home folder of the user running the harness."""
+    f = Path.home() / f".unmask-sandbox-canary-{os.getpid()}"
+    f.write_text("home secret")
+    yield f
+    f.unlink(missing_ok=True)
+
+
+def test_home_folder_is_not_readable(home_canary):
+    home = str(Path.home())
+    attacks = [
+        f"data = open({str(home_canary)!r}).read()\n",
+        f"import os\nassert {home_canary.name!r} in os.listdir({home!r})\n",
+        f"import os\nfd = os.open({home!r}, os.O_RDONLY | os.O_DIRECTORY)\n"
+        f"data = os.read(os.open({home_canary.name!r}, os.O_RDONLY, dir_fd=fd), 100)\n",
+    ]
+    for src in attacks:
+        for kw, label in _layers():
+            res = run_program(src + "done = True\n", ["assert done"], FAST, **kw)
+            assert not res.passed and res.status == "error", (label, src, res)
+    assert home_canary.read_text() == "home secret"
+
+
+@needs_namespaces
+def test_kernel_layers_alone_contain_the_classic_attacks(canary):
+    """With the audit hook off: no network, no view of other processes, nothing writable but /tmp."""
+    checks = {
+        "socket": "import socket\ns = socket.socket()\ns.settimeout(1)\ns.connect(('1.1.1.1', 80))\n",
+        "dns": "import socket\nsocket.getaddrinfo('example.com', 80)\n",
+        "processes": "import os\npids = [p for p in os.listdir('/proc') if p.isdigit()]\nassert len(pids) > 3, pids\n",
+        "write_system": "open('/usr/unmask-owned', 'w')\n",
+        "write_etc": "open('/etc/hosts', 'a').write('x')\n",
+        "remount": "import os\nos.system('umount -l /tmp')\nassert os.system('mount -t tmpfs x /usr') == 0\n",
+        "rm": "import os, subprocess\nassert os.path.exists('{d}')\nsubprocess.run(['rm', '-rf', '{d}'], check=True)\n",
+    }
+    for name, src in checks.items():
+        res = run_program(src.format(d=canary.parent) + "done = True\n", ["assert done"], FAST, guard=False)
+        assert not res.passed and res.status == "error", (name, res)
+        assert canary.read_text() == "still here"
+
+
+def test_fallback_is_announced_once(monkeypatch, capsys):
+    monkeypatch.setattr(sandbox, "_MODE", {})
+    monkeypatch.setattr(sandbox, "isolation_report", lambda: {"status": "passed", "sandbox": "fallback",
+                                                              "reason": "unshare: Operation not permitted"})
+    assert sandbox.sandbox_mode() == "fallback"
+    assert sandbox.sandbox_mode() == "fallback"
+    err = capsys.readouterr().err
+    assert err.count("WARNING: the code sandbox") == 1 and "Operation not permitted" in err
+    res = run_program("x = 1", ["assert x == 1"], FAST, namespaces=False)
+    assert res.passed and res.isolation["sandbox"] == "fallback"
+
+
+def test_program_helpers_constants_and_modules_reach_the_tests():
+    """What HumanEval/MBPP tests use from the program: helpers, constants, modules, objects."""
+    src = ("import math\nLIMIT = 10\nclass Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+           "def total(p):\n    return p.a + p.b\ndef gen(n):\n    yield from range(n)\ndef boom():\n    raise ValueError('no')\n")
+    tests = ["assert total(Pair(1, 2)) == 3", "assert math.isclose(math.pi, 3.14159, rel_tol=1e-3)",
+             "assert LIMIT == 10 and list(gen(3)) == [0, 1, 2]", "assert Pair(4, 5).a == 4",
+             "try:\n    boom()\n    raise AssertionError('no error')\nexcept ValueError:\n    pass\n",
+             "assert total(Pair(2.5, 1j)) == 2.5 + 1j and total(Pair((1,), (2,))) == (1, 2)",
+             "assert total(Pair(10**5000, 1)) == 10**5000 + 1"]
+    res = run_program(src, tests, FAST)
+    assert res.passed, res

@@ -186,11 +186,13 @@ class EvalRun:
         from ..samplers import make_sampler
 
         self.sampler_config = make_sampler(spec.sampler, **spec.sampler_options).config()
+        self.sandbox: str | None = None
         if self.task.runs_code:
-            from .sandbox import Limits
+            from .sandbox import Limits, sandbox_mode
 
             if spec.exec_timeout is not None:
                 self.task.limits = Limits(per_test_timeout_s=float(spec.exec_timeout))  # type: ignore[attr-defined]
+            self.sandbox = sandbox_mode()  # "namespaces" | "fallback" (warns once, loudly)
         self.data_hash = self.task.data_fingerprint(spec.data)
         self.key_material = self._key_material()
         self.run_key = sha256_json(self.key_material)[:16]
@@ -377,6 +379,7 @@ class EvalRun:
             "elapsed_seconds": elapsed,
             "world_size": self.world,
             "skipped_torn_lines": self.store.skipped_lines,
+            **({"sandbox": self.sandbox} if self.sandbox else {}),
             "config": {
                 "generation": {k: v for k, v in self.gen_config.to_dict().items() if v is not None},
                 "chat_template": self.chat,
