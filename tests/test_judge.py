@@ -1,4 +1,4 @@
-"""The `judge` reasoning/answer task: generator, verifier, layout and the premature-answer metric,
+"""The `judge` reasoning/answer task (parity chain): generator, verifier, layout and the premature-answer metric,
 checked on hand-made items."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from unmask.compare import premature_answer
 from unmask.decoding.trace import TokenRecord, Trace
 from unmask.tasks import get_task
-from unmask.tasks.judge import chain_values, is_heldout, parse_reasoning
+from unmask.tasks.judge import is_heldout, parse_reasoning, running_parities
 
 
 @pytest.fixture(scope="module")
@@ -18,58 +18,68 @@ def task():
     return get_task("judge")
 
 
-def test_chain_values_by_hand():
-    # 3+4=7, 7*2=14->4, 4-5=-1->9, 9+7=16->6, 6*3=18->8
-    assert chain_values("3+4*2-5+7*3=8") == [7, 4, 9, 6, 8]
-    # subtraction wraps modulo 10 and multiplication keeps the last digit
-    assert chain_values("0-1-1-1-1-1=5") == [9, 8, 7, 6, 5]
-    assert chain_values("5*9*9*9*9*9=5") == [5, 5, 5, 5, 5]
+Q = "101100101110=1"  # parity of 101100101110 is 1 (seven ones)
+
+
+def test_running_parities_by_hand():
+    assert running_parities(Q) == [1, 1, 0, 1, 1, 1, 0, 0, 1, 0, 1, 1]
+    assert running_parities("000000000000=0") == [0] * 12
+    assert running_parities("111111111111=0")[-1] == 0
 
 
 def test_parse_reasoning_accepts_either_filler_side_and_rejects_malformed_steps():
-    assert parse_reasoning("_74_9__68_") == [7, 4, 9, 6, 8]
-    assert parse_reasoning("7_4__9_68_") == [7, 4, 9, 6, 8]
-    assert parse_reasoning("__74_9_68_") is None  # a step with two fillers
-    assert parse_reasoning("774_9_6_8_") is None  # a step with two digits
-    assert parse_reasoning("_7") is None
+    assert parse_reasoning("_1" * 12) == [1] * 12
+    assert parse_reasoning("0_" * 6 + "_1" * 6) == [0] * 6 + [1] * 6
+    assert parse_reasoning("__" + "_1" * 11) is None  # a step with two fillers
+    assert parse_reasoning("11" + "_1" * 11) is None  # a step with two bits
+    assert parse_reasoning("_1") is None
 
 
 def test_layout_and_regions(task):
-    item = {"question": "3+4*2-5+7*3=8", "answer": "Y"}
+    item = {"question": Q, "answer": "Y"}
     ids = task.prompt_ids(item)
-    assert len(ids) == task.canvas_len == 27
+    assert len(ids) == task.canvas_len == 42
     reg = task.regions(item)
     (r0, r1), (a0, a1) = reg["R"], reg["A"]
-    assert (r1 - r0, a1 - a0) == (10, 1)
+    assert (r1 - r0, a1 - a0) == (24, 1)
     masked = [i for i, t in enumerate(ids) if t == task.mask_id]
     assert masked == list(range(r0, r1)) + list(range(a0, a1))
     text = task.decode_ids(ids[1:])
-    assert text.startswith("3+4*2-5+7*3=8|") and text[r1 - 1] == "|"
+    assert text.startswith(Q + "|") and text[r1 - 1] == "|"
+
+
+def _steps(values: list[int], left: bool = True) -> str:
+    return "".join(f"{v}_" if left else f"_{v}" for v in values)
 
 
 def test_score_on_hand_made_answers(task):
-    item = {"question": "3+4*2-5+7*3=8", "answer": "Y"}
-    right = "3+4*2-5+7*3=8|_74_9__68_|Y"
+    truth = running_parities(Q)
+    item = {"question": Q, "answer": "Y"}
+    right = f"{Q}|{_steps(truth)}|Y"
     assert task.score(item, right) == {"correct": 1.0, "r_correct": 1.0, "a_consistent": 1.0}
-    # the right verdict with a wrong step: A correct, R wrong, and A no longer follows from R
-    wrong_r = "3+4*2-5+7*3=8|_74_9__63_|Y"
-    assert task.score(item, wrong_r) == {"correct": 1.0, "r_correct": 0.0, "a_consistent": 0.0}
+    assert task.score(item, f"{Q}|{_steps(truth, left=False)}|Y")["r_correct"] == 1.0
+    # the right verdict with a wrong last step: A correct, R wrong, and A no longer follows from R
+    wrong = truth[:-1] + [1 - truth[-1]]
+    assert task.score(item, f"{Q}|{_steps(wrong)}|Y") == {"correct": 1.0, "r_correct": 0.0, "a_consistent": 0.0}
     # a wrong R whose (wrong) last value makes N the consistent verdict
-    assert task.score(item, "3+4*2-5+7*3=8|_74_9__63_|N")["a_consistent"] == 1.0
-    assert task.score(item, "3+4*2-5+7*3=8|_74_9__68_|N")["correct"] == 0.0
+    assert task.score(item, f"{Q}|{_steps(wrong)}|N")["a_consistent"] == 1.0
+    assert task.score(item, right[:-1] + "N")["correct"] == 0.0
     assert task.score(item, "short")["correct"] == 0.0
-    false_item = {"question": "3+4*2-5+7*3=2", "answer": "N"}
-    assert task.verify(false_item, "3+4*2-5+7*3=2|7_4_9_6_8_|N")
+    false_q = Q[:-1] + "0"
+    assert task.verify({"question": false_q, "answer": "N"}, f"{false_q}|{_steps(truth)}|N")
 
 
-def test_generated_items_are_consistent_and_skewed(task):
-    items = task.make_dataset(2000, seed=1234)
-    for it in items[:200]:
-        values = chain_values(it["question"])
+def test_generated_items_are_consistent_skewed_and_distinct(task):
+    items = task.make_dataset(512, seed=1234)
+    assert len({it["question"][:12] for it in items}) == 512
+    for it in items:
+        values = running_parities(it["question"])
         assert it["values"] == values
         assert it["answer"] == ("Y" if values[-1] == int(it["question"][-1]) else "N")
     share = sum(it["answer"] == "Y" for it in items) / len(items)
-    assert 0.72 < share < 0.78  # the confident prior the trap relies on
+    assert 0.70 < share < 0.80  # the confident prior the trap relies on
+    with pytest.raises(ValueError):
+        task.make_dataset(513, seed=1)
 
 
 def test_training_examples_are_valid_and_never_heldout(task):
@@ -77,7 +87,7 @@ def test_training_examples_are_valid_and_never_heldout(task):
     for _ in range(300):
         ids, target = task.training_example(rng)
         text = task.decode_ids(ids[1:])
-        question = text[:13]
+        question = text[:14]
         assert not is_heldout(question)
         item = {"question": question, "answer": text[-1]}
         assert task.score(item, text)["r_correct"] == 1.0
@@ -86,7 +96,7 @@ def test_training_examples_are_valid_and_never_heldout(task):
 
 
 def _trace(order: list[tuple[int, int]]) -> Trace:
-    t = Trace(prompt_length=27, max_new_tokens=0, initial_tokens=[0] * 27)
+    t = Trace(prompt_length=42, max_new_tokens=0, initial_tokens=[0] * 42)
     t.tokens = [TokenRecord(step=s, position=p, token=0, confidence=1.0, entropy=0.0) for s, p in order]
     return t
 
@@ -99,8 +109,8 @@ def test_premature_answer_counts_only_earlier_steps(task):
     assert premature_answer(_trace([(0, a)] + [(i + 1, p) for i, p in enumerate(r)]), reg)
     # reasoning first: not premature
     assert not premature_answer(_trace([(i, p) for i, p in enumerate(r)] + [(10, a)]), reg)
-    # 4 of 10 R cells before A: premature; 5 of 10: not
-    assert premature_answer(_trace([(i, p) for i, p in enumerate(r[:4])] + [(4, a)]), reg)
-    assert not premature_answer(_trace([(i, p) for i, p in enumerate(r[:5])] + [(5, a)]), reg)
+    # 11 of 24 R cells before A: premature; 12 of 24: not
+    assert premature_answer(_trace([(i, p) for i, p in enumerate(r[:11])] + [(11, a)]), reg)
+    assert not premature_answer(_trace([(i, p) for i, p in enumerate(r[:12])] + [(12, a)]), reg)
     # R cells committed in the same step as A do not count (Jacobi-style simultaneous commits)
-    assert premature_answer(_trace([(0, p) for p in r[:6]] + [(0, a)]), reg)
+    assert premature_answer(_trace([(0, p) for p in r[:13]] + [(0, a)]), reg)

@@ -126,8 +126,20 @@ def resolve_device(name: str) -> str:
 
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UnmaskError(f"device {name} requested but CUDA is not available; use --device cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UnmaskError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnmaskError(f"device {name} requested but CUDA is not available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UnmaskError(f"device {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UnmaskError(f"device {name} requested but MPS is not available; use --device cpu")
+    elif dev.type != "cpu":
+        raise UnmaskError(f"device {name!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
     return name
 
 
@@ -146,6 +158,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .viz.live import LiveView
 
     lockstep = options_from_args(args)
+    if args.save_trace:
+        from .userio import check_output_file
+
+        check_output_file(args.save_trace, "--save_trace")  # before decoding, not after
     session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
     with LiveView(session, enabled=args.visualize) as view:  # inert unless stdout is a terminal
         result = session.sample(
@@ -220,13 +236,14 @@ def cmd_pc_freq(args: argparse.Namespace) -> int:
     from .models.registry import resolve_model_path
     from .samplers.baselines import write_token_frequencies
     from .tokenizer import load_tokenizer
+    from .userio import check_output_file, read_text
 
-    tok = load_tokenizer(resolve_model_path(args.model_name_or_path))
+    check_output_file(args.out, "--out")
     path = Path(args.corpus)
-    if not path.exists():
-        raise UnmaskError(f"corpus file {path} does not exist")
+    corpus = read_text(path, "corpus file")
+    tok = load_tokenizer(resolve_model_path(args.model_name_or_path))
     texts = []
-    for line in path.read_text().splitlines():
+    for line in corpus.splitlines():
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
@@ -326,12 +343,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_config.apply(args, parser, raw, tree)
                 args.resolved_config = run_config.resolved(args, run_cfg["preset"], run_cfg["config_file"],
                                                            run_cfg["overrides"])
+        check_arguments(args)
         return int(args.func(args) or 0)
     except UnmaskError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
+    except OSError as e:  # an I/O failure no check anticipated: still the user's to fix
+        from .userio import os_error_line
+
+        sys.stderr.write(f"error: {os_error_line(e)}\n")
+        return 2
+    except UnicodeError as e:
+        sys.stderr.write(f"error: {UnmaskError(f'text is not valid UTF-8 ({e.reason})')}\n")
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The boundary rule for every subcommand at once: each numeric flag is finite and in its
+    range (see :mod:`unmask.validation`), each text flag is valid UTF-8 without NUL bytes."""
+    from .validation import check_option, check_utf8
+
+    for name, value in vars(args).items():
+        if value is None or name in ("func", "command"):
+            continue
+        if isinstance(value, str):
+            check_utf8(f"--{name}", value)
+        elif isinstance(value, list) and name != "lm_eval_args":
+            for v in value:
+                if isinstance(v, str):
+                    check_utf8(f"--{name}", v)
+        else:
+            setattr(args, name, check_option(name, value, f"--{name}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,8 +48,10 @@ def load_items(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise UnmaskError(f"data file {path} does not exist")
+    from .userio import read_text
+
     items = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text(path, "data file").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -201,7 +203,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ls = any("lockstep" in r for r in rows)
     head = ["sampler", "accuracy (95% CI)", "NFE", "fwd rows", "cum. entropy", "ms/sample", *extra]
     if ls:
-        head += ["steps", "NFE/step", "A first step", "R filled then"]
+        head += ["steps", "NFE/step", "tok/s", "A first step", "R filled then"]
     if grades:
         head.append("solved by technique")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -216,10 +218,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if ls:
             m = r.get("lockstep")
             if m is None:
-                cells += ["-"] * 4
+                cells += ["-", "-", f"{r.get('tokens_per_second', 0.0):.0f}", "-", "-"]
             else:
                 first, fill = m["mean_a_first_step"], m["mean_r_fill_at_a_first"]
-                cells += [f"{m['mean_steps']:.1f}", f"{m['nfe_per_step']:.2f}",
+                cells += [f"{m['mean_steps']:.1f}", f"{m['nfe_per_step']:.2f}", f"{r.get('tokens_per_second', 0.0):.0f}",
                           "-" if first is None else f"{first:.1f}", "-" if fill is None else f"{100 * fill:.0f}%"]
         if grades:
             cells.append(", ".join(f"{_GRADE_SHORT.get(g, g)} {k}/{n}" for g, (k, n) in r["by_technique"].items()))
@@ -249,6 +251,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UnmaskError(f"--n must be > 0, got {args.n}")
     if args.data:
         items = load_items(args.data)
+        session.task.check_items(items, args.data)
         if args.technique:
             # grade the user's puzzles and keep the asked-for grade (before --n, so --n counts kept items)
             items = [it for it, g in zip(items, sudoku_grades(items)) if g == args.technique]
@@ -271,9 +274,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .samplers import make_sampler
 
     opts = sampler_options(args)
-    lockstep = options_from_args(args, mode=args.lockstep or ("gauss_seidel" if any(
-        parse_sampler_name(s)[0] for s in samplers) else None))
-    lockstep.mode = args.lockstep and lockstep.mode  # names carry their own mode; --lockstep applies to all
+    named = any(parse_sampler_name(s)[0] for s in samplers)  # lockstep_* names carry their own mode
+    lockstep = options_from_args(args, region_flags_alone=named)
     for s in samplers:
         mode, inner = parse_sampler_name(s)
         make_sampler(inner, **opts)  # fail fast on an unknown name or a bad option

@@ -67,8 +67,9 @@ class LockstepOptions:
                 "answer_tokens": self.answer_tokens, "answer_separator": self.answer_separator}
 
 
-def options_from_args(args: argparse.Namespace, mode: str | None = None) -> LockstepOptions:
-    """Lockstep options from parsed flags (``mode`` overrides ``--lockstep``)."""
+def options_from_args(args: argparse.Namespace, region_flags_alone: bool = False) -> LockstepOptions:
+    """Lockstep options from parsed flags. Region flags without ``--lockstep`` are an error unless
+    ``region_flags_alone`` (compare: its lockstep_* sampler names carry the mode)."""
     kw: dict[str, Any] = {}
     for name in LOCKSTEP_FLAGS[1:]:
         v = getattr(args, name, None)
@@ -76,12 +77,14 @@ def options_from_args(args: argparse.Namespace, mode: str | None = None) -> Lock
             kw[name] = v
     if "answer_separator" in kw:
         kw["answer_separator"] = unescape(kw["answer_separator"])
-    chosen = mode if mode is not None else getattr(args, "lockstep", None)
+    chosen = getattr(args, "lockstep", None)
+    if chosen is None and kw and not region_flags_alone:
+        raise UnmaskError(f"{', '.join(f'--{k}' for k in kw)} apply only with --lockstep gauss_seidel|jacobi "
+                          "(in compare also with lockstep_gs / lockstep_jacobi samplers)")
+    opts = LockstepOptions(mode=chosen, **kw)
     if chosen is None:
-        used = [f"--{k}" for k in kw]
-        if used:
-            raise UnmaskError(f"{', '.join(used)} apply only with --lockstep gauss_seidel|jacobi")
-    return LockstepOptions(mode=chosen, **kw)
+        LockstepOptions(mode="gauss_seidel", **kw)  # still validate the values up front
+    return opts
 
 
 def parse_sampler_name(name: str) -> tuple[str | None, str]:

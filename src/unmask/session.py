@@ -124,10 +124,11 @@ class Session:
         task = None
         if (folder / "task.json").exists():
             from .tasks.synthetic import task_from_json
+            from .userio import read_text
 
             try:
-                task = task_from_json(json.loads((folder / "task.json").read_text()))
-            except (KeyError, ValueError, TypeError) as e:
+                task = task_from_json(json.loads(read_text(folder / "task.json", "task file")))
+            except (KeyError, ValueError, TypeError, AttributeError) as e:
                 raise UnmaskError(f"{folder / 'task.json'} does not describe a known task: {e}") from e
         return cls(model, tok, folder, task)
 
@@ -269,7 +270,9 @@ class Session:
     @staticmethod
     def save_trace(result: SampleResult, path: str | Path) -> None:
         data = {"text": result.text, "prompt": result.prompt_text, **result.extra, "trace": result.trace.to_dict()}
-        Path(path).write_text(json.dumps(data))
+        from .userio import write_text
+
+        write_text(path, json.dumps(data), "trace file")
 
 
 def default_device() -> str:

@@ -7,6 +7,7 @@ per character), so every tool that loads LLaDA's tokenizer loads ours the same w
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from .errors import UnmaskError
@@ -100,7 +101,11 @@ def load_tokenizer(folder: str | Path):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # AutoTokenizer warns about our config.json's unknown model_type
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        with warnings.catch_warnings():
+            # transformers reads config.json here too, and warns about Dream's `rope_scaling: null`
+            # (a field the official Dream config carries and we do not use)
+            warnings.filterwarnings("ignore", message=".*rope_scaling.*", category=FutureWarning)
+            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - we try a second loader below and report both
         errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
         tok = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import UnmaskError
+from ..validation import check_utf8
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..decoding.engine import GenerationOutput
@@ -289,6 +290,7 @@ class ChatRepl:
 
     def answer(self, text: str) -> None:
         try:
+            check_utf8("the message", text)
             if self.view is not None:
                 with self.view as view:
                     turn = self.conv.respond(text, view.overrides)

@@ -24,6 +24,7 @@ never on the other rows of the batch.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +36,7 @@ from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from . import block_causal as bcm
 from . import compat as _compat
+from .guards import check_model_logits, check_processed_logits, check_token_ids
 from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
@@ -71,34 +73,26 @@ class GenerationConfig:
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
     def validate(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
-            raise UnmaskError(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens}")
-        if self.block_size is not None and self.block_size <= 0:
-            raise UnmaskError(f"block_size must be > 0, got {self.block_size}")
-        if self.steps is not None and self.steps <= 0:
-            raise UnmaskError(f"steps must be > 0, got {self.steps}")
-        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
-            raise UnmaskError(f"tokens_per_step must be > 0, got {self.tokens_per_step}")
+        from ..validation import NUMERIC_OPTIONS, check_option
+
+        for name in ("max_new_tokens", "temperature", "eos_penalty", "beam_size", "best_of"):
+            if getattr(self, name) is None:
+                raise UnmaskError(f"{name} must be given (None is not a value for it)")
+        for name in sorted(NUMERIC_OPTIONS.keys() & set(self.__dataclass_fields__)):
+            # one rule for every door (CLI, API, YAML): finite and in range, see unmask.validation
+            setattr(self, name, check_option(name, getattr(self, name)))
         if self.steps is not None and self.tokens_per_step is not None:
             raise UnmaskError("give either steps or tokens_per_step, not both")
         if self.schedule not in SCHEDULES:
             raise UnmaskError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.temperature is None or self.temperature < 0:
-            raise UnmaskError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
-            raise UnmaskError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k <= 0:
-            raise UnmaskError(f"top_k must be > 0, got {self.top_k}")
-        if self.beam_size < 1:
-            raise UnmaskError(f"beam_size must be >= 1, got {self.beam_size}")
-        if self.best_of < 1:
-            raise UnmaskError(f"best_of must be >= 1, got {self.best_of}")
         if self.beam_size > 1 and self.best_of > 1:
             raise UnmaskError("use either beam_size or best_of, not both")
-        if self.max_lookahead_rows is not None and self.max_lookahead_rows < 1:
-            raise UnmaskError(f"max_lookahead_rows must be >= 1, got {self.max_lookahead_rows}")
         if self.use_cache not in CACHE_MODES:
             raise UnmaskError(f"use_cache must be one of {', '.join(CACHE_MODES)}, got {self.use_cache!r}")
+        for name in ("stop_token_ids", "suppress_token_ids"):
+            ids = getattr(self, name)
+            if ids is not None:
+                setattr(self, name, _token_ids(name, ids))
         _compat.parse_compat(self.compat)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +136,22 @@ class GenerationOutput:
     @property
     def cumulative_entropy(self) -> list[float]:
         return [t.cumulative_entropy for t in self.traces]
+
+
+def _token_ids(name: str, ids: Any) -> tuple[int, ...]:
+    """Token ids as a tuple of ints >= 0 (numpy/torch integers are fine; bools and floats are not)."""
+    out = []
+    for i in ids:
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            v = operator.index(i)
+        except TypeError:
+            raise UnmaskError(f"{name} must be integer token ids, got {i!r}") from None
+        if v < 0:
+            raise UnmaskError(f"{name} must be token ids >= 0, got {v}")
+        out.append(v)
+    return tuple(out)
 
 
 def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
@@ -422,6 +432,10 @@ class Engine:
         if getattr(self.model, "shift_logits", False) and min(lengths) == 0:
             raise UnmaskError("this model predicts each token from the one before it: the prompt must not be empty")
         stop_ids = list(cfg.stop_token_ids) if cfg.stop_token_ids is not None else [self.eos_id]
+        check_token_ids(self.model, {"mask_token_id": [self.mask_id], "eos_token_id": [self.eos_id],
+                                     "pad_token_id": [self.pad_id], "stop_token_ids": stop_ids,
+                                     "suppress_token_ids": list(cfg.suppress_token_ids),
+                                     "prompt token ids": sorted({int(t) for p in prompts for t in p})})
         seeds = _seeds(cfg.seed, len(prompts))
 
         # rows: one per prompt, or best_of runs / beam_size beams per prompt
@@ -506,45 +520,11 @@ class Engine:
                 if not live:
                     break
                 committed: set[int] = set()
-                for stage in phase.stages():
-                    open_ = {ri: [reg for reg in stage if self._may_commit(x, ri, reg, phase)] for ri in live}
-                    act_list = [ri for ri in live if open_[ri]]
-                    if not act_list:
-                        continue
-                    raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
-                    logits = self._process(raw, cfg, stop_ids)
-                    if cfg.logits_hook is not None:
-                        logits = call_logits_hook(cfg.logits_hook, global_step,
-                                                  x[torch.tensor(act_list, device=device)], logits, ws)
-                    # the named regions' fill on the canvas these logits saw (lockstep's trace)
-                    seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
-                    groups = []  # (region, its index, rows deciding there, their views)
-                    for reg in stage:
-                        sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
-                        if sub:
-                            rk = phase.regions.index(reg)
-                            views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
-                                                seen.get(act_list[j])) for j in sub]
-                            groups.append((reg, rk, [act_list[j] for j in sub], views))
-                    if cfg.beam_size > 1:  # plain blocks only: one region per stage
-                        for reg, rk, ids, views in groups:
-                            x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
-                                                       stop_ids, reg, rk)
-                            committed.update(slots)
-                    else:
-                        regions_done: dict[int, int] = {}
-                        decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
-                        for (reg, rk, ids, views), actions in zip(groups, decided):
-                            for view, ri, action in zip(views, ids, actions):
-                                self._commit(rows[ri], x, view, action, phase, reg, rk)
-                                regions_done[ri] = regions_done.get(ri, 0) + 1
-                                if self.compat.mask_softmax:
-                                    rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
-                            committed.update(ids)
-                        for ri, n in regions_done.items():
-                            if n > 1:  # a lookahead saw one region's action, not the whole step's
-                                rows[ri].next_logits = None
-                    self._refresh_masks(x, phase)
+                for stage in phase.stages():  # all regions at once (Jacobi) or one by one (Gauss-Seidel)
+                    x, stage_logits = self._stage(stage, phase, live, committed, x, am, ws, we, global_step,
+                                                  cache_state, cfg, rows, stop_ids, named)
+                    if stage_logits is not None:
+                        logits = stage_logits  # the last forward's, for the tokens hook
                 if not committed:  # only a plan whose gates wait on each other can get here
                     raise UnmaskError("the decoding plan made no progress: every region's gate is closed")
                 for ri in committed:
@@ -610,6 +590,55 @@ class Engine:
             seconds=sum(o.seconds for o in outs),
             prompt_lengths=[len(p) for p in prompts],
         )
+
+    def _stage(self, stage: list[Region], phase: Phase, live: list[int], committed: set[int], x, am, ws: int,
+               we: int, global_step: int, cache_state, cfg, rows, stop_ids, named: bool):
+        """One forward over the phase window for the rows that may commit in ``stage`` (its regions'
+        gates open), then every row and region's decision, committed into ``x``. Adds the rows
+        that committed to ``committed``; returns the canvas and the processed logits (None when no
+        row could commit)."""
+        device = x.device
+        open_ = {ri: [reg for reg in stage if self._may_commit(x, ri, reg, phase)] for ri in live}
+        act_list = [ri for ri in live if open_[ri]]
+        if not act_list:
+            return x, None
+        raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
+        check_model_logits(raw)
+        logits = self._process(raw, cfg, stop_ids)
+        if cfg.logits_hook is not None:
+            logits = call_logits_hook(cfg.logits_hook, global_step,
+                                      x[torch.tensor(act_list, device=device)], logits, ws)
+        check_processed_logits(logits, "the logits hook" if cfg.logits_hook is not None else "processing")
+        # the named regions' fill on the canvas these logits saw (lockstep's trace)
+        seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
+        groups = []  # (region, its index, rows deciding there, their views)
+        for reg in stage:
+            sub = [j for j, ri in enumerate(act_list) if reg in open_[ri]]
+            if sub:
+                rk = phase.regions.index(reg)
+                views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
+                                    seen.get(act_list[j])) for j in sub]
+                groups.append((reg, rk, [act_list[j] for j in sub], views))
+        if cfg.beam_size > 1:  # plain blocks only: one region per stage
+            for reg, rk, ids, views in groups:
+                x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
+                                           stop_ids, reg, rk)
+                committed.update(slots)
+        else:
+            regions_done: dict[int, int] = {}
+            decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
+            for (reg, rk, ids, views), actions in zip(groups, decided):
+                for view, ri, action in zip(views, ids, actions):
+                    self._commit(rows[ri], x, view, action, phase, reg, rk)
+                    regions_done[ri] = regions_done.get(ri, 0) + 1
+                    if self.compat.mask_softmax:
+                        rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
+                committed.update(ids)
+            for ri, n in regions_done.items():
+                if n > 1:  # a lookahead saw one region's action, not the whole step's
+                    rows[ri].next_logits = None
+        self._refresh_masks(x, phase)
+        return x, logits
 
     def _step_logits(self, x, am, act_list, s, e, cache_state, cfg, rows) -> torch.Tensor:
         """Raw aligned logits ``[A, e - s, V]`` for the active rows: rows that carry the winner's
@@ -741,6 +770,7 @@ class Engine:
             else:
                 raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = torch.cat(raws)
+        check_model_logits(raw, "the model (lookahead)")
         ent = entropy_from_logits(self._process(raw.clone(), cfg, stop_ids))  # [M, W]
         masked = xb[:, s:window_end] == self.mask_id
         if scope != "all":
@@ -928,16 +958,21 @@ def generate(
     sampler options (e.g. ``threshold``) may be given too when ``sampler`` is a name. Dream's
     hook keywords ``generation_logits_hook_func`` / ``generation_tokens_hook_func`` are accepted
     as aliases of ``logits_hook`` / ``tokens_hook`` (see :mod:`unmask.decoding.hooks`)."""
-    from ..samplers.base import make_sampler
+    from ..samplers.base import all_sampler_options, make_sampler
 
     overrides = dream_hook_aliases(overrides)
     fields = set(GenerationConfig.__dataclass_fields__)
     cfg_kwargs = {k: v for k, v in overrides.items() if k in fields}
     sampler_kwargs = {k: v for k, v in overrides.items() if k not in fields}
+    unknown = sorted(set(sampler_kwargs) - all_sampler_options())
+    if unknown:
+        raise UnmaskError(f"unknown option(s) {', '.join(unknown)}: neither a GenerationConfig field nor an "
+                          "option of any sampler")
     if isinstance(sampler, str):
         sampler = make_sampler(sampler, **sampler_kwargs)
     elif sampler_kwargs:
-        raise UnmaskError(f"unknown options {sorted(sampler_kwargs)} (a Sampler object was passed)")
+        raise UnmaskError(f"sampler options {sorted(sampler_kwargs)} given with a Sampler object; "
+                          "set them on the object (or pass the sampler by name)")
     base = {k: getattr(config, k) for k in fields} if config else {}
     cfg = GenerationConfig(**{**base, **cfg_kwargs})
     return Engine(model, sampler).generate(prompts, cfg)

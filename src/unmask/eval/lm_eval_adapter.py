@@ -230,9 +230,67 @@ class UnmaskLM(LM):
         )
 
 
+def check_model_args(model_args: str | dict[str, Any]) -> dict[str, Any]:
+    """Validate ``--model_args`` of the ``unmask`` model (a request body, in effect) before
+    lm-eval starts: the model folder, the sampler, every option name and number. Bad input then
+    gives one ``error:`` line, not a page of lm-eval log lines followed by a traceback."""
+    from ..config_schema import generation_keys
+    from ..decoding.engine import GenerationConfig
+    from ..errors import UnmaskError
+    from ..models.checkpoint_check import check_config
+    from ..models.loading import read_config
+    from ..models.registry import resolve_model_path
+    from ..samplers import make_sampler
+    from ..validation import check_option
+
+    if isinstance(model_args, str):
+        from lm_eval.utils import simple_parse_args_string
+
+        try:
+            args = simple_parse_args_string(model_args)
+        except Exception as e:  # noqa: BLE001 - lm-eval's parser raises plain exceptions
+            raise UnmaskError(f"--model_args {model_args!r} is not key=value,key=value ({e})") from None
+    else:
+        args = dict(model_args)
+    known = {"pretrained", "sampler", "device", "dtype", "batch_size", "max_batch_size", "max_new_tokens",
+             "mc_num", "mc_batch_size"}
+    gen = generation_keys()
+    for k in ("max_new_tokens", "mc_num", "mc_batch_size", "max_batch_size"):
+        if args.get(k) is not None:
+            check_option(k if k != "max_batch_size" else "batch_size", args[k], f"model_args {k}")
+    if args.get("pretrained") is not None:
+        folder = resolve_model_path(str(args["pretrained"]))
+        check_config(read_config(folder), folder / "config.json")
+    overrides = {k: v for k, v in args.items() if k in gen}
+    options = {k: v for k, v in args.items() if k not in gen and k not in known}
+    make_sampler(str(args.get("sampler", "confidence")), **options)
+    cfg = GenerationConfig(**overrides)
+    cfg.validate()
+    return args
+
+
+def _precheck(argv: list[str]) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model", default=None)
+    p.add_argument("--model_args", "--model-args", default=None)
+    p.add_argument("--device", default=None)
+    known, _ = p.parse_known_args(argv)
+    if known.model != "unmask":
+        return
+    if known.device is not None:
+        from ..cli import resolve_device
+
+        resolve_device(known.device)
+    check_model_args(known.model_args or "")
+
+
 def run_lm_eval_cli(argv: list[str]) -> int:
     """Run lm-eval's command line with the ``unmask`` model registered."""
     from lm_eval.__main__ import cli_evaluate
+
+    _precheck(argv)
 
     old = sys.argv
     sys.argv = ["lm_eval", *argv]

@@ -66,6 +66,26 @@ class EvalSpec:
     resolved_config: dict[str, Any] | None = None  # the CLI's fully resolved preset/config/flags
 
 
+def check_spec(spec: EvalSpec) -> None:
+    """The boundary rule for an eval run, whichever door it came through (CLI, sweep, Python):
+    numbers finite and in range, decoding overrides that exist, sampler options some sampler
+    knows (see :mod:`unmask.validation` and :mod:`unmask.config_schema`)."""
+    from ..config_schema import generation_keys
+    from ..samplers.base import check_sampler_options
+    from ..validation import check_option
+
+    for name in ("limit", "batch_size", "num_fewshot", "exec_timeout", "threads", "merge_timeout"):
+        setattr(spec, name, check_option(name, getattr(spec, name), f"--{name}"))
+    if spec.batch_size is None:
+        raise UnmaskError("--batch_size must be given")
+    unknown = sorted(set(spec.overrides) - generation_keys())
+    if unknown:
+        raise UnmaskError(f"unknown generation setting(s) {', '.join(unknown)}")
+    spec.sampler_options = check_sampler_options(dict(spec.sampler_options))
+    if not isinstance(spec.output_dir, (str, os.PathLike)) or not str(spec.output_dir):
+        raise UnmaskError(f"--output_dir must be a folder name, got {spec.output_dir!r}")
+
+
 # --------------------------------------------------------------------------- model identity
 def model_fingerprint(folder: str | Path) -> str:
     """Cheap identity of a checkpoint folder: config.json, plus each weight file's name, size and
@@ -155,10 +175,7 @@ class EvalRun:
     def __init__(self, spec: EvalSpec, session=None) -> None:
         self.spec = spec
         self.rank, self.world = distributed.rank_and_world()
-        if spec.batch_size < 1:
-            raise UnmaskError(f"--batch_size must be >= 1, got {spec.batch_size}")
-        if spec.limit is not None and spec.limit < 0:
-            raise UnmaskError(f"--limit must be >= 0, got {spec.limit}")
+        check_spec(spec)
         if spec.threads is not None:
             import torch
 
@@ -258,8 +275,16 @@ class EvalRun:
         return distributed.shard(idx, self.rank, self.world)
 
     def run(self, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        from ..userio import ensure_dir
+        from .lock import RunLock
+
+        ensure_dir(self.spec.output_dir, "--output_dir")
+        ensure_dir(self.run_dir, "run folder")
+        with RunLock(self.run_dir, self.rank, self.world):
+            return self._run(on_progress)
+
+    def _run(self, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         t_start = time.perf_counter()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0 and not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", self.describe())
         todo = self.pending()

@@ -56,21 +56,21 @@ def _gen_fields() -> set[str]:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a sweep file (see :mod:`unmask.config_schema`): unknown keys, misspelt
+    settings, unknown samplers and bad numbers are errors before any run starts."""
     import yaml
+
+    from ..config_schema import validate_sweep_config
+    from ..userio import read_text
 
     p = Path(path)
     if not p.exists():
         raise UnmaskError(f"sweep config {p} does not exist")
     try:
-        cfg = yaml.safe_load(p.read_text()) or {}
+        cfg = yaml.safe_load(read_text(p, "sweep config")) or {}
     except yaml.YAMLError as e:
         raise UnmaskError(f"{p}: not valid YAML ({e})") from None
-    if not isinstance(cfg, dict):
-        raise UnmaskError(f"{p}: expected a mapping at the top level")
-    for key in ("models", "tasks", "samplers"):
-        if not cfg.get(key):
-            raise UnmaskError(f"{p}: '{key}' must be a non-empty list")
-    return cfg
+    return validate_sweep_config(cfg, str(p))
 
 
 def _as_list(v: Any) -> list[Any]:
@@ -174,6 +174,9 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
             print(f"{r['model']}  {r['task']}  {r['sampler']}  {r['settings']}")
         return {"runs": rows}
 
+    from ..userio import ensure_dir
+
+    ensure_dir(out_dir, "sweep output_dir")  # before hours of decoding, not after
     bar = _SweepProgress.create(progress, len(runs))
     rows: list[dict[str, Any]] = []
     try:
@@ -220,7 +223,7 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
             })
     finally:
         bar.stop()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir, "sweep output_dir")
     files = write_tables(rows, out_dir)
     files.update(write_plots([r for r in rows if "accuracy" in r], out_dir))
     if progress:

@@ -42,8 +42,12 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 def architecture_of(config: dict[str, Any]) -> type[DiffusionLM]:
     """Pick the native class from ``model_type`` / ``architectures`` in config.json."""
+    if not isinstance(config, dict):
+        raise UnmaskError(f"config.json must hold a JSON object, not a {type(config).__name__}")
+    if not isinstance(config.get("architectures") or [], list):
+        raise UnmaskError(f"config.json: architectures must be a list of names, got {config.get('architectures')!r}")
     mt = str(config.get("model_type", "")).lower()
-    archs = [a.lower() for a in config.get("architectures") or []]
+    archs = [str(a).lower() for a in config.get("architectures") or []]
     if mt == "llada" or any("llada" in a for a in archs) or "d_model" in config:
         return LLaDA
     if mt == "dream" or any("dream" in a for a in archs):
@@ -89,11 +93,13 @@ def _weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     single = folder / "model.safetensors"
     if index.exists():
+        from ..userio import read_text
+
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise UnmaskError(f"{index} is not a valid safetensors index ({e})") from e
-        files = sorted({folder / f for f in weight_map.values()})
+            weight_map = json.loads(read_text(index, "safetensors index"))["weight_map"]
+            files = sorted({folder / str(f) for f in weight_map.values()})
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise UnmaskError(f"{index} is not a valid safetensors index ({type(e).__name__}: {e})") from None
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise UnmaskError(f"{index} lists shards that are not in {folder}: {', '.join(missing)}")
@@ -111,10 +117,12 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.exists():
         raise UnmaskError(f"no config.json in {folder}: a model folder needs config.json and model.safetensors")
+    from ..userio import read_text
+
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path, "config file"))
     except json.JSONDecodeError as e:
-        raise UnmaskError(f"{path} is not valid JSON ({e})") from e
+        raise UnmaskError(f"{path} is not valid JSON ({e})") from None
 
 
 def load_model(
@@ -130,12 +138,16 @@ def load_model(
     folder = Path(folder)
     if not folder.is_dir():
         raise UnmaskError(f"model folder {folder} does not exist")
+    from .checkpoint_check import check_config, check_weight_files
+
     raw = read_config(folder)
+    check_config(raw, folder / "config.json")
     config = config_from_dict(raw)
     cls = _class_of(config)
     target_dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
     files = _weight_files(folder)
+    check_weight_files(files)
 
     with torch.device("meta"):
         model = cls(config)

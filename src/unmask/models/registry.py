@@ -91,13 +91,19 @@ def known_aliases() -> list[str]:
 
 def resolve_model_path(name_or_path: str) -> Path:
     """Turn a folder, alias or hub id into a local checkpoint folder, or raise UnmaskError."""
-    if not name_or_path:
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str) or not name_or_path:
         raise UnmaskError("no model given: pass --model_name_or_path (a folder or one of: " + ", ".join(known_aliases()) + ")")
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
             raise UnmaskError(f"{p} is a folder but has no config.json (expected config.json + model.safetensors)")
         return p
+    if p.exists():
+        raise UnmaskError(f"{p} is a file; --model_name_or_path wants a checkpoint folder (config.json + model.safetensors)")
+    if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
+        raise UnmaskError(f"model folder {p} does not exist")
     key = name_or_path.strip().lower()
     if key in BUILTIN:
         folder = assets_dir() / key

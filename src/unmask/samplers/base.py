@@ -119,14 +119,38 @@ def sampler_names() -> list[str]:
     return sorted({cls.name for cls in _REGISTRY.values()})
 
 
-def make_sampler(name: str, **options: Any) -> Sampler:
-    """Build a sampler by name or alias. Options a sampler does not take are ignored (the CLI
-    passes every flag), but values it takes are validated."""
+def all_sampler_options() -> set[str]:
+    """Every option name some registered sampler takes."""
     from . import baselines, info_gain  # noqa: F401 - registration side effects
 
+    return {o for cls in _REGISTRY.values() for o in getattr(cls, "options", ())}
+
+
+def check_sampler_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse option names no sampler knows (a typo such as ``treshold`` must not be dropped
+    silently) and validate every numeric value (see :mod:`unmask.validation`)."""
+    from ..validation import check_options
+
+    known = all_sampler_options()
+    unknown = sorted(k for k in options if k not in known)
+    if unknown:
+        raise UnmaskError(f"unknown sampler option(s) {', '.join(unknown)}; "
+                          f"known options: {', '.join(sorted(known))}")
+    return check_options(options)
+
+
+def make_sampler(name: str, **options: Any) -> Sampler:
+    """Build a sampler by name or alias. Options of *other* samplers are ignored (the CLI passes
+    every flag, a sweep may share options across samplers), but a name that no sampler takes is
+    an error, and every value is validated."""
+    from . import baselines, info_gain  # noqa: F401 - registration side effects
+
+    if not isinstance(name, str):
+        raise UnmaskError(f"a sampler is named by a string, got {name!r}")
     key = name.strip().lower().replace("-", "_")
     if key not in _REGISTRY:
         raise UnmaskError(f"unknown sampler {name!r}; choose one of {', '.join(sampler_names())}")
+    options = check_sampler_options(options)
     cls = _REGISTRY[key]
     accepted = getattr(cls, "options", ())
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import UnmaskError
+from ..validation import check_option
 from .base import Action, Sampler, StepView, register, top_k_stable
 
 
@@ -123,9 +124,7 @@ class EntropySampler(Sampler):
 
 
 def _check_unit(name: str, value: float) -> float:
-    if not (0.0 < float(value) <= 1.0):
-        raise UnmaskError(f"{name} must be in (0, 1], got {value}")
-    return float(value)
+    return float(check_option(name, value))
 
 
 @register
@@ -169,9 +168,7 @@ class FactorSampler(Sampler):
     options: ClassVar[tuple[str, ...]] = ("factor",)
 
     def __init__(self, factor: float = 1.0) -> None:
-        if float(factor) <= 0:
-            raise UnmaskError(f"factor must be > 0, got {factor}")
-        self.factor = float(factor)
+        self.factor = float(check_option("factor", factor))
 
     def select(self, view: StepView) -> Action:
         order = top_k_stable(view.confidence, view.n)
@@ -198,9 +195,7 @@ class EBSampler(Sampler):
     options: ClassVar[tuple[str, ...]] = ("gamma",)
 
     def __init__(self, gamma: float = 0.01) -> None:
-        if float(gamma) < 0:
-            raise UnmaskError(f"gamma must be >= 0, got {gamma}")
-        self.gamma = float(gamma)
+        self.gamma = float(check_option("gamma", gamma))
 
     def select(self, view: StepView) -> Action:
         order = top_k_stable(-view.entropy, view.n)
@@ -255,9 +250,7 @@ class EntropyBoundedSampler(Sampler):
     options: ClassVar[tuple[str, ...]] = ("eb_threshold",)
 
     def __init__(self, eb_threshold: float = 0.35) -> None:
-        if float(eb_threshold) < 0:
-            raise UnmaskError(f"eb_threshold must be >= 0, got {eb_threshold}")
-        self.eb_threshold = float(eb_threshold)
+        self.eb_threshold = float(check_option("eb_threshold", eb_threshold))
 
     def select(self, view: StepView) -> Action:
         order = top_k_stable(-view.entropy, view.n)
@@ -270,16 +263,29 @@ class EntropyBoundedSampler(Sampler):
 
 
 def load_token_frequencies(path: str | Path) -> dict[int, float]:
-    """Read the JSON written by :func:`write_token_frequencies`."""
+    """Read the JSON written by :func:`write_token_frequencies`; anything else is refused with
+    one line (a frequency table that is half garbage would silently skew every score)."""
+    import math
+
+    from ..userio import read_text
+
     path = Path(path)
     if not path.exists():
         raise UnmaskError(f"token frequency file {path} does not exist; write one with `unmask pc-freq`")
+    text = read_text(path, "token frequency file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         freqs = data["token_frequency"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UnmaskError(f"{path} is not a token frequency file (need key 'token_frequency'): {e}") from e
-    return {int(k): float(v) for k, v in freqs.items()}
+        if not isinstance(freqs, dict):
+            raise TypeError("'token_frequency' must map token ids to frequencies")
+        table = {int(k): float(v) for k, v in freqs.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UnmaskError(f"{path} is not a token frequency file (need key 'token_frequency' mapping "
+                          f"token id -> frequency): {e}") from None
+    bad = [k for k, v in table.items() if k < 0 or not math.isfinite(v) or v < 0]
+    if bad:
+        raise UnmaskError(f"{path}: token ids must be >= 0 and frequencies finite and >= 0 (first bad id {bad[0]})")
+    return table
 
 
 def write_token_frequencies(texts: list[str], tokenizer: Any, path: str | Path) -> dict[str, Any]:
@@ -294,7 +300,9 @@ def write_token_frequencies(texts: list[str], tokenizer: Any, path: str | Path) 
     if total == 0:
         raise UnmaskError("the reference corpus is empty: no tokens to count")
     data = {"num_tokens": total, "token_frequency": {str(k): v / total for k, v in sorted(counts.items())}}
-    Path(path).write_text(json.dumps(data))
+    from ..userio import write_text
+
+    write_text(path, json.dumps(data), "token frequency file")
     return data
 
 
@@ -310,7 +318,9 @@ class PCSampler(Sampler):
     options: ClassVar[tuple[str, ...]] = ("pc_lambda", "pc_alpha", "pc_freq_file")
 
     def __init__(self, pc_lambda: float = 0.25, pc_alpha: float = 10.0, pc_freq_file: str | None = None) -> None:
-        self.lam, self.alpha, self.freq_file = float(pc_lambda), float(pc_alpha), pc_freq_file
+        self.lam = float(check_option("pc_lambda", pc_lambda))
+        self.alpha = float(check_option("pc_alpha", pc_alpha))
+        self.freq_file = pc_freq_file
         self._freqs = load_token_frequencies(pc_freq_file) if pc_freq_file else {}
         self._table: torch.Tensor | None = None
 

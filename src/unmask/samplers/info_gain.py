@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import UnmaskError
+from ..validation import check_option
 from .base import Action, LookaheadResult, Sampler, StepView, register, top_k_stable
 
 VARIANTS = ("info_gain", "lookum")
@@ -62,15 +63,12 @@ class InfoGainSampler(Sampler):
         hnext_scope: str = "all",
         cost_reduction: str = "sum",
     ) -> None:
-        variant = (variant or self.default_variant).replace("-", "_").lower()
+        variant = str(variant or self.default_variant).replace("-", "_").lower()
         if variant not in VARIANTS:
             raise UnmaskError(f"unknown variant {variant!r}; choose info_gain or lookum")
-        if int(candidate_number) < 1:
-            raise UnmaskError(f"candidate_number must be >= 1, got {candidate_number}")
-        if float(position_temperature) < 0:
-            raise UnmaskError(f"position_temperature must be >= 0, got {position_temperature}")
-        if threshold is not None and not (0.0 < float(threshold) <= 1.0):
-            raise UnmaskError(f"threshold must be in (0, 1], got {threshold}")
+        candidate_number = check_option("candidate_number", candidate_number)
+        position_temperature = check_option("position_temperature", position_temperature)
+        threshold = check_option("threshold", threshold)
         if bypass not in ("any", "all"):
             raise UnmaskError(f"bypass must be 'any' or 'all', got {bypass!r}")
         if hnext_scope not in ("all", "block"):

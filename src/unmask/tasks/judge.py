@@ -1,37 +1,38 @@
-"""Judge a claim about a chain of operations: reasoning region R, answer region A.
+"""Judge a claim about the parity of a bit string: reasoning region R, answer region A.
 
 This is the reasoning/answer trap of the Info-Gain paper's judgment tasks, made small enough to
-train on a CPU. A question states a start digit, five operations modulo 10 and a claimed final
-value; the model writes the running values (R) and then judges the claim (A = ``Y``/``N``).
+train on a CPU. A question states twelve bits and a claimed parity; the model writes the running
+parities (R) and then judges the claim (A = ``Y``/``N``).
 
-Canvas (``[BOS]`` + 26 characters)::
+Canvas (``[BOS]`` + 42 characters)::
 
-    3+4*2-5+7*3=6 | _7 8_ _3 0_ 0_ | N
-    question (13)   R (10)          A (1)      (spaces added here for reading only)
+    101100101110=0 | 1_ _1 0_ 1_ _1 _1 0_ _1 _0 1_ 0_ _0 | N
+    question (14)    R (24)                                A (1)   (spaces for reading only)
 
-* **Question** (given, never masked): start digit, five ``op digit`` pairs with ``op`` in
-  ``+ - *`` and a digit 1-9, evaluated left to right modulo 10, then ``=`` and the claimed value.
-  75% of claims are true (the claimed value is the real result); a false claim names another
-  digit uniformly. The answer therefore has a confident *prior*: ``Y`` with probability 0.75.
-* **R** (five steps, two cells each): step ``i`` holds the running value after operation ``i``
-  and a filler ``_``, in an order drawn at random per step (``_v`` or ``v_``). The filler stands in
-  for what reasoning text has and arithmetic does not: several equally good ways to write the same
-  content. It makes every R cell at most 50% certain before anything of R is written, while the
-  *value* of each step is exactly determined by the question and the step before.
-* **A** (one cell): ``Y`` when the claim equals the final running value, else ``N``.
+* **Question** (given, never masked): twelve bits, ``=`` and the claimed parity (XOR of all
+  bits). 75% of claims are true, so the answer has a confident *prior*: ``Y`` with probability
+  0.75.
+* **R** (twelve steps, two cells each): step ``i`` holds the parity of the first ``i`` bits and a
+  filler ``_``, in an order drawn at random per step (``_v`` or ``v_``). The filler stands in for
+  what reasoning text has and a bare computation does not: several equally good ways to write the
+  same content. It makes every R cell at most 50% certain before R is written, while the *value*
+  of each step is the XOR of the step before and one question bit.
+* **A** (one cell): ``Y`` when the claim equals the final running parity, else ``N``.
 
 Why this shows the trap: before R is written, the most certain cell on the canvas is A (about
-0.75, the prior, unless the model can compose five operations in one forward, which a small
-model learns slowly if at all), so certainty-greedy samplers (confidence, margin, entropy) commit
-the answer first and land near the prior. Writing R first (left to right) makes each value a
-single table look-up and the final comparison trivial, so a reasoning-first order is near
-perfect once the model has learned one step. Why not ``ab*cd=efgh?`` with the product in R: a
-trained model is confident about product digits given the factors, so a certainty sampler writes
-R first on its own and there is no trap to measure; the trap needs reasoning cells that are
-individually uncertain, as natural-language reasoning tokens are.
+0.75, the prior: the parity of twelve bits in one forward is the textbook function a small
+transformer does not learn), so certainty-greedy samplers (confidence, margin, entropy) commit the
+answer first and land near the prior. Writing R first (left to right) turns each step into a
+two-bit XOR and the final comparison into a copy, so a reasoning-first order is near perfect once
+the model has learned one step. Two designs were tried and dropped: ``ab*cd=efgh?`` with the
+product in R (a trained model is confident about product digits given the factors, so certainty
+samplers write R first on their own and there is no trap), and a five-step chain of ``+ - *``
+modulo 10 (the trap by construction, but a 1.3M-parameter model had not learned one step of the
+arithmetic after 2,300 CPU steps, so left-to-right decoding could not be good).
 
 Held-out items are disjoint from training by construction: a question belongs to the test split
-when a hash of its text falls in one bucket of eight; training never draws such questions.
+when a hash of its bit string falls in one bucket of eight (512 of the 4,096 bit strings);
+training never draws them, and a test set never repeats a bit string.
 """
 
 from __future__ import annotations
@@ -43,34 +44,21 @@ from typing import Any
 
 from .synthetic import SyntheticTask, register
 
-N_OPS = 5
-OPS = "+-*"
-QUESTION_LEN = 1 + 2 * N_OPS + 2  # start, (op digit) x 5, '=', claim
+N_BITS = 12
+QUESTION_LEN = N_BITS + 2  # bits, '=', claim
 R_START = 1 + QUESTION_LEN + 1  # canvas index of the first R cell ([BOS] + question + '|')
-R_LEN = 2 * N_OPS
+R_LEN = 2 * N_BITS
 A_START = R_START + R_LEN + 1  # after the second '|'
 A_LEN = 1
 TRUE_RATE = 0.75
 HELDOUT_BUCKETS = 8
 
 
-def apply_op(value: int, op: str, operand: int) -> int:
-    if op == "+":
-        return (value + operand) % 10
-    if op == "-":
-        return (value - operand) % 10
-    if op == "*":
-        return (value * operand) % 10
-    raise ValueError(f"unknown operation {op!r}")
-
-
-def chain_values(question: str) -> list[int]:
-    """Running values after each operation of a question such as ``3+4*2-5+7*3=6``."""
-    value = int(question[0])
-    out = []
-    for i in range(N_OPS):
-        op, operand = question[1 + 2 * i], int(question[2 + 2 * i])
-        value = apply_op(value, op, operand)
+def running_parities(question: str) -> list[int]:
+    """Parity of the first ``i`` bits, for ``i = 1..12``, of a question such as ``1011...=0``."""
+    value, out = 0, []
+    for ch in question[:N_BITS]:
+        value ^= int(ch)
         out.append(value)
     return out
 
@@ -80,21 +68,22 @@ def claim_of(question: str) -> int:
 
 
 def is_heldout(question: str) -> bool:
-    """True for questions reserved for evaluation (a fixed one-in-eight split by hash)."""
-    return zlib.crc32(question.encode()) % HELDOUT_BUCKETS == 0
+    """True for questions reserved for evaluation: a fixed one-in-eight split of the bit strings
+    by hash (the claim does not enter, so a test bit string is never seen in training at all)."""
+    return zlib.crc32(question[:N_BITS].encode()) % HELDOUT_BUCKETS == 0
 
 
 def parse_reasoning(r: str) -> list[int] | None:
-    """The five running values written in ``r`` (10 cells), or None when a step is malformed
-    (each step must be one digit and one ``_`` in either order)."""
+    """The twelve running parities written in ``r`` (24 cells), or None when a step is
+    malformed (each step must be one bit and one ``_`` in either order)."""
     if len(r) != R_LEN:
         return None
     values = []
-    for i in range(N_OPS):
+    for i in range(N_BITS):
         a, b = r[2 * i], r[2 * i + 1]
-        if a == "_" and b.isdigit():
+        if a == "_" and b in "01":
             values.append(int(b))
-        elif b == "_" and a.isdigit():
+        elif b == "_" and a in "01":
             values.append(int(a))
         else:
             return None
@@ -106,8 +95,8 @@ class JudgeTask(SyntheticTask):
     """Params: ``true_rate`` (share of true claims, default 0.75)."""
 
     name = "judge"
-    alphabet = "0123456789+-*=|_YN"
-    answer_alphabet = "0123456789_YN"  # what a decoder may write into R or A
+    alphabet = "01=|_YN"
+    answer_alphabet = "01_YN"  # what a decoder may write into R or A
     seq_len = QUESTION_LEN + 1 + R_LEN + 1 + A_LEN
     conditional = True
 
@@ -128,29 +117,39 @@ class JudgeTask(SyntheticTask):
     # ------------------------------------------------------------------ data
     def _question(self, rng: random.Random, heldout: bool) -> tuple[str, bool]:
         while True:
-            start = rng.randint(0, 9)
-            parts = [str(start)]
-            for _ in range(N_OPS):
-                parts.append(rng.choice(OPS) + str(rng.randint(1, 9)))
-            body = "".join(parts)
-            final = chain_values(body + "=0")[-1]
+            bits = "".join(str(rng.randint(0, 1)) for _ in range(N_BITS))
+            parity = sum(map(int, bits)) % 2
             true = rng.random() < self.true_rate
-            claim = final if true else rng.choice([d for d in range(10) if d != final])
-            question = f"{body}={claim}"
+            question = f"{bits}={parity if true else 1 - parity}"
             if is_heldout(question) == heldout:
                 return question, true
 
     def solution_text(self, question: str, rng: random.Random) -> str:
         """A full canvas text (without BOS) for ``question``; filler sides drawn from ``rng``."""
-        values = chain_values(question)
+        values = running_parities(question)
         r = "".join(f"_{v}" if rng.random() < 0.5 else f"{v}_" for v in values)
         answer = "Y" if values[-1] == claim_of(question) else "N"
         return f"{question}|{r}|{answer}"
 
     def sample(self, rng: random.Random, **difficulty: Any) -> dict[str, Any]:
         question, true = self._question(rng, heldout=True)
-        values = chain_values(question)
-        return {"question": question, "answer": "Y" if true else "N", "values": values}
+        return {"question": question, "answer": "Y" if true else "N", "values": running_parities(question)}
+
+    def make_dataset(self, n: int, seed: int, **difficulty: Any) -> list[dict[str, Any]]:
+        """``n`` held-out items with distinct bit strings (512 exist), a pure function of the seed."""
+        if n > 512:
+            raise ValueError(f"the judge test split has 512 distinct bit strings; asked for {n} items")
+        rng = random.Random(seed)
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        while len(items) < n:
+            item = self.sample(rng, **difficulty)
+            if item["question"][:N_BITS] in seen:
+                continue
+            seen.add(item["question"][:N_BITS])
+            item["id"] = f"{self.name}-{seed}-{len(items)}"
+            items.append(item)
+        return items
 
     def training_example(self, rng: random.Random) -> tuple[list[int], list[bool]]:
         question, _ = self._question(rng, heldout=False)
@@ -176,14 +175,14 @@ class JudgeTask(SyntheticTask):
         return text[r0:r0 + R_LEN], text[a0:a0 + A_LEN]
 
     def score(self, item: dict[str, Any], answer: str | Sequence[int]) -> dict[str, float]:
-        """``correct`` (A right), ``r_correct`` (every running value right and well formed) and
-        ``a_consistent`` (A is the right verdict for the final value R wrote, right or wrong)."""
+        """``correct`` (A right), ``r_correct`` (every running parity right and well formed) and
+        ``a_consistent`` (A is the right verdict for the final parity R wrote, right or wrong)."""
         text = answer if isinstance(answer, str) else self.parse(answer)
         if len(text) != self.seq_len:
             return {"correct": 0.0, "r_correct": 0.0, "a_consistent": 0.0}
         r, a = self.split(text)
         values = parse_reasoning(r)
-        truth = chain_values(item["question"])
+        truth = running_parities(item["question"])
         claim = claim_of(item["question"])
         out = {"correct": float(a == item["answer"]), "r_correct": float(values == truth)}
         if values is None or a not in ("Y", "N"):

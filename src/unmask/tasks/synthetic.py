@@ -141,6 +141,30 @@ class SyntheticTask:
         """Graded metrics; always includes ``correct`` (1.0 / 0.0)."""
         return {"correct": float(self.verify(item, answer))}
 
+    def check_items(self, items: Sequence[dict[str, Any]], source: str) -> None:
+        """Refuse items from a user's file that would decode or score wrongly: a puzzle that is
+        not text of the canvas length, a solution/reference of the wrong type or length (a short
+        solution used to crash the scorer, a numeric one to score as a silent 0)."""
+        from ..errors import UnmaskError
+
+        for i, item in enumerate(items):
+            where = f"{source}: item {i}"
+            if not isinstance(item, dict):
+                raise UnmaskError(f"{where} must be a JSON object")
+            for key in ("puzzle", "solution", "reference"):
+                if key not in item:
+                    continue
+                v = item[key]
+                if not isinstance(v, str):
+                    raise UnmaskError(f"{where}: {key!r} must be a string of {self.seq_len} characters, "
+                                      f"got {type(v).__name__}")
+                if len(v.strip()) != self.seq_len:
+                    raise UnmaskError(f"{where}: {key!r} must have {self.seq_len} characters, got {len(v.strip())}")
+            try:
+                self.prompt_ids(item)
+            except (KeyError, ValueError, TypeError, IndexError) as e:
+                raise UnmaskError(f"{where} is not a {self.name} item ({type(e).__name__}: {e})") from None
+
     # ---------------------------------------------------------------- shared helpers
     def make_dataset(self, n: int, seed: int, **difficulty: Any) -> list[dict[str, Any]]:
         """``n`` test items, a pure function of ``(seed, difficulty, task params)``."""

@@ -49,6 +49,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnmaskError
 from ..models.base import DiffusionLM
 from ..models.llada import LLaDA, LLaDAConfig
 from ..models.loading import build_model, save_model
@@ -465,11 +466,11 @@ def init_weights(model: DiffusionLM, source: str) -> None:
     try:
         src = load_model(resolve_model_path(source), dtype=torch.float32)
     except Exception as exc:  # noqa: BLE001 - any load failure is a user error here
-        raise SystemExit(f"--init_from {source}: {exc}") from None
+        raise UnmaskError(f"--init_from {source}: {exc}") from None
     theirs, ours = src.state_dict(), model.state_dict()
     bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     if bad or set(theirs) != set(ours):
-        raise SystemExit(f"--init_from {source}: its shape differs from this run's model "
+        raise UnmaskError(f"--init_from {source}: its shape differs from this run's model "
                          f"(first mismatch: {(bad or sorted(set(theirs) ^ set(ours)))[0]}); pass matching "
                          "--n_layers/--d_model/--n_heads/--mlp_hidden_size")
     model.load_state_dict(theirs)
@@ -484,7 +485,7 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
         if saved is not None and k in FROZEN_ON_RESUME:
             if given is not None and given != saved.get(k) and not (k == "task_param" and
                                                                    dict(given) == dict(saved.get(k) or [])):
-                raise SystemExit(f"--{k} {given!r} differs from the checkpoint's {saved.get(k)!r}; "
+                raise UnmaskError(f"--{k} {given!r} differs from the checkpoint's {saved.get(k)!r}; "
                                  "it cannot change on resume")
             cfg[k] = saved.get(k, DEFAULTS.get(k))
         elif given is not None:
@@ -494,31 +495,56 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
         else:
             cfg[k] = DEFAULTS.get(k)
     if not cfg["task"]:
-        raise SystemExit("--task is required for a new run")
+        raise UnmaskError("--task is required for a new run")
     cfg["task_param"] = [list(p) for p in (cfg["task_param"] or [])]
     return cfg
 
 
+def check_train_config(cfg: dict[str, Any]) -> None:
+    """Numbers through the shared rule (they may come from a checkpoint's saved config too), and
+    a model shape that can be built."""
+    from ..validation import check_option
+
+    for k in DEFAULTS:
+        cfg[k] = check_option(k, cfg[k], f"--{k}")
+    if cfg["d_model"] % cfg["n_heads"]:
+        raise UnmaskError(f"--n_heads ({cfg['n_heads']}) must divide --d_model ({cfg['d_model']})")
+    if (cfg.get("positions") or "rope") == "rope" and (cfg["d_model"] // cfg["n_heads"]) % 2:
+        raise UnmaskError(f"the head size --d_model/--n_heads = {cfg['d_model'] // cfg['n_heads']} must be even "
+                          "with rotary positions (or use --positions learned)")
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Entry point behind ``python -m unmask.train`` / ``unmask train``; returns an exit code."""
+    from ..userio import ensure_dir
+
     torch.set_num_threads(max(1, args.threads))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.init_from and args.resume:
+        raise UnmaskError("--init_from starts a new run; it cannot be combined with --resume")
+    out = ensure_dir(args.out, "--out")
     ckpt_path = out / "ckpt.pt"
     log_path = out / "log.jsonl"
     saved = None
     if args.resume:
         if not ckpt_path.exists():
-            raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            raise UnmaskError(f"--resume: no checkpoint at {ckpt_path}")
+        try:
+            saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            saved["config"], saved["model"], saved["optimizer"], saved["step"]  # noqa: B018 - presence check
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's file to fix
+            raise UnmaskError(f"--resume: {ckpt_path} is not a readable unmask training checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     cfg = resolve_config(args, saved["config"] if saved else None)
-    task = get_task(cfg["task"], **dict(cfg["task_param"]))
+    check_train_config(cfg)
+    try:
+        task = get_task(cfg["task"], **dict(cfg["task_param"]))
+    except (KeyError, TypeError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise UnmaskError(f"--task {cfg['task']} {cfg['task_param'] or ''}: {msg}".replace(" : ", ": ")) from None
     model = make_model(task, cfg["n_layers"], cfg["d_model"], cfg["n_heads"], cfg["mlp_hidden_size"], cfg["seed"],
                        cfg.get("positions") or "rope")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.98), weight_decay=cfg["weight_decay"])
     step, elapsed = 0, 0.0
-    if args.init_from and saved:
-        raise SystemExit("--init_from starts a new run; it cannot be combined with --resume")
     if args.init_from:
         init_weights(model, args.init_from)
     if saved:
@@ -622,4 +648,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unmask.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
-    return run_train(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    from ..cli import check_arguments
+
+    try:
+        check_arguments(args)
+        return run_train(args)
+    except UnmaskError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2

@@ -82,14 +82,32 @@ class TraceFile:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_trace(trace: Trace, path: Path) -> None:
+    """A hand-edited trace with text where numbers belong would fail deep inside the drawing."""
+    canvas = list(trace.final_tokens or []) or list(trace.initial_tokens or [])
+    if not all(_is_int(t) for t in canvas):
+        raise UnmaskError(f"{path}: unreadable trace (token lists must hold integers)")
+    for r in trace.tokens:
+        if not (_is_int(r.step) and _is_int(r.position) and _is_int(r.token)) or r.step < 0:
+            raise UnmaskError(f"{path}: unreadable trace (bad token record {r})")
+        if canvas and not 0 <= r.position < len(canvas):
+            raise UnmaskError(f"{path}: unreadable trace (position {r.position} outside a canvas of {len(canvas)})")
+
+
 def load_trace_file(path: str | Path, label: str | None = None) -> TraceFile:
     """Read a file written by ``unmask sample --save_trace`` (or a bare ``Trace.to_dict()``).
     The label is, in order: ``label``, the file's ``label``/``sampler`` field, the file name."""
     path = Path(path)
     if not path.exists():
         raise UnmaskError(f"trace file {path} does not exist")
+    from ..userio import read_text
+
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "trace file"))
     except json.JSONDecodeError as e:
         raise UnmaskError(f"{path} is not JSON: {e}") from None
     if not isinstance(data, dict):
@@ -99,8 +117,9 @@ def load_trace_file(path: str | Path, label: str | None = None) -> TraceFile:
         raise UnmaskError(f"{path} has no trace; write one with `unmask sample --save_trace {path.name}`")
     try:
         trace = Trace.from_dict(raw)
-    except TypeError as e:
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as e:
         raise UnmaskError(f"{path}: unreadable trace ({e})") from None
+    _check_trace(trace, path)
     meta = {k: v for k, v in data.items() if k != "trace"} if "trace" in data else {}
     name = label or meta.get("label") or meta.get("sampler") or path.stem
     return TraceFile(path=path, trace=trace, label=str(name), meta=meta)
@@ -625,6 +644,9 @@ def render(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] |
     suffix = Path(out).suffix.lower()
     if suffix not in (".gif", *STATIC_SUFFIXES):
         raise UnmaskError(f"--out must end in .gif or one of {', '.join(STATIC_SUFFIXES)}, got {Path(out).name!r}")
+    from ..userio import check_output_file
+
+    check_output_file(out, "--out")
     labeler = make_labeler(tfs, model_name_or_path)
     if suffix == ".gif":
         return save_gif(tfs, out, labeler, grid=grid, columns=columns, max_frames=max_frames, frame_ms=frame_ms)

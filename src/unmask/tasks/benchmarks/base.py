@@ -21,7 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -55,10 +55,19 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise UnmaskError(f"data file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig") as f:
-        text = f.read()
+    from ...userio import decode_text, read_text
+
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                text = decode_text(f.read(), path, "data file")
+        except (OSError, EOFError) as e:
+            raise UnmaskError(f"data file {path} is not a readable gzip file ({e})") from None
+    else:
+        text = read_text(path, "data file")
     stripped = text.lstrip()
+    if not stripped:
+        raise UnmaskError(f"data file {path} is empty: no records to evaluate")
     if stripped.startswith("["):
         try:
             rows = json.loads(stripped)
@@ -81,12 +90,30 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def require_fields(rows: Sequence[dict[str, Any]], fields: Sequence[str], path: str | Path, fmt: str) -> None:
-    """Fail early, naming the first bad record, when a user data file lacks a field."""
+#: JSON type names used in messages
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object"}
+
+
+def require_fields(rows: Sequence[dict[str, Any]], fields: Sequence[str] | Mapping[str, Any], path: str | Path,
+                   fmt: str) -> None:
+    """Fail early, naming the first bad record, when a user data file lacks a field or (when
+    ``fields`` maps names to types) holds a value of the wrong type: a number where the question
+    text belongs would otherwise be scored as a silent 0."""
+    types = dict(fields) if isinstance(fields, Mapping) else {}
+    if not rows:
+        raise UnmaskError(f"{path} has no records; expected {fmt}")
     for i, row in enumerate(rows):
         missing = [f for f in fields if f not in row]
         if missing:
             raise UnmaskError(f"{path}: record {i} lacks field(s) {', '.join(missing)}; expected {fmt}")
+        for name, want in types.items():
+            if want is None:
+                continue
+            v = row[name]
+            if isinstance(v, bool) or not isinstance(v, want):
+                allowed = want if isinstance(want, tuple) else (want,)
+                what = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
+                raise UnmaskError(f"{path}: record {i} field {name!r} must be {what}, got {type(v).__name__}")
 
 
 def assign_ids(rows: list[dict[str, Any]], prefix: str, id_field: str | None = None) -> list[dict[str, Any]]:

@@ -106,7 +106,7 @@ class HumanEval(CodeTask):
     def load(self, data_path=None):
         path = Path(data_path) if data_path else self.default_data_path()
         rows = read_jsonl(path)
-        require_fields(rows, ("task_id", "prompt", "entry_point", "test"), path, self.data_format)
+        require_fields(rows, {"task_id": (str, int), "prompt": str, "entry_point": str, "test": str}, path, self.data_format)
         return assign_ids(rows, "humaneval", "task_id")
 
     def data_fingerprint(self, data_path=None):
@@ -202,7 +202,7 @@ class MBPP(CodeTask):
     def load(self, data_path=None):
         if data_path:
             rows = read_jsonl(data_path)
-            require_fields(rows, ("task_id", "test_list"), data_path, self.data_format)
+            require_fields(rows, {"task_id": (str, int), "test_list": list}, data_path, self.data_format)
         else:
             rows = [r for r in read_jsonl(self.default_data_path()) if self._in_test_split(r)]
         for i, r in enumerate(rows):

@@ -105,7 +105,7 @@ class GSM8K(EvalTask):
     def load(self, data_path=None) -> list[dict[str, Any]]:
         path = Path(data_path) if data_path else self.default_data_path()
         rows = read_jsonl(path)
-        require_fields(rows, ("question", "answer"), path, self.data_format)
+        require_fields(rows, {"question": str, "answer": str}, path, self.data_format)
         return assign_ids(rows, "gsm8k")
 
     def fewshot(self, n: int) -> list[dict[str, Any]]:

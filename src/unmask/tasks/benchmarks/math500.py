@@ -38,7 +38,7 @@ class Math500(EvalTask):
     def load(self, data_path=None) -> list[dict[str, Any]]:
         path = Path(data_path) if data_path else self.default_data_path()
         rows = read_jsonl(path)
-        require_fields(rows, ("problem", "answer"), path, self.data_format)
+        require_fields(rows, {"problem": str, "answer": (str, int, float)}, path, self.data_format)
         id_field = "unique_id" if all("unique_id" in r for r in rows) else None
         return assign_ids(rows, "math500", id_field)
 

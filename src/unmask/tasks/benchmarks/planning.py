@@ -105,7 +105,7 @@ class _FewshotFile(EvalTask):
     def load(self, data_path=None):
         if data_path:
             rows = read_jsonl(data_path)
-            require_fields(rows, ("input",), data_path, self.data_format)
+            require_fields(rows, {"input": str}, data_path, self.data_format)
             return assign_ids(rows, self.name)
         rows = read_jsonl(self.default_data_path())
         items = assign_ids(rows, self.name)[N_EXEMPLARS:]

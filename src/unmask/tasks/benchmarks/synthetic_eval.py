@@ -47,7 +47,9 @@ class SyntheticEvalTask(EvalTask):
 
     def load(self, data_path=None):
         if data_path:
-            return assign_ids(read_jsonl(data_path), self.task.name)
+            rows = read_jsonl(data_path)
+            self.task.check_items(rows, str(data_path))
+            return assign_ids(rows, self.task.name)
         n = self.size if self._limit is None else min(self.size, self._limit)
         return self.task.make_dataset(n, self.seed, **self.difficulty())
 

@@ -127,7 +127,7 @@ class TruthfulQA(EvalTask):
                     })
         else:
             rows = read_jsonl(path)
-            require_fields(rows, ("question", "correct_answers", "incorrect_answers"), path, self.data_format)
+            require_fields(rows, {"question": str, "correct_answers": (list, str), "incorrect_answers": (list, str)}, path, self.data_format)
         return assign_ids(rows, "truthfulqa")
 
     def prompt(self, item, chat, num_fewshot):

@@ -1,0 +1,60 @@
+"""Run-time checks of what the model and the user's hooks hand the engine.
+
+Validation at the boundary cannot see everything: NaN or infinite weights load fine and only show
+up as NaN logits, and a logits hook can return anything. A NaN logit makes every probability NaN;
+``argmax`` then returns index 0 (silently all-zero tokens) or, with sampling, the mask token,
+which keeps the position masked forever (a hang). So the engine checks each step's logits once,
+cheaply (one reduction over a tensor it already holds), and stops with a clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import UnmaskError
+
+
+def check_model_logits(logits: torch.Tensor, where: str = "the model") -> None:
+    """Raw model logits must be finite everywhere."""
+    if not bool(torch.isfinite(logits).all()):
+        n_nan = int(torch.isnan(logits).sum())
+        n_inf = int(torch.isinf(logits).sum())
+        raise UnmaskError(
+            f"{where} produced non-finite logits ({n_nan} NaN, {n_inf} inf): the checkpoint's weights "
+            "contain NaN/inf or overflow in this dtype (try --dtype float32)"
+        )
+
+
+def check_processed_logits(logits: torch.Tensor, where: str = "the logits hook") -> None:
+    """After penalties, suppression and hooks: no NaN/+inf, and every position keeps at least one
+    token it may still choose (a row of all -inf has no distribution to sample from)."""
+    if bool(torch.isnan(logits).any()) or bool(torch.isposinf(logits).any()):
+        raise UnmaskError(f"{where} returned NaN or +inf logits")
+    if logits.numel() and not bool(torch.isfinite(logits).any(-1).all()):
+        raise UnmaskError(
+            f"after {where}, some position has no token left to choose (every logit is -inf): "
+            "check suppress_token_ids, eos_penalty and the hook"
+        )
+
+
+def logits_width(model: torch.nn.Module) -> int | None:
+    """Number of logits the model produces per position, from its config (None when unknown)."""
+    cfg: Any = getattr(model, "config", None)
+    for name in ("embedding_size", "vocab_size"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_token_ids(model: torch.nn.Module, ids: dict[str, list[int]]) -> None:
+    """Token ids the engine will index logits with or write into the canvas must exist."""
+    width = logits_width(model)
+    if width is None:
+        return
+    for name, values in ids.items():
+        bad = [v for v in values if not 0 <= int(v) < width]
+        if bad:
+            raise UnmaskError(f"{name} {bad[:5]} outside the model's vocabulary of {width} tokens")

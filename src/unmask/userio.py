@@ -1,0 +1,90 @@
+"""Reading and writing the user's files with one-line errors.
+
+A file given on the command line can be missing, a folder, unreadable, binary or not UTF-8, and an
+output path can point into a missing folder, at an existing folder or somewhere read-only. Each of
+those is the user's to fix, so each becomes an :class:`UnmaskError` naming the file and the
+problem, instead of a traceback from deep inside ``open``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UnmaskError
+
+
+def _os_reason(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of a user file (a leading BOM is dropped)."""
+    p = Path(path)
+    if not p.exists():
+        raise UnmaskError(f"{what} {p} does not exist")
+    if p.is_dir():
+        raise UnmaskError(f"{what} {p} is a folder, not a file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise UnmaskError(f"cannot read {what} {p}: {_os_reason(e)}") from None
+    return decode_text(data, p, what)
+
+
+def decode_text(data: bytes, path: str | Path, what: str = "file") -> str:
+    if b"\x00" in data[:8192]:
+        raise UnmaskError(f"{what} {path} is a binary file, not text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnmaskError(f"{what} {path} is not valid UTF-8 text (byte {e.start})") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Fail before any work when ``path`` cannot be written: an existing folder, a missing or
+    non-folder parent, or a read-only place."""
+    p = Path(path)
+    if p.is_dir():
+        raise UnmaskError(f"{what} {p} is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise UnmaskError(f"cannot write {what} {p}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise UnmaskError(f"cannot write {what} {p}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UnmaskError(f"cannot write {what} {p}: permission denied")
+    return p
+
+
+def write_text(path: str | Path, text: str, what: str = "output file") -> None:
+    p = check_output_file(path, what)
+    try:
+        p.write_text(text)
+    except OSError as e:
+        raise UnmaskError(f"cannot write {what} {p}: {_os_reason(e)}") from None
+
+
+def ensure_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create an output folder (and its parents), or explain in one line why not."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UnmaskError(f"{what} {p} exists and is not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UnmaskError(f"{what} {p}: a part of the path is a file, not a folder") from None
+    except NotADirectoryError:
+        raise UnmaskError(f"{what} {p}: a part of the path is a file, not a folder") from None
+    except OSError as e:
+        raise UnmaskError(f"cannot create {what} {p}: {_os_reason(e)}") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UnmaskError(f"cannot write into {what} {p}: permission denied")
+    return p
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an I/O error that escaped the checks above (the CLI's safety net)."""
+    name = f" {e.filename}" if getattr(e, "filename", None) else ""
+    return f"{_os_reason(e)}:{name}".rstrip(":")
