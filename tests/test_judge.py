@@ -108,7 +108,7 @@ def test_premature_answer_counts_only_earlier_steps(task):
     # answer first: premature
     assert premature_answer(_trace([(0, a)] + [(i + 1, p) for i, p in enumerate(r)]), reg)
     # reasoning first: not premature
-    assert not premature_answer(_trace([(i, p) for i, p in enumerate(r)] + [(10, a)]), reg)
+    assert not premature_answer(_trace([(i, p) for i, p in enumerate(r)] + [(len(r), a)]), reg)
     # 11 of 24 R cells before A: premature; 12 of 24: not
     assert premature_answer(_trace([(i, p) for i, p in enumerate(r[:11])] + [(11, a)]), reg)
     assert not premature_answer(_trace([(i, p) for i, p in enumerate(r[:12])] + [(12, a)]), reg)
