@@ -282,3 +282,21 @@ def test_hooks_and_trace_on_block_grid(sdar):
     tr = out.traces[0]
     assert [s.block for s in tr.steps] == [0, 0, 1, 1, 1, 1]
     assert sorted(t.position for t in tr.tokens) == list(range(6, 12))
+
+
+def test_config_checks_follow_the_qwen3_layout(tmp_path):
+    """head_dim is its own field (Qwen3-4B: hidden 2560, 32 heads of 128), EOS may be a list,
+    and the default mask id 151669 must fit the vocabulary."""
+    tok = make_chatml_tokenizer()
+    cfg = tiny_config("sdar", len(tok), hidden_size=40, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    model = build_model(cfg, seed=0)
+    save_model(model, tmp_path / "ok")
+    raw = json.loads((tmp_path / "ok" / "config.json").read_text())
+    raw["eos_token_id"] = [0, 2]
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(raw))
+    back = load_model(tmp_path / "ok")
+    assert back.config.eos_token_id == 0 and back.config.hidden_size == 40
+    raw.pop("mask_token_id")
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(UnmaskError, match="mask_token_id 151669 \\(the default"):
+        load_model(tmp_path / "ok")
