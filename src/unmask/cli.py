@@ -109,6 +109,7 @@ SUBCOMMAND_MODULES = (
     "unmask.eval.commands",
     "unmask.chat.commands",
     "unmask.viz.commands",
+    "unmask.serve.commands",
 )
 
 SAMPLER_OPTION_FLAGS = (

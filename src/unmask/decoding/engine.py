@@ -533,9 +533,14 @@ class Engine:
                         rows[ri].next_logits = None
                 global_step += 1
                 if cfg.tokens_hook is not None:
+                    before = x.clone()
                     x = call_tokens_hook(cfg.tokens_hook, global_step - 1, x, logits, ws)
+                    # a row whose canvas the hook changed must not reuse its lookahead logits; a
+                    # hook that only watches (live view, server streaming) costs no extra forward
+                    changed = (x != before).any(1).tolist()
                     for row in rows:
-                        row.next_logits = None  # the hook may have changed the canvas
+                        if changed[row.index]:
+                            row.next_logits = None
                 self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
             if exact is not None and we < total:  # append the finished block (one more forward)
                 everyone = list(range(b))
