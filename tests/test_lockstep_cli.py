@@ -45,6 +45,11 @@ def test_sample_markers_json_and_trace(tiny_llada_dir, tmp_path, capsys):
     assert main(["viz", str(trace), "--out", str(gif)]) == 0
     im = Image.open(gif)
     assert im.n_frames == m["steps"] + 1
+    from unmask.viz.regions import REGION_RGB
+
+    im.seek(im.n_frames - 1)
+    colours = {c for _, c in im.convert("RGB").getcolors(1 << 16)}
+    assert REGION_RGB["R"] in colours and REGION_RGB["A"] in colours  # the regions' bars are drawn
 
 
 def test_sample_separator_layout(tiny_llada_dir, capsys):
