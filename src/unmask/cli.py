@@ -51,10 +51,11 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     """Every flag that changes decoding; shared by sample, chat, eval and compare."""
     add_flag(p, "sampler", default="confidence",
-             help="random, leftright, confidence, margin, entropy, threshold, factor, eb, pc, info_gain, lookum")
+             help="random, leftright, confidence, margin, entropy, threshold, factor, eb, pc, info_gain, lookum; "
+                  "SDAR/TraDo names: sequential, low_confidence_static, low_confidence_dynamic, entropy_bounded")
     add_flag(p, "max_new_tokens", type=int, default=None, help="tokens to generate after the prompt")
-    add_flag(p, "steps", type=int, default=None, help="total decoding steps (default: one token per step)")
-    add_flag(p, "block_size", type=int, default=None, help="semi-autoregressive block length (default: one block)")
+    add_flag(p, "steps", type=int, default=None, help="total decoding steps (default: one token per step); SDAR/TraDo: steps per block")
+    add_flag(p, "block_size", type=int, default=None, help="semi-autoregressive block length (default: one block; SDAR/TraDo: the model's, 4)")
     add_flag(p, "tokens_per_step", type=int, default=None, help="fixed tokens per step (instead of --steps)")
     add_flag(p, "schedule", default="linear", help="linear (LLaDA), linear_round, dream")
     add_flag(p, "temperature", type=float, default=0.0, help="token temperature (0 = argmax)")
@@ -63,6 +64,7 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "threshold", type=float, default=None, help="confidence threshold (threshold sampler; Info-Gain bypass)")
     add_flag(p, "factor", type=float, default=None, help="Fast-dLLM factor rule")
     add_flag(p, "gamma", type=float, default=None, help="EB-sampler entropy budget")
+    add_flag(p, "eb_threshold", type=float, default=None, help="entropy_bounded (SDAR) entropy budget (default 0.35)")
     add_flag(p, "pc_lambda", type=float, default=None)
     add_flag(p, "pc_alpha", type=float, default=None)
     add_flag(p, "pc_freq_file", default=None, help="token frequency JSON from `unmask pc-freq`")
@@ -78,7 +80,7 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "beam_size", type=int, default=None, help="beam search over Info-Gain trajectories")
     add_flag(p, "best_of", type=int, default=None, help="N runs, keep the lowest cumulative entropy")
     add_flag(p, "max_lookahead_rows", type=int, default=None, help="split lookahead forwards larger than this")
-    add_flag(p, "use_cache", default="none", help="none | prefix | dual")
+    add_flag(p, "use_cache", default="none", help="none | prefix | dual (SDAR/TraDo: any value but none = the exact block cache)")
     add_flag(p, "eos_penalty", type=float, default=0.0)
     add_flag(p, "eos_fill", type=parse_bool, default=False, help="fill every mask after a committed EOS with EOS")
     add_flag(p, "seed", type=int, default=0)
@@ -114,7 +116,7 @@ SUBCOMMAND_MODULES = (
 )
 
 SAMPLER_OPTION_FLAGS = (
-    "threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
+    "threshold", "factor", "gamma", "eb_threshold", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
     "position_temperature", "bypass", "hnext_scope", "cost_reduction", "lookahead_margin",
 )
 CONFIG_FLAGS = (

@@ -56,6 +56,37 @@ def build_char_tokenizer(alphabet: str):
     return fast
 
 
+#: Qwen's ChatML template (what SDAR/TraDo/Dream ship, without the tool-calling branches)
+CHATML_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|MASK|>"]
+
+
+def build_chatml_char_tokenizer(alphabet: str):
+    """A character-level tokenizer with the special tokens and chat template of the Qwen family
+    (``<|endoftext|>`` = 0 as EOS/pad, ``<|im_start|>``, ``<|im_end|>``, ``<|MASK|>`` = 3): the
+    tiny stand-in for SDAR/TraDo's tokenizer in tests and benchmarks. ``alphabet`` should contain
+    ``\\n`` for the template's line breaks."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(CHATML_SPECIAL_TOKENS)}
+    for c in alphabet:
+        vocab.setdefault(c, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(CHATML_SPECIAL_TOKENS)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|endoftext|>", mask_token="<|MASK|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"], padding_side="left",
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
 def load_tokenizer(folder: str | Path):
     """Load the tokenizer stored beside a checkpoint, offline.
 

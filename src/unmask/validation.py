@@ -90,6 +90,7 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "threshold": UNIT_OPEN_LO,
     "factor": POS,
     "gamma": NONNEG,
+    "eb_threshold": NONNEG,  # SDAR's entropy_bounded budget
     "pc_lambda": NONNEG,
     "pc_alpha": POS,
     "candidate_number": AT_LEAST_1,

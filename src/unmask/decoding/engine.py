@@ -35,6 +35,7 @@ import torch
 
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
+from . import block_causal as bcm
 from . import compat as _compat
 from .guards import check_model_logits, check_processed_logits, check_token_ids
 from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
@@ -268,6 +269,8 @@ class Engine:
         self.pad_id = int(pad if pad is not None else cfg.eos_token_id)
         self.eos_id = int(cfg.eos_token_id)
         self.max_len = int(getattr(cfg, "max_sequence_length", 0) or 0)
+        self.block_causal = bcm.is_block_causal(model)
+        self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
         self.compat = _compat.OFF
 
     # ------------------------------------------------------------------ setup
@@ -358,17 +361,21 @@ class Engine:
         idx = [where[r] for r in row_ids]
         if idx == list(range(cache.batch_size)):
             return cache
+        rows_t = torch.tensor(idx, device=cache.keys[0].device)
+        if self.block_causal:  # SDAR reads cache.keys directly: materialise the rows
+            return cache.select_rows(rows_t)
         # lazy: the model gathers these rows while it writes the window into each layer's keys
-        return cache.rows_view(torch.tensor(idx, device=cache.keys[0].device))
+        return cache.rows_view(rows_t)
 
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
         """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
         model = self.model
         act = torch.tensor(row_ids, device=x.device)
         total = x.shape[1]
+        kw = self._predict_kw
         if cfg.use_cache == "none":
             self._count(rows, row_ids, total)
-            return model.predict(x[act], am[act], start=start, end=end).logits
+            return model.predict(x[act], am[act], start=start, end=end, **kw).logits
         if cache_state.get("cache") is None:
             self._count(rows, row_ids, total)
             out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
@@ -396,7 +403,8 @@ class Engine:
             js = [j for j, k in enumerate(keys) if k == (s_, e_)]
             sub = [ids[j] for j in js]
             cache = self._cached_rows(cache_state, sub)
-            window_end = total if cfg.use_cache == "prefix" else e_
+            # block-causal models: the exact cache holds the finished blocks, the window is the block
+            window_end = total if (cfg.use_cache == "prefix" and not self.block_causal) else e_
             compat_window = (step and len(parts) == 1 and (s_, e_) == (start, end)
                              and _compat.uses_block_entry(self.compat, self.model, cfg.use_cache))
             # Fast-dLLM's compat window has no extra position for Dream's shift
@@ -405,9 +413,11 @@ class Engine:
             if len(parts) == 1 and (s_, e_) == (start, end):
                 if compat_window:
                     return _compat.window_logits(self.model, xs, ams, cache, start, window_end, end)
-                return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end).logits
+                return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end,
+                                          **self._predict_kw).logits
             sel = torch.tensor(js, device=xs.device)
-            lg = self.model.predict(xs[sel], ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_).logits
+            lg = self.model.predict(xs[sel], ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_,
+                                    **self._predict_kw).logits
             if out is None:
                 out = lg.new_zeros((len(ids), end - start, lg.shape[-1]))
             out[sel, s_ - start : e_ - start] = lg
@@ -440,7 +450,19 @@ class Engine:
         device = self.model.device
         lengths = [len(p) for p in prompts]
         prompt_len = max(lengths)
-        total = prompt_len + cfg.max_new_tokens
+        max_new = cfg.max_new_tokens
+        bc = 0  # block length of a block-causal model (0: not one)
+        if self.block_causal:
+            bc = bcm.block_length_of(self.model, cfg.block_size)
+            if cfg.plan is not None:
+                raise UnmaskError("block-causal models (SDAR/TraDo) decode on their own block grid; drop the custom plan")
+            groups = bcm.phase_groups(prompts, bc)
+            if len(groups) > 1:  # rows share the block grid (and one exact cache) only within a phase
+                return self._generate_phases(prompts, cfg, groups)
+            if max_new:  # whole blocks, as the reference (an infilling canvas keeps its length)
+                max_new = bcm.grid_new_tokens(prompt_len, max_new, bc)
+            self._predict_kw = {"block_length": bc}
+        total = prompt_len + max_new
         if self.max_len and total > self.max_len:
             raise UnmaskError(
                 f"prompt ({prompt_len} tokens) + max_new_tokens ({cfg.max_new_tokens}) = {total} exceeds the "
@@ -478,7 +500,7 @@ class Engine:
         x, am = x.to(device), am.to(device)
         for row in rows:
             row.trace.initial_tokens = x[row.index, row.pad :].tolist()
-        planner = cfg.plan or BlockPlanner()
+        planner = bcm.AlignedBlockPlanner(bc) if bc else (cfg.plan or BlockPlanner())
         planner.check(cfg, self.sampler)
         layout = Layout(x=x.cpu(), pads=[r.pad for r in rows], groups=[r.group for r in rows],
                         prompt_len=prompt_len, mask_id=self.mask_id)
@@ -501,11 +523,19 @@ class Engine:
         self.group_tokens = [0] * len(prompts)
         t0 = time.perf_counter()
         global_step = 0
+        exact = None  # block-causal models: exact K/V of every finished block (positions [0, ws))
+        if bc and cfg.use_cache != "none":
+            self._count(rows, list(range(b)), phases[0].window()[0])  # the prompt, [0, first window)
+            exact = self.model.prefill(x, am, phases[0].window()[0], block_length=bc)
         for phase in phases:
             ws, we = phase.window()
+            if bc and all(r.done or not r.alive for r in rows):
+                break
             self._windows = {row.index: phase.row_window(row.index) for row in rows}
             named = any(reg.name is not None for reg in phase.regions)
             cache_state: dict[str, Any] = {}
+            if exact is not None:
+                cache_state = {"cache": exact, "map": {r: r for r in range(b)}}
             if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
                 self._entry_commit(x, am, ws, we, phase, cache_state, cfg, rows, stop_ids)
             self._refresh_masks(x, phase)
@@ -515,7 +545,11 @@ class Engine:
                 row.sched = {}
                 for ri_, reg in enumerate(phase.regions):
                     if reg.gate.scheduled:
-                        sched = self._row_schedule(self._masks_in(x, row.index, reg), reg.steps, cfg)
+                        n_in = self._masks_in(x, row.index, reg)
+                        if bc and cfg.tokens_per_step is None:  # the reference's quotas of a full block
+                            sched = bcm.transfer_quotas(n_in, bc, reg.steps)
+                        else:
+                            sched = self._row_schedule(n_in, reg.steps, cfg)
                         row.sched[ri_] = _Sched(sched, block_steps=reg.steps or len(sched))
                 row.next_logits = None
                 row.stalled = False
@@ -549,6 +583,11 @@ class Engine:
                         if changed[row.index]:
                             row.next_logits = None
                 self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
+            if exact is not None and we < total:  # append the finished block (one more forward)
+                everyone = list(range(b))
+                self._count(rows, everyone, we - ws)  # the finished block
+                exact = self.model.extend_cache(x, am, self._cached_rows(cache_state, everyone), ws, we,
+                                                block_length=bc)
 
         seconds = time.perf_counter() - t0
         x_cpu = x.cpu()
@@ -580,6 +619,24 @@ class Engine:
             seconds=seconds,
             prompt_lengths=lengths,
             forward_tokens=self.forward_tokens,
+        )
+
+    def _generate_phases(self, prompts, cfg: GenerationConfig, groups: list[list[int]]) -> GenerationOutput:
+        """A block-causal batch whose prompt lengths differ modulo the block length: decode one
+        sub-batch per phase (each prompt keeps its seed) and put the results back in order."""
+        seeds = _seeds(cfg.seed, len(prompts))
+        outs = [self.generate([prompts[i] for i in group], replace(cfg, seed=[seeds[i] for i in group]))
+                for group in groups]
+        slot = {i: (gi, j) for gi, group in enumerate(groups) for j, i in enumerate(group)}
+        pick = [slot[i] for i in range(len(prompts))]
+        return GenerationOutput(
+            sequences=[outs[g].sequences[j] for g, j in pick],
+            generated=[outs[g].generated[j] for g, j in pick],
+            traces=[outs[g].traces[j] for g, j in pick],
+            nfe=sum(o.nfe for o in outs),
+            forward_rows=sum(o.forward_rows for o in outs),
+            seconds=sum(o.seconds for o in outs),
+            prompt_lengths=[len(p) for p in prompts],
         )
 
     def _stage(self, stage: list[Region], phase: Phase, live: list[int], committed: set[int], x, am, ws: int,
@@ -753,7 +810,9 @@ class Engine:
                 toks = c.tokens if c.tokens is not None else view.tokens[c.index]
                 xb[i, view.positions[c.index]] = toks.to(xb.dtype)
                 i += 1
-        window_end = total if scope == "all" else e
+        # block-causal models: later blocks cannot be predicted before this one is cached, so
+        # H_next covers the active block in both cache modes (cached == uncached)
+        window_end = total if (scope == "all" and not self.block_causal) else e
         chunk = cfg.max_lookahead_rows or len(owner)
         raws = []
         for lo in range(0, len(owner), chunk):
@@ -761,7 +820,7 @@ class Engine:
             xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
                 self._count(rows, ids, total)
-                raws.append(self.model.predict(xs, ams, start=s, end=window_end).logits)
+                raws.append(self.model.predict(xs, ams, start=s, end=window_end, **self._predict_kw).logits)
             else:
                 raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = raws[0] if len(raws) == 1 else torch.cat(raws)

@@ -54,6 +54,7 @@ def check_config(raw: Any, path: str | Path) -> None:
     from .dream import DreamConfig
     from .llada import LLaDAConfig
     from .loading import architecture_of
+    from .sdar import SDARConfig
 
     if not isinstance(raw, dict):
         raise UnmaskError(f"{path} must hold a JSON object (field: value), not a {type(raw).__name__}")
@@ -63,6 +64,8 @@ def check_config(raw: Any, path: str | Path) -> None:
             continue
         v, kind = raw[f.name], _kind(f.type)
         where = f"{path}: {f.name}"
+        if f.name == "eos_token_id" and isinstance(v, list) and v and all(type(t) is int for t in v):
+            v = v[0]  # Qwen-family configs may list several EOS ids; the first is the EOS
         if kind == "bool" and not isinstance(v, bool):
             raise UnmaskError(f"{where} must be true or false, got {v!r}")
         if kind == "int":
@@ -81,6 +84,15 @@ def check_config(raw: Any, path: str | Path) -> None:
         if kind == "str" and not isinstance(v, str):
             raise UnmaskError(f"{where} must be a string, got {v!r}")
     config = cls.from_dict(raw)
+    if isinstance(config, SDARConfig):
+        # Qwen3 layout: head_dim is its own field (hidden_size need not be heads x head_dim)
+        heads, kv, vocab = config.num_attention_heads, config.num_key_value_heads, config.vocab_size
+        if config.head_dim % 2:
+            raise UnmaskError(f"{path}: head_dim ({config.head_dim}) must be even (RoPE)")
+        if heads % kv:
+            raise UnmaskError(f"{path}: num_attention_heads ({heads}) must be divisible by num_key_value_heads ({kv})")
+        _check_ids(config, raw, vocab, path)
+        return
     if isinstance(config, LLaDAConfig):
         width, heads, kv = config.d_model, config.n_heads, config.n_kv_heads or config.n_heads
         vocab = config.embedding_size or config.vocab_size
@@ -96,6 +108,11 @@ def check_config(raw: Any, path: str | Path) -> None:
         raise UnmaskError(f"{path}: the head size {names[0]}/{names[1]} = {width // heads} must be even (RoPE)")
     if heads % kv:
         raise UnmaskError(f"{path}: {names[1]} ({heads}) must be divisible by {names[2]} ({kv})")
+    _check_ids(config, raw, vocab, path)
+
+
+def _check_ids(config: Any, raw: dict[str, Any], vocab: int, path: str | Path) -> None:
+    """The special token ids index the logits: each must be inside the vocabulary."""
     for name in ID_FIELDS:
         if not hasattr(config, name):
             continue

@@ -21,6 +21,7 @@ from ..errors import UnmaskError
 from .base import DiffusionLM
 from .dream import Dream, DreamConfig
 from .llada import LLaDA, LLaDAConfig
+from .sdar import SDAR, SDARConfig
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -51,13 +52,23 @@ def architecture_of(config: dict[str, Any]) -> type[DiffusionLM]:
         return LLaDA
     if mt == "dream" or any("dream" in a for a in archs):
         return Dream
+    if mt in ("sdar", "trado") or any("sdar" in a or "trado" in a for a in archs):
+        return SDAR
     raise UnmaskError(
         f"config.json has model_type={config.get('model_type')!r}, architectures={config.get('architectures')!r}: "
-        "unmask knows LLaDA (model_type 'llada') and Dream (model_type 'Dream')"
+        "unmask knows LLaDA (model_type 'llada'), Dream (model_type 'Dream') and SDAR/TraDo (model_type 'sdar')"
     )
 
 
-def config_from_dict(config: dict[str, Any]) -> LLaDAConfig | DreamConfig:
+def _class_of(config: LLaDAConfig | DreamConfig | SDARConfig) -> type[DiffusionLM]:
+    if isinstance(config, LLaDAConfig):
+        return LLaDA
+    if isinstance(config, SDARConfig):
+        return SDAR
+    return Dream
+
+
+def config_from_dict(config: dict[str, Any]) -> LLaDAConfig | DreamConfig | SDARConfig:
     cls = architecture_of(config)
     if config.get("alibi"):
         # OLMo-style configs can ask for ALiBi; silently building RoPE or a wpe table instead
@@ -66,11 +77,11 @@ def config_from_dict(config: dict[str, Any]) -> LLaDAConfig | DreamConfig:
     return cls.config_class.from_dict(config)
 
 
-def build_model(config: LLaDAConfig | DreamConfig | dict[str, Any], seed: int | None = None) -> DiffusionLM:
+def build_model(config: LLaDAConfig | DreamConfig | SDARConfig | dict[str, Any], seed: int | None = None) -> DiffusionLM:
     """A freshly initialised model (random weights), e.g. for tests or training."""
     if isinstance(config, dict):
         config = config_from_dict(config)
-    cls = LLaDA if isinstance(config, LLaDAConfig) else Dream
+    cls = _class_of(config)
     if seed is not None:
         torch.manual_seed(seed)
     model = cls(config)
@@ -132,7 +143,7 @@ def load_model(
     raw = read_config(folder)
     check_config(raw, folder / "config.json")
     config = config_from_dict(raw)
-    cls = LLaDA if isinstance(config, LLaDAConfig) else Dream
+    cls = _class_of(config)
     target_dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
     files = _weight_files(folder)

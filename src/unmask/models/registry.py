@@ -4,7 +4,7 @@
 
 * a local folder (``config.json`` + safetensors),
 * a built-in tiny model alias (``tiny-sudoku``, ...), shipped inside the package,
-* a known alias (``llada``, ``llada1.5``, ``dream``, ``diffucoder``, ...) or a hub id
+* a known alias (``llada``, ``llada1.5``, ``dream``, ``diffucoder``, ``sdar``, ``trado``, ...) or a hub id
   (``GSAI-ML/LLaDA-8B-Instruct``), looked up in the local Hugging Face cache
   (``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``, folders
   ``models--ORG--NAME/snapshots/*``).
@@ -32,6 +32,14 @@ ALIASES: dict[str, str] = {
     "diffucoder": "apple/DiffuCoder-7B-cpGRPO",
     "diffucoder-instruct": "apple/DiffuCoder-7B-Instruct",
     "diffucoder-base": "apple/DiffuCoder-7B-Base",
+    "sdar": "JetLM/SDAR-8B-Chat",
+    "sdar-8b": "JetLM/SDAR-8B-Chat",
+    "sdar-4b": "JetLM/SDAR-4B-Chat",
+    "sdar-1.7b": "JetLM/SDAR-1.7B-Chat",
+    "trado": "Gen-Verse/TraDo-8B-Instruct",
+    "trado-8b": "Gen-Verse/TraDo-8B-Instruct",
+    "trado-4b": "Gen-Verse/TraDo-4B-Instruct",
+    "trado-thinking": "Gen-Verse/TraDo-8B-Thinking",
 }
 
 #: built-in tiny models shipped under ``unmask/assets/<alias>/``
