@@ -393,3 +393,24 @@ def test_program_helpers_constants_and_modules_reach_the_tests():
              "assert total(Pair(10**5000, 1)) == 10**5000 + 1"]
     res = run_program(src, tests, FAST)
     assert res.passed, res
+
+
+def test_a_python_installation_under_tmp_keeps_the_full_boundary(tmp_path):
+    """A venv made under /tmp used to collide with the sandbox's own /tmp and fall back (with a
+    scratch folder the program could not write to)."""
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    src = str(Path(sandbox.__file__).resolve().parents[2])
+    code = ("import json; from unmask.eval.sandbox import run_program, Limits\n"
+            "r = run_program(\"open('out.txt', 'w').write('x')\\n\", ['assert True'],"
+            " Limits(per_test_timeout_s=1.0, timeout_s=4.0, memory_mb=1024))\n"
+            "print(json.dumps({'passed': r.passed, 'sandbox': r.isolation.get('sandbox')}))\n")
+    env = {**os.environ, "PYTHONPATH": src}
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = out.stdout.strip().splitlines()[-1]
+    expected_mode = isolation_report().get("sandbox", "namespaces")
+    assert got == f'{{"passed": true, "sandbox": "{expected_mode}"}}'

@@ -183,6 +183,11 @@ def _build_root(newroot, cfg):
     in the view. Ends with pivot_root, so the old root is gone."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
     _mount("tmpfs", newroot, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    # the scratch tmpfs comes first: a Python installation that lives under /tmp (a venv made
+    # there) is then bound read-only *inside* it instead of colliding with it
+    os.mkdir(newroot + "/tmp")
+    _mount("tmpfs", newroot + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={int(cfg['disk_mb'])}m,nr_inodes=16384,mode=1777")
     binds = []
     for src in cfg["system_dirs"]:
         if os.path.islink(src):
@@ -221,9 +226,6 @@ def _build_root(newroot, cfg):
         _mount("proc", newroot + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     except OSError:
         pass  # an empty /proc instead
-    os.mkdir(newroot + "/tmp")
-    _mount("tmpfs", newroot + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={int(cfg['disk_mb'])}m,nr_inodes=16384,mode=1777")
     os.mkdir(newroot + "/.old")
     _mount(None, newroot, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
     nr = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "ppc64": 203, "s390x": 217}.get(os.uname().machine)
@@ -423,6 +425,9 @@ def _child():
             workdir = "/tmp"
         except OSError as e:
             iso["reason"] = f"mount setup failed: {e}"
+            # a half-built root must not become the fallback's folder (its tmpfs is root's, 0755)
+            if _libc is not None:
+                _libc.umount2(workdir.encode(), ctypes.c_int(2))  # MNT_DETACH
     if _flags & NEWPID:
         try:
             os.setsid()  # kill(0, ...) must not reach the judge's process group
