@@ -316,6 +316,7 @@ CASES: list[tuple[str, list[str], str, bytes | None]] = [
     ("compare_batch_zero", ["compare", "--task", "nae_sat", "--batch_size", "0"], "--batch_size must be >= 1", None),
     ("compare_n_zero", ["compare", "--task", "nae_sat", "--n", "0"], "--n must be >= 1", None),
     ("compare_task_unknown", ["compare", "--task", "chess"], "unknown task 'chess'", None),
+    ("compare_task_without_model", ["compare", "--task", "judge"], "no built-in model for --task judge", None),
     ("compare_sampler_unknown", ["compare", "--task", "nae_sat", "--samplers", "confidence,nope"], "unknown sampler", None),
     ("compare_givens_bad", ["compare", "--task", "sudoku", "--givens", "90"], "givens range", None),
     ("compare_givens_text", ["compare", "--task", "sudoku", "--givens", "many"], "expected a number or a range", None),

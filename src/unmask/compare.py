@@ -232,8 +232,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-TASK_MODELS = {"sudoku": "tiny-sudoku", "multiply": "tiny-multiply", "nae_sat": "tiny-nae-sat",
-               "judge": "tiny-judge"}
+TASK_MODELS = {"sudoku": "tiny-sudoku", "multiply": "tiny-multiply", "nae_sat": "tiny-nae-sat"}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -243,7 +242,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     task_name = args.task.replace("-", "_")
     model = args.model_name_or_path or TASK_MODELS.get(task_name)
     if model is None:
-        raise UnmaskError(f"unknown task {args.task!r}; choose one of {', '.join(TASK_MODELS)}")
+        from .tasks import task_names
+
+        if task_name in task_names():
+            raise UnmaskError(f"no built-in model for --task {task_name}: train one (unmask train --task {task_name} "
+                              f"--out runs/{task_name}) and pass --model_name_or_path runs/{task_name}/model")
+        raise UnmaskError(f"unknown task {args.task!r}; choose one of {', '.join(TASK_MODELS)} (or a trained model's "
+                          f"task with --model_name_or_path: {', '.join(task_names())})")
     if args.technique and task_name != "sudoku":
         raise UnmaskError("--technique only applies to --task sudoku")
     session = Session.load(model, device=resolve_device(args.device), dtype=args.dtype)
