@@ -143,8 +143,8 @@ class SDARLayer(nn.Module):
         self.mlp = SDARMLP(cfg)
 
     def forward(self, x, cos, sin, mask: torch.Tensor, cache: KVCache | None, layer: int, start: int):
-        """``mask`` ``[B, 1, Q, K]`` bool (True = may attend). Returns the new hidden states and this
-        window's post-RoPE keys/values (for the cache)."""
+        """``mask`` ``[B, 1, Q, K]`` bool (True = may attend). Returns the new hidden states and the
+        post-RoPE keys/values of positions ``[0, start + Q)`` (the cache's, then this window's)."""
         b, q_len, _ = x.shape
         at = self.self_attn
         a = self.input_layernorm(x)
@@ -153,19 +153,18 @@ class SDARLayer(nn.Module):
         v = at.v_proj(a).view(b, q_len, at.kv_heads, at.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin, full_precision=False)
         k = apply_rope(k, cos, sin, full_precision=False)
-        if cache is None:
-            k_all, v_all = k, v
-        else:  # keys of the blocks before the window come from the cache, the window is fresh
-            k_all = torch.cat([cache.keys[layer][:, :, :start], k.to(cache.keys[layer].dtype)], dim=2)
-            v_all = torch.cat([cache.values[layer][:, :, :start], v.to(cache.values[layer].dtype)], dim=2)
+        # keys of the blocks before the window come from the cache (which holds exactly
+        # [0, start)), the window is fresh
+        k_all, v_all = (k, v) if cache is None else cache.layer_window(layer, start, k, v)
         n_rep = at.n_heads // at.kv_heads
+        k_att, v_att = k_all, v_all
         if n_rep > 1:
-            k_all = k_all.repeat_interleave(n_rep, dim=1)
-            v_all = v_all.repeat_interleave(n_rep, dim=1)
-        o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, is_causal=False)
+            k_att = k_all.repeat_interleave(n_rep, dim=1)
+            v_att = v_all.repeat_interleave(n_rep, dim=1)
+        o = F.scaled_dot_product_attention(q, k_att, v_att, attn_mask=mask, is_causal=False)
         x = x + at.o_proj(o.transpose(1, 2).reshape(b, q_len, -1))
         x = x + self.mlp(self.post_attention_layernorm(x))
-        return x, k, v
+        return x, k_all, v_all
 
 
 class _SDARBackbone(nn.Module):
@@ -267,9 +266,6 @@ class SDAR(DiffusionLM):
         for i, layer in enumerate(self.blocks):
             h, k, v = layer(h, cos, sin, mask, cache, i, start)
             if return_cache:
-                if cache is not None:
-                    k = torch.cat([cache.keys[i], k.to(cache.keys[i].dtype)], dim=2)
-                    v = torch.cat([cache.values[i], v.to(cache.values[i].dtype)], dim=2)
                 keys.append(k)
                 values.append(v)
         if head_range is not None:
@@ -298,11 +294,9 @@ class SDAR(DiffusionLM):
         end = t if end is None else end
         want = end if logits_end is None else logits_end
         if cache is None:
-            out = self(x, attention_mask, return_cache=return_cache, head_range=(start, want), block_length=block_length)
-            return ModelOutput(out.logits, out.cache)
-        out = self(x[:, start:end], attention_mask, cache=cache, start=start, head_range=(0, want - start),
-                   block_length=block_length, return_cache=return_cache)
-        return ModelOutput(out.logits, out.cache)
+            return self(x, attention_mask, return_cache=return_cache, head_range=(start, want), block_length=block_length)
+        return self(x[:, start:end], attention_mask, cache=cache, start=start, head_range=(0, want - start),
+                    block_length=block_length, return_cache=return_cache)
 
     @torch.no_grad()
     def prefill(self, x: torch.Tensor, attention_mask: torch.Tensor, end: int, block_length: int | None = None) -> KVCache:
