@@ -133,9 +133,19 @@ def text_canvas(session, prompt: str, chat_template: bool | None, opts: Lockstep
     if opts.answer_separator is None:
         raise UnmaskError("--lockstep needs [R] and [A] markers in the prompt, or --answer_separator TEXT to put "
                           "R and A after it")
-    ids = session.encode_prompt(prompt, chat_template)
-    sep = list(tok(opts.answer_separator, add_special_tokens=False)["input_ids"]) if opts.answer_separator else []
-    return canvas_after_prompt(ids, sep, mask_id, opts.reasoning_tokens, opts.answer_tokens)
+    ids, spans = separator_canvases(session, [session.encode_prompt(prompt, chat_template)], opts)
+    return ids[0], spans[0]
+
+
+def separator_canvases(session, prompts: list[list[int]], opts: LockstepOptions
+                       ) -> tuple[list[list[int]], list[dict[str, tuple[int, int]]]]:
+    """``prompt R separator A`` after each encoded prompt: the canvases and their R/A spans (the
+    separator is tokenized once)."""
+    sep = opts.answer_separator
+    sep_ids = list(session.tokenizer(sep, add_special_tokens=False)["input_ids"]) if sep else []
+    mask_id = int(session.model.config.mask_token_id)
+    canvases = [canvas_after_prompt(p, sep_ids, mask_id, opts.reasoning_tokens, opts.answer_tokens) for p in prompts]
+    return [ids for ids, _ in canvases], [spans for _, spans in canvases]
 
 
 def region_texts(session, seq: list[int], spans: dict[str, tuple[int, int]]) -> dict[str, str]:
@@ -166,7 +176,6 @@ def sample_lockstep(session, prompt, chat_template, sampler, sampler_options, ov
         raise UnmaskError("--prompt is required for this model (with [R]/[A] markers or --answer_separator)")
     ids, spans = text_canvas(session, prompt, chat_template, opts)
     _tell_view(overrides, spans)
-    overrides.setdefault("max_new_tokens", 0)
     if overrides.get("max_new_tokens") is None:
         overrides["max_new_tokens"] = 0
     out = session.generate_ids([ids], sampler, sampler_options, {**overrides, "plan": opts.plan(spans)})
@@ -190,14 +199,13 @@ def _tell_view(overrides: dict[str, Any], spans: dict[str, tuple[int, int]]) -> 
 def lockstep_reply(session, prompt_ids: list[int], sampler, sampler_options, overrides, opts: LockstepOptions):
     """One chat reply decoded in lockstep after the templated prompt: returns the output and the
     reply text (R, separator, A; masks never shown)."""
-    tok = session.tokenizer
-    sep = list(tok(opts.answer_separator, add_special_tokens=False)["input_ids"]) if opts.answer_separator else []
-    mask_id = int(session.model.config.mask_token_id)
-    ids, spans = canvas_after_prompt(prompt_ids, sep, mask_id, opts.reasoning_tokens, opts.answer_tokens)
+    canvases, all_spans = separator_canvases(session, [prompt_ids], opts)
+    ids, spans = canvases[0], all_spans[0]
     _tell_view(overrides, spans)
     out = session.generate_ids([ids], sampler, sampler_options,
                                {**overrides, "max_new_tokens": 0, "plan": opts.plan(spans)})
     lo, hi = spans["R"][0], spans["A"][1]
+    mask_id = int(session.model.config.mask_token_id)
     reply = session.decode([t for t in out.sequences[0][lo:hi] if t != mask_id]).strip()
     return out, reply
 
@@ -215,14 +223,7 @@ def eval_layout(run, items, prompts, overrides):
         if opts.answer_separator is None:
             raise UnmaskError("eval --lockstep on a text benchmark needs --answer_separator TEXT (e.g. '\\nAnswer: ') "
                               "to place R and A after the prompt")
-        tok = run.session.tokenizer
-        sep = list(tok(opts.answer_separator, add_special_tokens=False)["input_ids"]) if opts.answer_separator else []
-        mask_id = int(run.session.model.config.mask_token_id)
-        new_prompts, spans = [], []
-        for p in prompts:
-            ids, sp = canvas_after_prompt(p, sep, mask_id, opts.reasoning_tokens, opts.answer_tokens)
-            new_prompts.append(ids)
-            spans.append(sp)
+        new_prompts, spans = separator_canvases(run.session, prompts, opts)
     return new_prompts, spans, {**overrides, "max_new_tokens": 0, "plan": opts.plan(spans)}
 
 
