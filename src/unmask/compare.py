@@ -9,6 +9,7 @@ multiplication).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -87,6 +88,7 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
     for name in samplers:
         mode, inner = parse_sampler_name(name)
         mode = mode or lockstep.mode
+        ls_opts = dataclasses.replace(lockstep, mode=mode) if mode is not None else None
         ls_traces = []
         correct, nfe, frows, ftoks, ent, secs, obs, prod_first = 0, 0, 0, 0, 0.0, 0.0, [], 0
         premature, r_ok, a_cons = 0, 0.0, 0.0  # reasoning/answer tasks (judge)
@@ -101,7 +103,7 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
             step_cfg = {**cfg, "seed": seeds}
             if mode is not None:
                 spans = [task_regions(task, it) for it in items[lo : lo + len(chunk)]]
-                step_cfg["plan"] = LockstepOptions(**{**lockstep.__dict__, "mode": mode}).plan(spans)
+                step_cfg["plan"] = ls_opts.plan(spans)
             out = session.generate_ids(chunk, inner, sampler_options, step_cfg)
             secs += out.seconds
             for j, seq in enumerate(out.sequences):
