@@ -17,6 +17,7 @@ import torch
 from .decoding.engine import GenerationConfig, GenerationOutput, generate
 from .errors import UnmaskError
 from .models.registry import resolve_model_path
+from .userio import read_text, write_text
 
 #: end-of-turn markers of the chat templates we know (LLaDA, Dream/Qwen, our tiny models)
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|eot|>", "<|endoftext|>", "<|dlm_pad|>")
@@ -125,7 +126,6 @@ class Session:
         task = None
         if (folder / "task.json").exists():
             from .tasks.synthetic import task_from_json
-            from .userio import read_text
 
             try:
                 task = task_from_json(json.loads(read_text(folder / "task.json", "task file")))
@@ -271,8 +271,6 @@ class Session:
     @staticmethod
     def save_trace(result: SampleResult, path: str | Path) -> None:
         data = {"text": result.text, "prompt": result.prompt_text, **result.extra, "trace": result.trace.to_dict()}
-        from .userio import write_text
-
         write_text(path, json.dumps(data), "trace file")
 
 

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import UnmaskError
+from ..userio import read_text
 from .base import DiffusionLM
 from .dream import Dream, DreamConfig
 from .llada import LLaDA, LLaDAConfig
@@ -93,8 +94,6 @@ def _weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     single = folder / "model.safetensors"
     if index.exists():
-        from ..userio import read_text
-
         try:
             weight_map = json.loads(read_text(index, "safetensors index"))["weight_map"]
             files = sorted({folder / str(f) for f in weight_map.values()})
@@ -117,8 +116,6 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.exists():
         raise UnmaskError(f"no config.json in {folder}: a model folder needs config.json and model.safetensors")
-    from ..userio import read_text
-
     try:
         return json.loads(read_text(path, "config file"))
     except json.JSONDecodeError as e:
