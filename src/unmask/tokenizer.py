@@ -29,30 +29,29 @@ def build_char_tokenizer(alphabet: str):
     Ids: the specials first (``[PAD]`` = 0, ``[MASK]`` = 1, ``[EOS]`` = 2, ...), then one id per
     distinct character in the order given. Unknown characters raise at encode time via ``[PAD]``-free
     strictness in :func:`encode_strict` (the fast tokenizer itself maps them to no token)."""
+    return _char_tokenizer(
+        alphabet, SPECIAL_TOKENS, CHAR_CHAT_TEMPLATE,
+        pad_token=PAD, mask_token=MASK, eos_token=EOS, bos_token=BOS,
+        additional_special_tokens=[USER, ASSISTANT, SYSTEM, EOT],
+    )
+
+
+def _char_tokenizer(alphabet: str, specials: list[str], chat_template: str, **special_tokens):
+    """The WordLevel one-token-per-character tokenizer both builders share: ``specials`` take the
+    first ids (the first one, the pad token, also stands for unknown characters), then one id per
+    distinct character of ``alphabet`` in order."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    chars: list[str] = []
+    vocab = {tok: i for i, tok in enumerate(specials)}
     for c in alphabet:
-        if c not in chars:
-            chars.append(c)
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for c in chars:
-        vocab[c] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+        vocab.setdefault(c, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials[0]))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(SPECIAL_TOKENS)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token=PAD,
-        mask_token=MASK,
-        eos_token=EOS,
-        bos_token=BOS,
-        additional_special_tokens=[USER, ASSISTANT, SYSTEM, EOT],
-        padding_side="left",
-    )
-    fast.chat_template = CHAR_CHAT_TEMPLATE
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special_tokens, padding_side="left")
+    fast.chat_template = chat_template
     return fast
 
 
@@ -69,22 +68,11 @@ def build_chatml_char_tokenizer(alphabet: str):
     (``<|endoftext|>`` = 0 as EOS/pad, ``<|im_start|>``, ``<|im_end|>``, ``<|MASK|>`` = 3): the
     tiny stand-in for SDAR/TraDo's tokenizer in tests and benchmarks. ``alphabet`` should contain
     ``\\n`` for the template's line breaks."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(CHATML_SPECIAL_TOKENS)}
-    for c in alphabet:
-        vocab.setdefault(c, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(CHATML_SPECIAL_TOKENS)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|endoftext|>", mask_token="<|MASK|>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"], padding_side="left",
+    return _char_tokenizer(
+        alphabet, CHATML_SPECIAL_TOKENS, CHATML_TEMPLATE,
+        pad_token="<|endoftext|>", eos_token="<|endoftext|>", mask_token="<|MASK|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
-    fast.chat_template = CHATML_TEMPLATE
-    return fast
 
 
 def load_tokenizer(folder: str | Path):
