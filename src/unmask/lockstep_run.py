@@ -228,9 +228,6 @@ def eval_layout(run, items, prompts, overrides):
 
 
 # --------------------------------------------------------------------------- summaries
-SUMMARY_KEYS = ("steps", "nfe_per_step", "a_first_step", "r_fill_at_a_first", "premature_answer")
-
-
 def summarize_traces(traces) -> dict[str, Any]:
     """Means over lockstep traces: steps, NFE per step, the step of A's first commit, R's fill
     then, and the premature-answer rate (A first committed while R < 50% filled)."""
