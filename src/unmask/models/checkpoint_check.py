@@ -37,8 +37,6 @@ _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the format's own limit
 ID_FIELDS = ("mask_token_id", "eos_token_id", "pad_token_id")  # bos is never used to index logits
-#: fields that may be 0 or negative in a valid config (everything else numeric must be > 0)
-_OPTIONAL_POSITIVE = ("n_kv_heads", "mlp_hidden_size", "embedding_size")
 
 
 def _kind(annotation: Any) -> str:
