@@ -114,3 +114,18 @@ def test_premature_answer_counts_only_earlier_steps(task):
     assert not premature_answer(_trace([(i, p) for i, p in enumerate(r[:12])] + [(12, a)]), reg)
     # R cells committed in the same step as A do not count (Jacobi-style simultaneous commits)
     assert premature_answer(_trace([(0, p) for p in r[:13]] + [(0, a)]), reg)
+
+
+def test_prefix_frac_gives_r_up_to_a_step_and_keeps_the_default_stream():
+    plain = get_task("judge")
+    assert "prefix_frac" not in plain.params  # models trained before the option rebuild the same task
+    t = get_task("judge", prefix_frac=1.0)
+    (r0, r1), (a0, _) = t.regions()["R"], t.regions()["A"]
+    rng = random.Random(3)
+    for _ in range(100):
+        _, target = t.training_example(rng)
+        first = next(i for i, v in enumerate(target) if v)
+        assert r0 <= first < r1 and (first - r0) % 2 == 0  # a step boundary
+        assert all(target[first:r1]) and target[a0]
+    with pytest.raises(ValueError):
+        get_task("judge", prefix_frac=1.5)

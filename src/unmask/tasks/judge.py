@@ -92,7 +92,9 @@ def parse_reasoning(r: str) -> list[int] | None:
 
 @register("judge")
 class JudgeTask(SyntheticTask):
-    """Params: ``true_rate`` (share of true claims, default 0.75)."""
+    """Params: ``true_rate`` (share of true claims, default 0.75) and ``prefix_frac`` (share of
+    training rows whose R is given up to a random step, so only the rest of R and A are targets:
+    the states a reasoning-first order visits; default 0)."""
 
     name = "judge"
     alphabet = "01=|_YN"
@@ -100,11 +102,17 @@ class JudgeTask(SyntheticTask):
     seq_len = QUESTION_LEN + 1 + R_LEN + 1 + A_LEN
     conditional = True
 
-    def __init__(self, true_rate: float = TRUE_RATE) -> None:
+    def __init__(self, true_rate: float = TRUE_RATE, prefix_frac: float = 0.0) -> None:
         if not 0.0 < float(true_rate) < 1.0:
             raise ValueError(f"true_rate must be in (0, 1), got {true_rate}")
-        super().__init__(true_rate=float(true_rate))
+        if not 0.0 <= float(prefix_frac) <= 1.0:
+            raise ValueError(f"prefix_frac must be in [0, 1], got {prefix_frac}")
+        params: dict[str, Any] = {"true_rate": float(true_rate)}
+        if prefix_frac:
+            params["prefix_frac"] = float(prefix_frac)
+        super().__init__(**params)
         self.true_rate = float(true_rate)
+        self.prefix_frac = float(prefix_frac)
 
     # ------------------------------------------------------------------ layout
     def regions(self, item: dict[str, Any] | None = None) -> dict[str, tuple[int, int]]:
@@ -155,8 +163,11 @@ class JudgeTask(SyntheticTask):
         question, _ = self._question(rng, heldout=False)
         ids = [self.bos_id] + self.encode_text(self.solution_text(question, rng))
         target = [False] * self.canvas_len
+        first = R_START
+        if self.prefix_frac and rng.random() < self.prefix_frac:
+            first = R_START + 2 * rng.randrange(N_BITS)  # R given up to a random step
         for p in self.derived_positions():
-            target[p] = True
+            target[p] = p >= first
         return ids, target
 
     def prompt_ids(self, item: dict[str, Any], tokenizer=None) -> list[int]:
