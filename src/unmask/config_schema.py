@@ -35,10 +35,16 @@ SWEEP_SPEC_KEYS = ("limit", "data", "batch_size", "chat_template", "num_fewshot"
 _NOT_SETTINGS = ("logits_hook", "tokens_hook")
 
 
-def generation_keys() -> set[str]:
+def generation_fields() -> set[str]:
+    """Every ``GenerationConfig`` field, the Python-object hooks included (the Python API's view)."""
     from .decoding.engine import GenerationConfig
 
-    return {f.name for f in fields(GenerationConfig)} - set(_NOT_SETTINGS)
+    return {f.name for f in fields(GenerationConfig)}
+
+
+def generation_keys() -> set[str]:
+    """The ``GenerationConfig`` fields a settings file may give (no hooks)."""
+    return generation_fields() - set(_NOT_SETTINGS)
 
 
 def setting_keys() -> set[str]:
