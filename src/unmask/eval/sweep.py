@@ -58,10 +58,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     from ..userio import read_text
 
     p = Path(path)
-    if not p.exists():
-        raise UnmaskError(f"sweep config {p} does not exist")
     try:
-        cfg = yaml.safe_load(read_text(p, "sweep config")) or {}
+        cfg = yaml.safe_load(read_text(p, "sweep config")) or {}  # read_text: missing/folder/binary/non-UTF-8
     except yaml.YAMLError as e:
         raise UnmaskError(f"{p}: not valid YAML ({e})") from None
     return validate_sweep_config(cfg, str(p))
