@@ -253,7 +253,7 @@ def check_model_args(model_args: str | dict[str, Any]) -> dict[str, Any]:
     gen = generation_keys()
     for k in ("max_new_tokens", "mc_num", "mc_batch_size", "max_batch_size"):
         if args.get(k) is not None:
-            check_option(k if k != "max_batch_size" else "batch_size", args[k], f"model_args {k}")
+            check_option(k, args[k], f"model_args {k}")
     if args.get("pretrained") is not None:
         folder = resolve_model_path(str(args["pretrained"]))
         check_config(read_config(folder), folder / "config.json")
