@@ -178,9 +178,7 @@ def apply(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[
             continue  # an explicit flag wins
         conv = action.type
         try:
-            if conv is not None and not isinstance(value, bool):
-                value = conv(str(value))
-            elif conv is not None and isinstance(value, bool):
+            if conv is not None:
                 value = conv(str(value))
         except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
             raise UnmaskError(f"config key {key!r}: bad value {value!r} ({e})") from e

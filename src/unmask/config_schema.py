@@ -35,10 +35,16 @@ SWEEP_SPEC_KEYS = ("limit", "data", "batch_size", "chat_template", "num_fewshot"
 _NOT_SETTINGS = ("logits_hook", "tokens_hook")
 
 
-def generation_keys() -> set[str]:
+def generation_fields() -> set[str]:
+    """Every ``GenerationConfig`` field, the Python-object hooks included (the Python API's view)."""
     from .decoding.engine import GenerationConfig
 
-    return {f.name for f in fields(GenerationConfig)} - set(_NOT_SETTINGS)
+    return {f.name for f in fields(GenerationConfig)}
+
+
+def generation_keys() -> set[str]:
+    """The ``GenerationConfig`` fields a settings file may give (no hooks)."""
+    return generation_fields() - set(_NOT_SETTINGS)
 
 
 def setting_keys() -> set[str]:
@@ -62,12 +68,12 @@ def check_keys(mapping: Mapping[str, Any], allowed: Iterable[str], where: str) -
             raise unknown_key_error(k, allowed, where)
 
 
-def check_settings(mapping: Any, where: str, extra_keys: Iterable[str] = ()) -> dict[str, Any]:
+def check_settings(mapping: Any, where: str) -> dict[str, Any]:
     """Validate a mapping of settings: known keys only, numbers finite and in range. Returns a
     copy with numbers converted (``"1e-3"`` -> ``0.001``)."""
     if not isinstance(mapping, Mapping):
         raise UnmaskError(f"{where} must be a mapping of setting: value, got {type(mapping).__name__}")
-    check_keys(mapping, setting_keys() | set(extra_keys), where)
+    check_keys(mapping, setting_keys(), where)
     return {k: _check_value(k, v, where) for k, v in mapping.items()}
 
 

@@ -138,6 +138,10 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     # model-serving / lm-eval knobs
     "mc_num": POS_INT,
     "mc_batch_size": POS_INT,
+    "max_batch_size": AT_LEAST_1,  # engine rows per batch (serve, lm-eval)
+    "max_queue": AT_LEAST_1,
+    "max_wait_ms": NONNEG,
+    "shutdown_timeout": NONNEG,
 }
 
 

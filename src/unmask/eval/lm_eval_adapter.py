@@ -41,7 +41,6 @@ import sys
 import time
 import zlib
 from collections import defaultdict
-from dataclasses import fields
 from typing import Any
 
 try:
@@ -52,13 +51,8 @@ except ImportError as _e:  # pragma: no cover - exercised only without lm-eval
 
 import torch
 
+from ..config_schema import generation_fields
 from ..tasks.benchmarks.base import cut_at_stops
-
-
-def _gen_fields() -> set[str]:
-    from ..decoding.engine import GenerationConfig
-
-    return {f.name for f in fields(GenerationConfig)}
 
 
 @register_model("unmask")
@@ -90,7 +84,7 @@ class UnmaskLM(LM):
         self.max_new_tokens = int(max_new_tokens)
         self.mc_num = int(mc_num)
         self.mc_batch_size = max(1, int(mc_batch_size))
-        gen = _gen_fields()
+        gen = generation_fields()
         self.overrides = {k: v for k, v in kwargs.items() if k in gen}
         self.sampler_options = {k: v for k, v in kwargs.items() if k not in gen}
         from ..samplers import make_sampler
@@ -259,7 +253,7 @@ def check_model_args(model_args: str | dict[str, Any]) -> dict[str, Any]:
     gen = generation_keys()
     for k in ("max_new_tokens", "mc_num", "mc_batch_size", "max_batch_size"):
         if args.get(k) is not None:
-            check_option(k if k != "max_batch_size" else "batch_size", args[k], f"model_args {k}")
+            check_option(k, args[k], f"model_args {k}")
     if args.get("pretrained") is not None:
         folder = resolve_model_path(str(args["pretrained"]))
         check_config(read_config(folder), folder / "config.json")

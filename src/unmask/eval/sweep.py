@@ -39,20 +39,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ..config_schema import RUN_KEYS, generation_fields
 from ..errors import UnmaskError
 from .runner import EvalRun, EvalSpec
 
-RUN_KEYS = ("num_fewshot", "chat_template", "batch_size", "limit", "data", "exec_timeout")
 TABLE_COLUMNS = ("model", "task", "sampler", "sampler_options", "settings", "n", "accuracy", "accuracy_stderr",
                  "metrics", "mean_nfe", "mean_forward_rows", "mean_forward_tokens",
                  "tokens_per_second", "mean_cumulative_entropy", "mean_generated_tokens", "wall_seconds",
                  "status", "run_dir")
-
-
-def _gen_fields() -> set[str]:
-    from ..decoding.engine import GenerationConfig
-
-    return {f.name for f in fields(GenerationConfig)}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -64,10 +58,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     from ..userio import read_text
 
     p = Path(path)
-    if not p.exists():
-        raise UnmaskError(f"sweep config {p} does not exist")
     try:
-        cfg = yaml.safe_load(read_text(p, "sweep config")) or {}
+        cfg = yaml.safe_load(read_text(p, "sweep config")) or {}  # read_text: missing/folder/binary/non-UTF-8
     except yaml.YAMLError as e:
         raise UnmaskError(f"{p}: not valid YAML ({e})") from None
     return validate_sweep_config(cfg, str(p))
@@ -100,7 +92,7 @@ def _norm_named(x: Any, what: str) -> tuple[str, dict[str, Any]]:
 
 def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str, EvalSpec, dict[str, Any]]]:
     """The runs of a sweep as ``(model label, spec, settings)`` in a stable order."""
-    gen = _gen_fields()
+    gen = generation_fields()
     spec_fields = {f.name for f in fields(EvalSpec)}
     base_kwargs = {k: v for k, v in cfg.items() if k in spec_fields and k not in ("model", "task", "sampler")}
     if output_dir is not None:

@@ -28,10 +28,10 @@ from typing import Any
 from ..decoding.engine import GenerationConfig, GenerationOutput
 from ..errors import UnmaskError
 from ..session import DEFAULT_MAX_NEW_TOKENS, Session
+from ..validation import MAX_SEED as SEED_MAX
 from .schema import ApiError, ParsedRequest, bad_request
 
 MASK_GLYPH = "░"
-SEED_MAX = 2**63 - 1
 #: answers (prompts x n) one request may ask for
 MAX_ANSWERS = 256
 

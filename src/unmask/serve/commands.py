@@ -72,11 +72,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .backend import Backend, Defaults
     from .batcher import Batcher
 
-    for name in ("max_batch_size", "max_queue"):
-        if getattr(args, name) < 1:
-            raise UnmaskError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.max_wait_ms < 0 or args.shutdown_timeout < 0:
-        raise UnmaskError("--max_wait_ms and --shutdown_timeout must be >= 0")
     model = args.model_name_or_path or DEFAULT_MODEL
     session = Session.load(model, device=resolve_device(args.device), dtype=args.dtype)
     defaults = Defaults(sampler=args.sampler, sampler_options=sampler_options(args), overrides=config_overrides(args))

@@ -19,18 +19,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..tasks.benchmarks.base import cut_at_stops
+
 REPLACEMENT = "\ufffd"
 DONE = b"data: [DONE]\n\n"
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    """``text`` up to (excluding) the earliest stop string, and whether one was found."""
-    best = -1
-    for s in stops:
-        i = text.find(s)
-        if i >= 0 and (best < 0 or i < best):
-            best = i
-    return (text, False) if best < 0 else (text[:best], True)
+    """``text`` up to (excluding) the earliest stop string, and whether one was found: eval's
+    rule (:func:`~unmask.tasks.benchmarks.base.cut_at_stops`; requests cannot send empty stops)."""
+    cut = cut_at_stops(text, stops)
+    return cut, len(cut) < len(text)
 
 
 def stop_prefix_len(text: str, stops: list[str]) -> int:
