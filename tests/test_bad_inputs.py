@@ -385,6 +385,8 @@ CASES: list[tuple[str, list[str], str, bytes | None]] = [
         ("empty_grid", "empty list of values"),
         ("threshold_nan_option", "threshold must be a finite number"),
     ]],
+    ("sweep_override_temperature_nan", ["sweep", "{y:ok}", "--output_dir", "{tmp}/sw", "generation.temperature=nan"],
+     "temperature must be a finite number", None),
     ("sweep_missing", ["sweep", "{tmp}/nope.yaml"], "does not exist", None),
     ("sweep_binary", ["sweep", "{f:binary}"], "is a binary file", None),
     ("sweep_output_dir_file", ["sweep", "{y:ok}", "--output_dir", "{file}"], "exists and is not a folder", None),

@@ -249,4 +249,12 @@ def layer_sweep(cfg: dict[str, Any], base: dict[str, Any] | None, over: dict[str
                 out.pop(k, None)
             else:
                 out[k] = v
+    # the YAML's values were checked when it was read; the layered ones must be too, before any
+    # run starts (a NaN temperature from an override must not become an error row with exit 0)
+    from .validation import check_options
+
+    out["common"] = check_options(out.get("common") or {})
+    for k in ("limit", "batch_size"):
+        if k in out:
+            out[k] = check_options({k: out[k]})[k]
     return out
