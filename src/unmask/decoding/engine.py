@@ -272,6 +272,7 @@ class Engine:
         self.block_causal = bcm.is_block_causal(model)
         self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
         self.compat = _compat.OFF
+        self._block_entry = False  # compat block_entry_commit applies (resolved per generate call)
 
     # ------------------------------------------------------------------ setup
     def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
@@ -320,8 +321,7 @@ class Engine:
         return 1.0 - self._masks_in(x, row, phase.regions[k], exact=True) / init
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
-        first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
-        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, first)
+        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, int(self._block_entry))
         if sched is not None:
             return sched
         if cfg.tokens_per_step is not None:
@@ -405,8 +405,7 @@ class Engine:
             cache = self._cached_rows(cache_state, sub)
             # block-causal models: the exact cache holds the finished blocks, the window is the block
             window_end = total if (cfg.use_cache == "prefix" and not self.block_causal) else e_
-            compat_window = (step and len(parts) == 1 and (s_, e_) == (start, end)
-                             and _compat.uses_block_entry(self.compat, self.model, cfg.use_cache))
+            compat_window = step and self._block_entry and len(parts) == 1 and (s_, e_) == (start, end)
             # Fast-dLLM's compat window has no extra position for Dream's shift
             self._count(rows, sub, window_end - s_ if compat_window
                         else self._query_len(s_, window_end, total, cached=True))
@@ -438,6 +437,7 @@ class Engine:
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
         self.compat = _compat.resolve(cfg.compat, self.model)
+        self._block_entry = _compat.uses_block_entry(self.compat, self.model, cfg.use_cache)
         if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
             cfg = replace(cfg, top_k=_compat.effective_top_k(self.compat, cfg.top_k))
         adapted = _compat.adapt_sampler(self.sampler, self.compat)
@@ -536,7 +536,7 @@ class Engine:
             cache_state: dict[str, Any] = {}
             if exact is not None:
                 cache_state = {"cache": exact, "map": {r: r for r in range(b)}}
-            if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
+            if self._block_entry:
                 self._entry_commit(x, am, ws, we, phase, cache_state, cfg, rows, stop_ids)
             self._refresh_masks(x, phase)
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
@@ -735,8 +735,8 @@ class Engine:
                 else:
                     k = int(elig.numel())
                 if _compat.uses_dream_steps(self.compat, self.sampler) and sc.block_steps:
-                    first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
-                    sc.ptr, k = _compat.dream_step(int(elig.numel()), max(sc.ptr, first), sc.block_steps)
+                    sc.ptr, k = _compat.dream_step(int(elig.numel()), max(sc.ptr, int(self._block_entry)),
+                                                   sc.block_steps)
                 k = max(1, min(k, int(elig.numel())))
             extra.update({"block_step": sc.ptr, "block_steps": sc.block_steps})
         else:
