@@ -578,7 +578,8 @@ class Engine:
                     x = call_tokens_hook(cfg.tokens_hook, global_step - 1, x, logits, ws)
                     # a row whose canvas the hook changed must not reuse its lookahead logits; a
                     # hook that only watches (live view, server streaming) costs no extra forward
-                    changed = (x != before).any(1).tolist() if x.shape == before.shape else [True] * len(rows)
+                    # (call_tokens_hook refuses a canvas of another shape)
+                    changed = (x != before).any(1).tolist()
                     for row in rows:
                         if changed[row.index]:
                             row.next_logits = None
