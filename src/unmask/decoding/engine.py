@@ -886,15 +886,18 @@ class Engine:
         snapshot = {ri: (rows[ri].trace, rows[ri].generator.get_state(), rows[ri].step,
                          {k_: v.copy() for k_, v in rows[ri].sched.items()}) for ri in act_list}
         committed: list[int] = []
-        cmap = dict(cache_state.get("map", {}))
+        view_of = dict(zip(act_list, views))
+        old_map = cache_state.get("map", {})
+        cmap = dict(old_map)
         for g, kids in children.items():
             kids.sort(key=lambda c: -c.score)  # stable: earlier beams and candidate 0 win ties
             slots = [r.index for r in rows if r.group == g and not r.done]
             chosen, seen = [], set()
             for c in kids:
                 xc = x[c.parent].clone()
-                toks = c.action.tokens if c.action.tokens is not None else views[act_list.index(c.parent)].tokens[c.action.index]
-                xc[views[act_list.index(c.parent)].positions[c.action.index]] = toks.to(xc.dtype)
+                view = view_of[c.parent]
+                toks = c.action.tokens if c.action.tokens is not None else view.tokens[c.action.index]
+                xc[view.positions[c.action.index]] = toks.to(xc.dtype)
                 key = tuple(xc.tolist())
                 if key in seen:
                     continue
@@ -914,9 +917,9 @@ class Engine:
                 row.step, row.sched = step, {k_: v.copy() for k_, v in sched.items()}
                 row.score, row.alive = c.score, True
                 row.next_logits = c.next_logits
-                if c.parent in cache_state.get("map", {}):
-                    cmap[slot] = cache_state["map"][c.parent]
-                self._commit(row, new_x, views[act_list.index(c.parent)], c.action, phase, region, rk)
+                if c.parent in old_map:
+                    cmap[slot] = old_map[c.parent]
+                self._commit(row, new_x, view_of[c.parent], c.action, phase, region, rk)
                 committed.append(slot)
             for slot in slots[len(chosen):]:
                 rows[slot].alive = False
