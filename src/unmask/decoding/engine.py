@@ -367,18 +367,19 @@ class Engine:
         # lazy: the model gathers these rows while it writes the window into each layer's keys
         return cache.rows_view(rows_t)
 
+    def _full_predict(self, xs, ams, ids: list[int], start: int, end: int, rows, **kw):
+        """Uncached forward of whole canvases ``xs`` (owned by canvas rows ``ids``), counted as
+        such: the model's output with logits for ``[start, end)``."""
+        self._count(rows, ids, xs.shape[1])
+        return self.model.predict(xs, ams, start=start, end=end, **self._predict_kw, **kw)
+
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
         """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
-        model = self.model
         act = torch.tensor(row_ids, device=x.device)
-        total = x.shape[1]
-        kw = self._predict_kw
         if cfg.use_cache == "none":
-            self._count(rows, row_ids, total)
-            return model.predict(x[act], am[act], start=start, end=end, **kw).logits
-        if cache_state.get("cache") is None:
-            self._count(rows, row_ids, total)
-            out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
+            return self._full_predict(x[act], am[act], row_ids, start, end, rows).logits
+        if cache_state.get("cache") is None:  # (block-causal models start with their exact cache)
+            out = self._full_predict(x[act], am[act], row_ids, start, end, rows, return_cache=True)
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
@@ -820,8 +821,7 @@ class Engine:
             ids = owner[lo : lo + chunk]
             xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
-                self._count(rows, ids, total)
-                raws.append(self.model.predict(xs, ams, start=s, end=window_end, **self._predict_kw).logits)
+                raws.append(self._full_predict(xs, ams, ids, s, window_end, rows).logits)
             else:
                 raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = raws[0] if len(raws) == 1 else torch.cat(raws)
