@@ -679,10 +679,10 @@ class Engine:
             decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
             for (reg, rk, ids, views), actions in zip(groups, decided):
                 for view, ri, action in zip(views, ids, actions):
-                    self._commit(rows[ri], x, view, action, phase, reg, rk)
+                    chosen = self._commit(rows[ri], x, view, action, phase, reg, rk)
                     regions_done[ri] = regions_done.get(ri, 0) + 1
                     if self.compat.mask_softmax:
-                        rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
+                        rows[ri].stalled = self._stalled(rows[ri], chosen, rk)
                 committed.update(ids)
             for ri, n in regions_done.items():
                 if n > 1:  # a lookahead saw one region's action, not the whole step's
@@ -927,10 +927,10 @@ class Engine:
             cache_state["map"] = cmap
         return new_x, committed
 
-    def _stalled(self, row: _Row, view: StepView, action: Action, rk: int) -> bool:
+    def _stalled(self, row: _Row, chosen: torch.Tensor, rk: int) -> bool:
         """Compat with the mask token in the softmax: a step may "commit" the mask token (a no-op);
-        the row stops its block where the reference would (see ``compat.row_stalled``)."""
-        chosen = action.tokens if action.tokens is not None else view.tokens[action.index.to(view.tokens.device)]
+        the row stops its block where the reference would (see ``compat.row_stalled``). ``chosen``:
+        the tokens the step's commit wrote."""
         real = int((chosen != self.mask_id).sum())
         sc = row.sched[rk]
         return _compat.row_stalled(self.compat, self.sampler, sc.ptr, len(sc.schedule), sc.block_steps,
@@ -959,9 +959,10 @@ class Engine:
             row.step += 1
 
     def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, phase: Phase, region: Region,
-                rk: int) -> None:
+                rk: int) -> torch.Tensor:
         """Write the action's tokens into the canvas and record them in the trace (with the
-        region's name and every named region's fill fraction when the plan names regions)."""
+        region's name and every named region's fill fraction when the plan names regions).
+        Returns the tokens written (in position order)."""
         idx = action.index.to(view.positions.device)
         chosen = action.tokens.to(view.tokens.device) if action.tokens is not None else view.tokens[idx]
         order = torch.argsort(idx)  # tokens of one step are simultaneous: record them by position
@@ -987,6 +988,7 @@ class Engine:
             if view.k is not None:
                 sc.deficit = max(0, view.k - int(idx.numel()))
             sc.ptr += 1
+        return chosen
 
     def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> None:
         if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
