@@ -439,8 +439,9 @@ class Engine:
         cfg.validate()
         self.compat = _compat.resolve(cfg.compat, self.model)
         self._block_entry = _compat.uses_block_entry(self.compat, self.model, cfg.use_cache)
-        if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
-            cfg = replace(cfg, top_k=_compat.effective_top_k(self.compat, cfg.top_k))
+        top_k = _compat.effective_top_k(self.compat, cfg.top_k)
+        if top_k != cfg.top_k:
+            cfg = replace(cfg, top_k=top_k)
         adapted = _compat.adapt_sampler(self.sampler, self.compat)
         if adapted is not self.sampler:
             return Engine(self.model, adapted).generate(prompts, cfg)
@@ -755,10 +756,9 @@ class Engine:
             extra["eligible"] = int(passed.numel())
             elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
         gen = row.generator
-        lg_final = lg
 
         def resample() -> torch.Tensor:
-            return propose_tokens(lg_final, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+            return propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)
 
         return StepView(
             logits=lg, probs=probs, positions=elig + ws, tokens=tokens, confidence=conf, entropy=ent, k=k,
