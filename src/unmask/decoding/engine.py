@@ -909,9 +909,8 @@ class Engine:
                 trace, gstate, step, sched = snapshot[c.parent]
                 row = rows[slot]
                 new_x[slot] = x[c.parent]
-                row.trace = Trace(prompt_length=trace.prompt_length, max_new_tokens=trace.max_new_tokens,
-                                  tokens=list(trace.tokens), steps=list(trace.steps),
-                                  initial_tokens=trace.initial_tokens, regions=dict(trace.regions))
+                row.trace = replace(trace, tokens=list(trace.tokens), steps=list(trace.steps),
+                                    regions=dict(trace.regions))
                 row.generator = torch.Generator().manual_seed(0)
                 row.generator.set_state(gstate)
                 row.step, row.sched = step, {k_: v.copy() for k_, v in sched.items()}
