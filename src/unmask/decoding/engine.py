@@ -346,12 +346,10 @@ class Engine:
             self.group_rows[g] += n
             self.group_tokens[g] += n * q_len
 
-    def _query_len(self, start: int, end: int, total: int, cached: bool) -> int:
-        """Query positions a forward runs: the whole canvas without a cache; with one, the window
+    def _query_len(self, start: int, end: int) -> int:
+        """Query positions a cached forward runs (an uncached one runs the whole canvas): the window
         ``[start, end)`` plus, for models that predict token i at position i - 1 (Dream), the one
         extra position before it (see ``DiffusionLM.predict``)."""
-        if not cached:
-            return total
         return end - start + (1 if getattr(self.model, "shift_logits", False) and start > 0 else 0)
 
     # ------------------------------------------------------------------ model
@@ -406,11 +404,11 @@ class Engine:
             cache = self._cached_rows(cache_state, sub)
             # block-causal models: the exact cache holds the finished blocks, the window is the block
             window_end = total if (cfg.use_cache == "prefix" and not self.block_causal) else e_
-            compat_window = step and self._block_entry and len(parts) == 1 and (s_, e_) == (start, end)
+            whole = len(parts) == 1 and (s_, e_) == (start, end)  # one forward for the batch's window
+            compat_window = step and self._block_entry and whole
             # Fast-dLLM's compat window has no extra position for Dream's shift
-            self._count(rows, sub, window_end - s_ if compat_window
-                        else self._query_len(s_, window_end, total, cached=True))
-            if len(parts) == 1 and (s_, e_) == (start, end):
+            self._count(rows, sub, window_end - s_ if compat_window else self._query_len(s_, window_end))
+            if whole:
                 if compat_window:
                     return _compat.window_logits(self.model, xs, ams, cache, start, window_end, end)
                 return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end,
