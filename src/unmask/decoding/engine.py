@@ -554,8 +554,6 @@ class Engine:
                 row.next_logits = None
                 row.stalled = False
             while True:
-                if cfg.tokens_hook is not None or cfg.stop_at_eos or cfg.eos_fill:
-                    self._refresh_masks(x, phase)  # a hook or a stop may have changed the canvas
                 live = [r.index for r in rows if r.alive and not r.done and not r.stalled
                         and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
                 if not live:
@@ -583,7 +581,8 @@ class Engine:
                     for row in rows:
                         if changed[row.index]:
                             row.next_logits = None
-                self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
+                if self._handle_stops(x, rows, prompt_len, cfg, stop_ids) or cfg.tokens_hook is not None:
+                    self._refresh_masks(x, phase)  # a hook or a stop may have changed the canvas
             if exact is not None and we < total:  # append the finished block (one more forward)
                 everyone = list(range(b))
                 self._count(rows, everyone, we - ws)  # the finished block
@@ -987,9 +986,11 @@ class Engine:
             sc.ptr += 1
         return chosen
 
-    def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> None:
+    def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> bool:
+        """Apply ``eos_fill`` and ``stop_at_eos``; returns whether the canvas changed."""
         if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
-            return
+            return False
+        changed = False
         gen = x[:, prompt_len:]
         is_stop = torch.zeros_like(gen, dtype=torch.bool)
         for t in stop_ids:
@@ -1008,10 +1009,13 @@ class Engine:
                 if bool(after.any()):
                     gen[row.index][after] = self.eos_id
                     row.next_logits = None
+                    changed = True
             if cfg.stop_at_eos and not bool(masked[:q].any()):
                 rest = gen[row.index] == self.mask_id
                 gen[row.index][rest] = self.eos_id
                 row.done = True
+                changed = True
+        return changed
 
 
 def generate(
