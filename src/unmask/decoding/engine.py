@@ -272,6 +272,7 @@ class Engine:
         self.block_causal = bcm.is_block_causal(model)
         self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
         self.compat = _compat.OFF
+        self._block_entry = False  # compat block_entry_commit applies (resolved per generate call)
 
     # ------------------------------------------------------------------ setup
     def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
@@ -320,8 +321,7 @@ class Engine:
         return 1.0 - self._masks_in(x, row, phase.regions[k], exact=True) / init
 
     def _row_schedule(self, n_masks: int, block_steps: int | None, cfg: GenerationConfig) -> list[int]:
-        first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
-        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, first)
+        sched = _compat.block_schedule(self.compat, self.sampler, n_masks, block_steps, int(self._block_entry))
         if sched is not None:
             return sched
         if cfg.tokens_per_step is not None:
@@ -346,12 +346,10 @@ class Engine:
             self.group_rows[g] += n
             self.group_tokens[g] += n * q_len
 
-    def _query_len(self, start: int, end: int, total: int, cached: bool) -> int:
-        """Query positions a forward runs: the whole canvas without a cache; with one, the window
+    def _query_len(self, start: int, end: int) -> int:
+        """Query positions a cached forward runs (an uncached one runs the whole canvas): the window
         ``[start, end)`` plus, for models that predict token i at position i - 1 (Dream), the one
         extra position before it (see ``DiffusionLM.predict``)."""
-        if not cached:
-            return total
         return end - start + (1 if getattr(self.model, "shift_logits", False) and start > 0 else 0)
 
     # ------------------------------------------------------------------ model
@@ -367,18 +365,19 @@ class Engine:
         # lazy: the model gathers these rows while it writes the window into each layer's keys
         return cache.rows_view(rows_t)
 
+    def _full_predict(self, xs, ams, ids: list[int], start: int, end: int, rows, **kw):
+        """Uncached forward of whole canvases ``xs`` (owned by canvas rows ``ids``), counted as
+        such: the model's output with logits for ``[start, end)``."""
+        self._count(rows, ids, xs.shape[1])
+        return self.model.predict(xs, ams, start=start, end=end, **self._predict_kw, **kw)
+
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
         """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
-        model = self.model
         act = torch.tensor(row_ids, device=x.device)
-        total = x.shape[1]
-        kw = self._predict_kw
         if cfg.use_cache == "none":
-            self._count(rows, row_ids, total)
-            return model.predict(x[act], am[act], start=start, end=end, **kw).logits
-        if cache_state.get("cache") is None:
-            self._count(rows, row_ids, total)
-            out = model.predict(x[act], am[act], start=start, end=end, return_cache=True)
+            return self._full_predict(x[act], am[act], row_ids, start, end, rows).logits
+        if cache_state.get("cache") is None:  # (block-causal models start with their exact cache)
+            out = self._full_predict(x[act], am[act], row_ids, start, end, rows, return_cache=True)
             cache_state["cache"] = out.cache
             cache_state["map"] = {r: j for j, r in enumerate(row_ids)}
             return out.logits
@@ -405,12 +404,11 @@ class Engine:
             cache = self._cached_rows(cache_state, sub)
             # block-causal models: the exact cache holds the finished blocks, the window is the block
             window_end = total if (cfg.use_cache == "prefix" and not self.block_causal) else e_
-            compat_window = (step and len(parts) == 1 and (s_, e_) == (start, end)
-                             and _compat.uses_block_entry(self.compat, self.model, cfg.use_cache))
+            whole = len(parts) == 1 and (s_, e_) == (start, end)  # one forward for the batch's window
+            compat_window = step and self._block_entry and whole
             # Fast-dLLM's compat window has no extra position for Dream's shift
-            self._count(rows, sub, window_end - s_ if compat_window
-                        else self._query_len(s_, window_end, total, cached=True))
-            if len(parts) == 1 and (s_, e_) == (start, end):
+            self._count(rows, sub, window_end - s_ if compat_window else self._query_len(s_, window_end))
+            if whole:
                 if compat_window:
                     return _compat.window_logits(self.model, xs, ams, cache, start, window_end, end)
                 return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end,
@@ -438,8 +436,10 @@ class Engine:
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
         self.compat = _compat.resolve(cfg.compat, self.model)
-        if _compat.effective_top_k(self.compat, cfg.top_k) != cfg.top_k:
-            cfg = replace(cfg, top_k=_compat.effective_top_k(self.compat, cfg.top_k))
+        self._block_entry = _compat.uses_block_entry(self.compat, self.model, cfg.use_cache)
+        top_k = _compat.effective_top_k(self.compat, cfg.top_k)
+        if top_k != cfg.top_k:
+            cfg = replace(cfg, top_k=top_k)
         adapted = _compat.adapt_sampler(self.sampler, self.compat)
         if adapted is not self.sampler:
             return Engine(self.model, adapted).generate(prompts, cfg)
@@ -536,7 +536,7 @@ class Engine:
             cache_state: dict[str, Any] = {}
             if exact is not None:
                 cache_state = {"cache": exact, "map": {r: r for r in range(b)}}
-            if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache):
+            if self._block_entry:
                 self._entry_commit(x, am, ws, we, phase, cache_state, cfg, rows, stop_ids)
             self._refresh_masks(x, phase)
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
@@ -554,8 +554,6 @@ class Engine:
                 row.next_logits = None
                 row.stalled = False
             while True:
-                if cfg.tokens_hook is not None or cfg.stop_at_eos or cfg.eos_fill:
-                    self._refresh_masks(x, phase)  # a hook or a stop may have changed the canvas
                 live = [r.index for r in rows if r.alive and not r.done and not r.stalled
                         and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
                 if not live:
@@ -578,11 +576,13 @@ class Engine:
                     x = call_tokens_hook(cfg.tokens_hook, global_step - 1, x, logits, ws)
                     # a row whose canvas the hook changed must not reuse its lookahead logits; a
                     # hook that only watches (live view, server streaming) costs no extra forward
-                    changed = (x != before).any(1).tolist() if x.shape == before.shape else [True] * len(rows)
+                    # (call_tokens_hook refuses a canvas of another shape)
+                    changed = (x != before).any(1).tolist()
                     for row in rows:
                         if changed[row.index]:
                             row.next_logits = None
-                self._handle_stops(x, rows, prompt_len, cfg, stop_ids)
+                if self._handle_stops(x, rows, prompt_len, cfg, stop_ids) or cfg.tokens_hook is not None:
+                    self._refresh_masks(x, phase)  # a hook or a stop may have changed the canvas
             if exact is not None and we < total:  # append the finished block (one more forward)
                 everyone = list(range(b))
                 self._count(rows, everyone, we - ws)  # the finished block
@@ -677,10 +677,10 @@ class Engine:
             decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
             for (reg, rk, ids, views), actions in zip(groups, decided):
                 for view, ri, action in zip(views, ids, actions):
-                    self._commit(rows[ri], x, view, action, phase, reg, rk)
+                    chosen = self._commit(rows[ri], x, view, action, phase, reg, rk)
                     regions_done[ri] = regions_done.get(ri, 0) + 1
                     if self.compat.mask_softmax:
-                        rows[ri].stalled = self._stalled(rows[ri], view, action, rk)
+                        rows[ri].stalled = self._stalled(rows[ri], chosen, rk)
                 committed.update(ids)
             for ri, n in regions_done.items():
                 if n > 1:  # a lookahead saw one region's action, not the whole step's
@@ -735,8 +735,8 @@ class Engine:
                 else:
                     k = int(elig.numel())
                 if _compat.uses_dream_steps(self.compat, self.sampler) and sc.block_steps:
-                    first = 1 if _compat.uses_block_entry(self.compat, self.model, cfg.use_cache) else 0
-                    sc.ptr, k = _compat.dream_step(int(elig.numel()), max(sc.ptr, first), sc.block_steps)
+                    sc.ptr, k = _compat.dream_step(int(elig.numel()), max(sc.ptr, int(self._block_entry)),
+                                                   sc.block_steps)
                 k = max(1, min(k, int(elig.numel())))
             extra.update({"block_step": sc.ptr, "block_steps": sc.block_steps})
         else:
@@ -753,10 +753,9 @@ class Engine:
             extra["eligible"] = int(passed.numel())
             elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
         gen = row.generator
-        lg_final = lg
 
         def resample() -> torch.Tensor:
-            return propose_tokens(lg_final, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+            return propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)
 
         return StepView(
             logits=lg, probs=probs, positions=elig + ws, tokens=tokens, confidence=conf, entropy=ent, k=k,
@@ -819,8 +818,7 @@ class Engine:
             ids = owner[lo : lo + chunk]
             xs, ams = xb[lo : lo + chunk], am[torch.tensor(ids, device=x.device)]
             if cfg.use_cache == "none":
-                self._count(rows, ids, total)
-                raws.append(self.model.predict(xs, ams, start=s, end=window_end, **self._predict_kw).logits)
+                raws.append(self._full_predict(xs, ams, ids, s, window_end, rows).logits)
             else:
                 raws.append(self._cached_predict(xs, ams, ids, s, window_end, scope != "all", cache_state, cfg, rows))
         raw = raws[0] if len(raws) == 1 else torch.cat(raws)
@@ -885,15 +883,18 @@ class Engine:
         snapshot = {ri: (rows[ri].trace, rows[ri].generator.get_state(), rows[ri].step,
                          {k_: v.copy() for k_, v in rows[ri].sched.items()}) for ri in act_list}
         committed: list[int] = []
-        cmap = dict(cache_state.get("map", {}))
+        view_of = dict(zip(act_list, views))
+        old_map = cache_state.get("map", {})
+        cmap = dict(old_map)
         for g, kids in children.items():
             kids.sort(key=lambda c: -c.score)  # stable: earlier beams and candidate 0 win ties
             slots = [r.index for r in rows if r.group == g and not r.done]
             chosen, seen = [], set()
             for c in kids:
                 xc = x[c.parent].clone()
-                toks = c.action.tokens if c.action.tokens is not None else views[act_list.index(c.parent)].tokens[c.action.index]
-                xc[views[act_list.index(c.parent)].positions[c.action.index]] = toks.to(xc.dtype)
+                view = view_of[c.parent]
+                toks = c.action.tokens if c.action.tokens is not None else view.tokens[c.action.index]
+                xc[view.positions[c.action.index]] = toks.to(xc.dtype)
                 key = tuple(xc.tolist())
                 if key in seen:
                     continue
@@ -905,17 +906,16 @@ class Engine:
                 trace, gstate, step, sched = snapshot[c.parent]
                 row = rows[slot]
                 new_x[slot] = x[c.parent]
-                row.trace = Trace(prompt_length=trace.prompt_length, max_new_tokens=trace.max_new_tokens,
-                                  tokens=list(trace.tokens), steps=list(trace.steps),
-                                  initial_tokens=trace.initial_tokens, regions=dict(trace.regions))
+                row.trace = replace(trace, tokens=list(trace.tokens), steps=list(trace.steps),
+                                    regions=dict(trace.regions))
                 row.generator = torch.Generator().manual_seed(0)
                 row.generator.set_state(gstate)
                 row.step, row.sched = step, {k_: v.copy() for k_, v in sched.items()}
                 row.score, row.alive = c.score, True
                 row.next_logits = c.next_logits
-                if c.parent in cache_state.get("map", {}):
-                    cmap[slot] = cache_state["map"][c.parent]
-                self._commit(row, new_x, views[act_list.index(c.parent)], c.action, phase, region, rk)
+                if c.parent in old_map:
+                    cmap[slot] = old_map[c.parent]
+                self._commit(row, new_x, view_of[c.parent], c.action, phase, region, rk)
                 committed.append(slot)
             for slot in slots[len(chosen):]:
                 rows[slot].alive = False
@@ -923,10 +923,10 @@ class Engine:
             cache_state["map"] = cmap
         return new_x, committed
 
-    def _stalled(self, row: _Row, view: StepView, action: Action, rk: int) -> bool:
+    def _stalled(self, row: _Row, chosen: torch.Tensor, rk: int) -> bool:
         """Compat with the mask token in the softmax: a step may "commit" the mask token (a no-op);
-        the row stops its block where the reference would (see ``compat.row_stalled``)."""
-        chosen = action.tokens if action.tokens is not None else view.tokens[action.index.to(view.tokens.device)]
+        the row stops its block where the reference would (see ``compat.row_stalled``). ``chosen``:
+        the tokens the step's commit wrote."""
         real = int((chosen != self.mask_id).sum())
         sc = row.sched[rk]
         return _compat.row_stalled(self.compat, self.sampler, sc.ptr, len(sc.schedule), sc.block_steps,
@@ -955,9 +955,10 @@ class Engine:
             row.step += 1
 
     def _commit(self, row: _Row, x: torch.Tensor, view: StepView, action: Action, phase: Phase, region: Region,
-                rk: int) -> None:
+                rk: int) -> torch.Tensor:
         """Write the action's tokens into the canvas and record them in the trace (with the
-        region's name and every named region's fill fraction when the plan names regions)."""
+        region's name and every named region's fill fraction when the plan names regions).
+        Returns the tokens written (in position order)."""
         idx = action.index.to(view.positions.device)
         chosen = action.tokens.to(view.tokens.device) if action.tokens is not None else view.tokens[idx]
         order = torch.argsort(idx)  # tokens of one step are simultaneous: record them by position
@@ -983,10 +984,13 @@ class Engine:
             if view.k is not None:
                 sc.deficit = max(0, view.k - int(idx.numel()))
             sc.ptr += 1
+        return chosen
 
-    def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> None:
+    def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> bool:
+        """Apply ``eos_fill`` and ``stop_at_eos``; returns whether the canvas changed."""
         if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
-            return
+            return False
+        changed = False
         gen = x[:, prompt_len:]
         is_stop = torch.zeros_like(gen, dtype=torch.bool)
         for t in stop_ids:
@@ -1005,10 +1009,13 @@ class Engine:
                 if bool(after.any()):
                     gen[row.index][after] = self.eos_id
                     row.next_logits = None
+                    changed = True
             if cfg.stop_at_eos and not bool(masked[:q].any()):
                 rest = gen[row.index] == self.mask_id
                 gen[row.index][rest] = self.eos_id
                 row.done = True
+                changed = True
+        return changed
 
 
 def generate(

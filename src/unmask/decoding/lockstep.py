@@ -27,13 +27,13 @@ the two regions in the prompt are refused; a generation region after the prompt
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UnmaskError
+from ..validation import check_option
 from .plan import Gate, Layout, Phase, Region, block_phases, check_sweep
 
 MARKERS = {"R": "[R]", "A": "[A]"}
@@ -44,9 +44,10 @@ Span = tuple[int, int]
 
 
 def _unit(name: str, value: float) -> float:
-    if value is None or not (0.0 < float(value) <= 1.0) or math.isnan(float(value)):
-        raise UnmaskError(f"{name} must be in (0, 1], got {value}")
-    return float(value)
+    """A required option, checked by its shared rule (``unmask.validation``: (0, 1])."""
+    if value is None:
+        raise UnmaskError(f"{name} must be in (0, 1], got None")
+    return float(check_option(name, value))
 
 
 @dataclass
@@ -68,10 +69,7 @@ class LockstepPlan:
         self.tau_a = _unit("tau_a", self.tau_a)
         self.max_fill_frac = _unit("max_fill_frac", self.max_fill_frac)
         if self.answer_after is not None:
-            f = float(self.answer_after)
-            if not (0.0 <= f <= 1.0) or math.isnan(f):
-                raise UnmaskError(f"answer_after must be in [0, 1], got {self.answer_after}")
-            self.answer_after = f
+            self.answer_after = float(check_option("answer_after", self.answer_after))
         for spans in self._per_prompt():
             _check_spans(spans)
 

@@ -104,24 +104,26 @@ class Phase:
 
     def window(self) -> tuple[int, int]:
         """The canvas span every forward of this phase computes: the union of all spans."""
-        spans = [sp for r in self.regions for sp in r.spans if sp[1] > sp[0]]
-        if not spans:
-            return (0, 0)
-        return (min(s for s, _ in spans), max(e for _, e in spans))
+        return _hull([sp for r in self.regions for sp in r.spans]) or (0, 0)
 
     def row_window(self, row: int) -> tuple[int, int]:
         """Canvas row ``row``'s own window: the union of its spans (the phase window if it has
         none). A cached forward starts there, so a padded row computes what it would alone."""
-        spans = [r.spans[row] for r in self.regions if r.spans[row][1] > r.spans[row][0]]
-        if not spans:
-            return self.window()
-        return (min(s for s, _ in spans), max(e for _, e in spans))
+        return _hull([r.spans[row] for r in self.regions]) or self.window()
 
     def stages(self) -> list[list[Region]]:
         """Regions that share one forward, in order: all at once (Jacobi) or one by one."""
         if self.sweep == "gauss_seidel":
             return [[r] for r in self.regions]
         return [list(self.regions)]
+
+
+def _hull(spans: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The smallest ``[start, end)`` covering the non-empty spans (None when all are empty)."""
+    spans = [sp for sp in spans if sp[1] > sp[0]]
+    if not spans:
+        return None
+    return (min(s for s, _ in spans), max(e for _, e in spans))
 
 
 @dataclass

@@ -78,12 +78,11 @@ class InfoGainSampler(Sampler):
         candidate_number = check_option("candidate_number", candidate_number)
         position_temperature = check_option("position_temperature", position_temperature)
         threshold = check_option("threshold", threshold)
+        lookahead_margin = check_option("lookahead_margin", lookahead_margin)
         if bypass not in ("any", "all"):
             raise UnmaskError(f"bypass must be 'any' or 'all', got {bypass!r}")
         if hnext_scope not in HNEXT_SCOPES:
             raise UnmaskError(f"hnext_scope must be one of {', '.join(HNEXT_SCOPES)}, got {hnext_scope!r}")
-        if lookahead_margin is not None and not (0.0 <= float(lookahead_margin) <= 1.0):
-            raise UnmaskError(f"lookahead_margin must be in [0, 1], got {lookahead_margin}")
         if cost_reduction not in ("sum", "mean"):
             raise UnmaskError(f"cost_reduction must be 'sum' or 'mean', got {cost_reduction!r}")
         self.variant = variant
