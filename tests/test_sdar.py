@@ -136,6 +136,8 @@ def test_batched_equals_one_by_one_with_left_padding(sdar):
         for i, p in enumerate(prompts):
             single = generate(sdar, [p], sampler, **{**kw, "seed": kw["seed"][i]})
             assert batched.sequences[i] == single.sequences[0], (sampler, i)
+        # the batch's cost figures are the sums of its prompts' (lengths differ modulo the block)
+        assert batched.forward_tokens == sum(t.forward_tokens for t in batched.traces) > 0
 
 
 @pytest.mark.parametrize("sampler", sampler_names())

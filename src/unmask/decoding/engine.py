@@ -635,6 +635,7 @@ class Engine:
             traces=[outs[g].traces[j] for g, j in pick],
             nfe=sum(o.nfe for o in outs),
             forward_rows=sum(o.forward_rows for o in outs),
+            forward_tokens=sum(o.forward_tokens for o in outs),
             seconds=sum(o.seconds for o in outs),
             prompt_lengths=[len(p) for p in prompts],
         )
