@@ -360,8 +360,6 @@ class Engine:
         if idx == list(range(cache.batch_size)):
             return cache
         rows_t = torch.tensor(idx, device=cache.keys[0].device)
-        if self.block_causal:  # SDAR reads cache.keys directly: materialise the rows
-            return cache.select_rows(rows_t)
         # lazy: the model gathers these rows while it writes the window into each layer's keys
         return cache.rows_view(rows_t)
 
