@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sampler comparison tables of docs/tiny_models.md: every built-in tiny model at two
 # difficulty levels. Writes results/compare/<name>.md (the table) and .json, and prints both.
-#   bash benchmarks/compare_tiny.sh            # all tables (about 40-70 min on 2 CPU cores)
+#   bash benchmarks/compare_tiny.sh            # all tables (about 60-90 min on 2 CPU cores)
 #   bash benchmarks/compare_tiny.sh multiply   # only the tables whose name contains "multiply"
 set -euo pipefail
 only="${1:-}"
@@ -9,6 +9,8 @@ out=results/compare
 mkdir -p "$out"
 S6=random,confidence,margin,entropy,info_gain,lookum
 S7=random,leftright,confidence,margin,entropy,info_gain,lookum
+# judge: the seven plus lockstep reasoning/answer decoding (confidence or Info-Gain inside the regions)
+SJ=$S7,lockstep_gs,lockstep_jacobi,lockstep_gs:info_gain,lockstep_jacobi:info_gain
 
 run() {
   local name="$1"; shift
@@ -31,3 +33,9 @@ run multiply-t1 --task multiply --samplers "$S7" --n 200 --temperature 1
 run multiply-t1-2perstep --task multiply --samplers "$S7" --n 200 --temperature 1 --tokens_per_step 2
 run nae-sat-t1 --task nae_sat --samplers "$S7" --n 200 --temperature 1
 run nae-sat-t1-4perstep --task nae_sat --samplers "$S7" --n 200 --temperature 1 --tokens_per_step 4
+run judge-greedy --task judge --samplers "$SJ" --n 400 --temperature 0
+run judge-greedy-2perstep --task judge --samplers "$SJ" --n 400 --temperature 0 --tokens_per_step 2
+run judge-t1 --task judge --samplers "$SJ" --n 400 --temperature 1
+run judge-t1-2perstep --task judge --samplers "$SJ" --n 400 --temperature 1 --tokens_per_step 2
+run judge-greedy-answer-after --task judge --samplers lockstep_gs,lockstep_jacobi,lockstep_gs:info_gain,lockstep_jacobi:info_gain --n 400 --temperature 0 --answer_after 0.5
+run judge-greedy-answer-last --task judge --samplers lockstep_gs,lockstep_jacobi,lockstep_gs:info_gain,lockstep_jacobi:info_gain --n 400 --temperature 0 --answer_after 1.0

@@ -203,6 +203,10 @@ SWEEPS = {
 # (id, argv, expected substring of the error line, stdin bytes or None)
 CASES: list[tuple[str, list[str], str, bytes | None]] = [
     # ---- the hang and silent NaN/inf options (issue 22) ----
+    ("judge_prompt_partial_question", ["sample", "--model_name_or_path", "tiny-judge", "--prompt",
+                                       "4123567?=6|????????????????????????|?"], "starts with the whole question", None),
+    ("judge_prompt_wrong_length", ["sample", "--model_name_or_path", "tiny-judge", "--prompt", "41235670=6|??"],
+     "a judge prompt has 37 characters", None),
     ("temperature_inf", ["sample", "--temperature", "inf"], "--temperature must be a finite number", None),
     ("temperature_nan", ["sample", "--temperature", "nan"], "--temperature must be a finite number", None),
     ("temperature_neg", ["sample", "--temperature", "-1"], "--temperature must be >= 0", None),
@@ -316,7 +320,8 @@ CASES: list[tuple[str, list[str], str, bytes | None]] = [
     ("compare_batch_zero", ["compare", "--task", "nae_sat", "--batch_size", "0"], "--batch_size must be >= 1", None),
     ("compare_n_zero", ["compare", "--task", "nae_sat", "--n", "0"], "--n must be >= 1", None),
     ("compare_task_unknown", ["compare", "--task", "chess"], "unknown task 'chess'", None),
-    ("compare_task_without_model", ["compare", "--task", "judge"], "no built-in model for --task judge", None),
+    ("compare_model_for_another_task", ["compare", "--task", "judge", "--model_name_or_path", "tiny-nae-sat"],
+     "trained for nae_sat, not judge", None),
     ("compare_sampler_unknown", ["compare", "--task", "nae_sat", "--samplers", "confidence,nope"], "unknown sampler", None),
     ("compare_givens_bad", ["compare", "--task", "sudoku", "--givens", "90"], "givens range", None),
     ("compare_givens_text", ["compare", "--task", "sudoku", "--givens", "many"], "expected a number or a range", None),

@@ -11,8 +11,9 @@ import pytest
 from unmask import generate
 from unmask.models.registry import resolve_model_path
 from unmask.session import Session
+from unmask.tasks.judge import is_heldout
 
-ALIASES = {"tiny-sudoku": "sudoku", "tiny-multiply": "multiply", "tiny-nae-sat": "nae_sat"}
+ALIASES = {"tiny-sudoku": "sudoku", "tiny-multiply": "multiply", "tiny-nae-sat": "nae_sat", "tiny-judge": "judge"}
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,22 @@ def test_nae_sat_observations_follow_given_latents(sessions):
         r = s.sample(c, sampler="leftright", overrides={"temperature": 0.0})
         accs.append(r.extra["obs_accuracy"])
     assert sum(accs) / len(accs) >= 0.9, accs
+
+
+def test_judge_walks_then_answers_fixed_heldout_items_left_to_right(sessions):
+    """Held-out tables (never in training), decoded left to right: the walk in R and the verdict
+    in A must both be right. The first item is a false claim, so the prior answer would fail it."""
+    s = sessions["tiny-judge"]
+    task = s.task
+    items = task.make_dataset(8, seed=4244)  # 43364224=2: the walk ends on 4, so N
+    assert all(is_heldout(it["question"]) for it in items)
+    assert items[0]["answer"] == "N"
+    prompts = [s.task_prompt_ids(it) for it in items]
+    out = s.generate_ids(prompts, "leftright", overrides={"max_new_tokens": 0, "temperature": 0.0,
+                                                        "suppress_token_ids": tuple(task.suppressed_ids())})
+    scores = [task.score(it, seq) for it, seq in zip(items, out.sequences)]
+    assert scores[0] == {"correct": 1.0, "r_correct": 1.0, "a_consistent": 1.0}
+    assert sum(sc["correct"] for sc in scores) >= 7, scores
 
 
 def test_generate_api_is_deterministic_on_a_builtin(sessions):

@@ -180,3 +180,15 @@ def test_chat_lockstep(tiny_llada_dir):
     assert conv.messages[1]["content"] == t1.reply and len(t2.prompt_ids) > len(t1.prompt_ids)
     with pytest.raises(UnmaskError, match="answer_separator"):
         Conversation(session, lockstep=LockstepOptions(mode="jacobi"))
+
+
+def test_compare_lockstep_rows_score_reasoning_like_plain_rows(capsys):
+    """Lockstep rows carry r_correct / a_consistent from the same scoring as plain rows (they read
+    0 before). On the shipped tiny-judge with A held back until R is complete, the walk is right."""
+    d = _json(capsys, ["compare", "--task", "judge", "--n", "8", "--temperature", "0", "--samplers",
+                       "leftright,lockstep_gs", "--answer_after", "1.0", "--json"])
+    rows = {r["sampler"]: r for r in d["rows"]}
+    for name in ("leftright", "lockstep_gs"):
+        assert rows[name]["r_correct"] >= 0.75, rows[name]
+        assert rows[name]["a_consistent"] >= 0.75, rows[name]
+    assert rows["lockstep_gs"]["premature_rate"] == 0.0

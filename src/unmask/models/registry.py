@@ -43,7 +43,7 @@ ALIASES: dict[str, str] = {
 }
 
 #: built-in tiny models shipped under ``unmask/assets/<alias>/``
-BUILTIN = ("tiny-sudoku", "tiny-multiply", "tiny-nae-sat")
+BUILTIN = ("tiny-sudoku", "tiny-multiply", "tiny-nae-sat", "tiny-judge")
 
 
 def assets_dir() -> Path:
