@@ -214,6 +214,19 @@ class JudgeTask(SyntheticTask):
         return ([bos] + self.encode_text(question) + [sep] + [mask] * R_LEN + [sep]
                 + [mask] * A_LEN)
 
+    def check_items(self, items: Sequence[dict[str, Any]], source: str) -> None:
+        """Also refuse items from a user's file whose question is not a judge question (it would
+        otherwise fail only when the item is scored)."""
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "puzzle" in item:
+                continue  # the base check words these
+            if "question" not in item:
+                raise UnmaskError(f"{source}: item {i} has no 'question' (e.g. {{\"question\": \"47165342=6\"}})")
+            if not (isinstance(item["question"], str) and is_question(item["question"])):
+                raise UnmaskError(f"{source}: item {i}: 'question' must be eight digits 0-7, '=' and a digit 0-7 "
+                                  f"(e.g. 47165342=6), got {item['question']!r}")
+        super().check_items(items, source)
+
     # ------------------------------------------------------------------ scoring
     def parse(self, text_or_ids: str | Sequence[int]) -> str:
         return self.answer_text(text_or_ids)
