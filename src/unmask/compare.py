@@ -129,7 +129,7 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                     ls_traces.append(tr)
                 elif regions is not None:
                     premature += int(premature_answer(tr, regions))
-                if regions is not None or mode is not None:
+                if regions is not None:
                     r_ok += score.get("r_correct", 0.0)
                     a_cons += score.get("a_consistent", 0.0)
             if progress:
@@ -148,7 +148,7 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
             row["obs_accuracy"] = sum(obs) / len(obs)
         if task.name == "multiply":
             row["product_first_rate"] = prod_first / n
-        if regions is not None or mode is not None:
+        if regions is not None:
             row["r_correct"] = r_ok / n
             row["a_consistent"] = a_cons / n
             row["premature_rate"] = premature / n

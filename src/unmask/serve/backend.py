@@ -7,9 +7,8 @@ Two kinds of model are served:
   decoded with ``skip_special_tokens=True`` and *without* the tokenizer's space clean-up, because
   the clean-up rewrites text across token boundaries and a streamed prefix would then not be a
   prefix of the final text.
-* **built-in task models** (``tiny-sudoku``, ``tiny-multiply``, ``tiny-nae-sat``,
-  ``tiny-judge``): these fill a
-  fixed canvas of characters, so the prompt *is* the canvas: the characters given are kept,
+* **built-in task models** (``tiny-sudoku``, ``tiny-multiply``, ``tiny-nae-sat``, ``tiny-judge``):
+  these fill a fixed canvas of characters, so the prompt *is* the canvas: the characters given are kept,
   ``?``/``_`` (and for Sudoku ``0``/``.``) and everything after the end of a shorter prompt are
   filled, whitespace is ignored, and an empty prompt means the model's built-in example. The
   completion is the whole filled canvas (givens included), e.g. ``12*34=`` ->
