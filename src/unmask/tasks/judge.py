@@ -68,7 +68,8 @@ DIGITS = "01234567"
 
 
 def trajectory(question: str) -> list[int]:
-    """States ``s_1..s_12`` of a question ``TTTTTTTT=c``: ``s_0 = 0`` and ``s_i = table[s_{i-1}]``."""
+    """States ``s_1..s_12`` of a question ``TTTTTTTT=c`` (or its table alone): ``s_0 = 0`` and
+    ``s_i = table[s_{i-1}]``."""
     table = [int(ch) for ch in question[:N_STATES]]
     state, out = 0, []
     for _ in range(N_STEPS):
@@ -80,6 +81,18 @@ def trajectory(question: str) -> list[int]:
 def is_question(question: str) -> bool:
     return (len(question) == QUESTION_LEN and all(c in DIGITS for c in question[:N_STATES])
             and question[N_STATES] == "=" and question[-1] in DIGITS)
+
+
+def question_of(item: dict[str, Any]) -> str:
+    """The question of an item: its ``question``, or the start of a user's canvas (``puzzle``, from
+    ``unmask sample --prompt`` or a request), which must give the question in full."""
+    question = item.get("question")
+    if question is None:
+        question = str(item.get("puzzle", ""))[:QUESTION_LEN]
+    if not is_question(question):
+        raise UnmaskError("a judge prompt starts with the whole question: eight digits 0-7 (the table), "
+                          f"'=' and the claimed end state 0-7, e.g. 47165342=6; got {question!r}")
+    return question
 
 
 def claim_of(question: str) -> int:
@@ -100,9 +113,9 @@ def parse_reasoning(r: str) -> list[int] | None:
     values = []
     for i in range(N_STEPS):
         a, b = r[2 * i], r[2 * i + 1]
-        if a == "_" and len(b) == 1 and b in DIGITS:
+        if a == "_" and b in DIGITS:
             values.append(int(b))
-        elif b == "_" and len(a) == 1 and a in DIGITS:
+        elif b == "_" and a in DIGITS:
             values.append(int(a))
         else:
             return None
@@ -160,7 +173,7 @@ class JudgeTask(SyntheticTask):
             text = "".join(DIGITS[v] for v in table)
             if is_heldout(text) != heldout:
                 continue
-            states = trajectory(text + "=0")
+            states = trajectory(text)
             true = rng.random() < self.true_rate
             claim = states[-1] if true else false_claim(table, states, rng)
             return f"{text}={claim}", true
@@ -205,13 +218,7 @@ class JudgeTask(SyntheticTask):
     def prompt_ids(self, item: dict[str, Any], tokenizer=None) -> list[int]:
         bos, mask = self._special_ids(tokenizer)
         sep = self.char_ids["|"]
-        question = item.get("question")
-        if question is None:  # a user's canvas (``unmask sample --prompt``): the question in full
-            question = str(item.get("puzzle", ""))[:QUESTION_LEN]
-            if not is_question(question):
-                raise UnmaskError("a judge prompt starts with the whole question: eight digits 0-7 (the table), "
-                                  f"'=' and the claimed end state 0-7, e.g. 47165342=6; got {question!r}")
-        return ([bos] + self.encode_text(question) + [sep] + [mask] * R_LEN + [sep]
+        return ([bos] + self.encode_text(question_of(item)) + [sep] + [mask] * R_LEN + [sep]
                 + [mask] * A_LEN)
 
     def check_items(self, items: Sequence[dict[str, Any]], source: str) -> None:
@@ -244,9 +251,7 @@ class JudgeTask(SyntheticTask):
             return {"correct": 0.0, "r_correct": 0.0, "a_consistent": 0.0}
         r, a = self.split(text)
         values = parse_reasoning(r)
-        question = item.get("question") or str(item.get("puzzle", ""))[:QUESTION_LEN]  # puzzle: a user's canvas
-        if not is_question(question):
-            raise ValueError(f"not a judge question (eight digits 0-7, '=', a digit 0-7): {question!r}")
+        question = question_of(item)
         truth = trajectory(question)
         claim = claim_of(question)
         verdict = "Y" if truth[-1] == claim else "N"
