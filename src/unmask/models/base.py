@@ -110,6 +110,7 @@ class DiffusionLM(nn.Module):
         start: int = 0,
         return_cache: bool = False,
         head_range: tuple[int, int] | None = None,
+        positions: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Run the transformer on ``input_ids`` ``[B, Q]`` that sit at canvas positions
         ``[start, start + Q)``.
@@ -125,6 +126,11 @@ class DiffusionLM(nn.Module):
 
         ``attention_mask`` ``[B, T_keys]`` (1 = real token, 0 = left padding) covers all key
         positions, i.e. the whole canvas.
+
+        ``positions`` ``[B, T]`` overrides the rotary positions (default: counted from the first
+        real token). MMaDA's text-to-image reference rotates by the absolute index, pads
+        included; rotary attention is shift-invariant, so this only changes float rounding, but
+        it makes the reference fixtures bit-exact.
         """
         b, q_len = input_ids.shape
         if cache is None and start != 0:
@@ -137,7 +143,9 @@ class DiffusionLM(nn.Module):
         if attention_mask.shape[-1] != total:
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, keys are {total}")
         key_mask = attention_mask.to(torch.bool)
-        positions = positions_from_mask(attention_mask)[:, start : start + q_len]
+        if positions is None:
+            positions = positions_from_mask(attention_mask)
+        positions = positions[:, start : start + q_len]
         if getattr(self, "uses_rope", True):
             cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)
         else:

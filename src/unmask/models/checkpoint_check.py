@@ -72,7 +72,7 @@ def check_config(raw: Any, path: str | Path) -> None:
             if f.name.endswith("_token_id"):
                 if v < 0:
                     raise UnmaskError(f"{where} must be >= 0, got {v}")
-            elif v <= 0:
+            elif v < 0 or (v == 0 and f.name not in getattr(cls, "ZERO_OK", ())):
                 raise UnmaskError(f"{where} must be > 0, got {v}")
         if kind == "float":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):

@@ -22,6 +22,7 @@ from ..userio import read_text
 from .base import DiffusionLM
 from .dream import Dream, DreamConfig
 from .llada import LLaDA, LLaDAConfig
+from .mmada import MMaDA, MMaDAConfig, is_mmada
 from .sdar import SDAR, SDARConfig
 
 _DTYPES = {
@@ -49,6 +50,8 @@ def architecture_of(config: dict[str, Any]) -> type[DiffusionLM]:
         raise UnmaskError(f"config.json: architectures must be a list of names, got {config.get('architectures')!r}")
     mt = str(config.get("model_type", "")).lower()
     archs = [str(a).lower() for a in config.get("architectures") or []]
+    if is_mmada(config):
+        return MMaDA
     if mt == "llada" or any("llada" in a for a in archs) or "d_model" in config:
         return LLaDA
     if mt == "dream" or any("dream" in a for a in archs):
@@ -57,11 +60,13 @@ def architecture_of(config: dict[str, Any]) -> type[DiffusionLM]:
         return SDAR
     raise UnmaskError(
         f"config.json has model_type={config.get('model_type')!r}, architectures={config.get('architectures')!r}: "
-        "unmask knows LLaDA (model_type 'llada'), Dream (model_type 'Dream') and SDAR/TraDo (model_type 'sdar')"
+        "unmask knows LLaDA (model_type 'llada'), MMaDA ('mmada'), Dream (model_type 'Dream') and SDAR/TraDo (model_type 'sdar')"
     )
 
 
 def _class_of(config: LLaDAConfig | DreamConfig | SDARConfig) -> type[DiffusionLM]:
+    if isinstance(config, MMaDAConfig):
+        return MMaDA
     if isinstance(config, LLaDAConfig):
         return LLaDA
     if isinstance(config, SDARConfig):

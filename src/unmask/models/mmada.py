@@ -1,0 +1,91 @@
+"""MMaDA (``Gen-Verse/MMaDA-8B-*``): LLaDA with one vocabulary for text and image codes.
+
+The network is LLaDA's, parameter for parameter (``MMadaModelLM`` subclasses ``LLaDAModelLM`` and
+only resizes the embedding and the head), so the native class is :class:`~unmask.models.llada.LLaDA`
+with a config that knows where the image codes live:
+
+* ids ``[0, llm_vocab_size)`` are text (126,464 for the official models, the LLaDA tokenizer's
+  length); the special prompt tokens (``<|t2i|>``, ``<|soi|>``, ...) are reserved text ids;
+* ids ``[image_offset, image_offset + codebook_size)`` are MAGVIT-v2 codes, ``image_offset =
+  llm_vocab_size + num_new_special_tokens`` (8,192 codes from 126,464: 134,656 = ``new_vocab_size``);
+* the mask is LLaDA's 126336.
+
+The reference finds the image offset as ``len(tokenizer)``; we read it from the config so that a
+model folder describes itself (the two agree for the official tokenizer, whose length is
+``llm_vocab_size``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import UnmaskError
+from .llada import LLaDA, LLaDAConfig
+
+
+@dataclass
+class MMaDAConfig(LLaDAConfig):
+    """LLaDA's fields plus the official MMaDA ones. ``num_vq_tokens`` is the image length the
+    model was trained for (1,024 = 32 x 32 codes of a 512 px image in ``configs/mmada_demo.yaml``)."""
+
+    vocab_size: int = 134656
+    embedding_size: int | None = 134656
+    llm_vocab_size: int = 126464
+    new_vocab_size: int = 134656
+    codebook_size: int = 8192
+    num_vq_tokens: int = 1024
+    num_new_special_tokens: int = 0
+    bos_token_id: int = 126080
+    model_type: str = "mmada"
+    #: integer fields for which 0 is a valid value (checked by checkpoint_check)
+    ZERO_OK: ClassVar[tuple[str, ...]] = ("num_new_special_tokens",)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MMaDAConfig:
+        cfg = super().from_dict(d)
+        assert isinstance(cfg, MMaDAConfig)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.rows < self.image_offset + self.codebook_size:
+            raise UnmaskError(
+                f"MMaDA config: the vocabulary has {self.rows} rows, too few for {self.codebook_size} image codes "
+                f"after {self.image_offset} text ids (llm_vocab_size + num_new_special_tokens)")
+        if not 0 <= self.mask_token_id < self.image_offset:
+            raise UnmaskError(f"MMaDA config: mask_token_id {self.mask_token_id} must be a text id "
+                              f"(< {self.image_offset})")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["architectures"] = ["MMadaModelLM"]
+        return d
+
+    @property
+    def image_offset(self) -> int:
+        """Vocabulary id of image code 0."""
+        return self.llm_vocab_size + self.num_new_special_tokens
+
+
+class MMaDA(LLaDA):
+    """``MMadaModelLM``: the LLaDA network over the unified vocabulary (same parameter names)."""
+
+    config_class = MMaDAConfig
+    config: MMaDAConfig
+
+    @property
+    def image_offset(self) -> int:
+        return self.config.image_offset
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+
+def is_mmada(config: dict[str, Any]) -> bool:
+    """Whether a parsed config.json describes an MMaDA model (checked before LLaDA, whose fields
+    an MMaDA config also carries)."""
+    mt = str(config.get("model_type", "")).lower()
+    archs = [str(a).lower() for a in config.get("architectures") or [] if isinstance(config.get("architectures"), list)]
+    return mt == "mmada" or any("mmada" in a for a in archs)

@@ -1,0 +1,1 @@
+"""MMaDA's multimodal decoding: prompt layouts, text-to-image and image understanding."""
