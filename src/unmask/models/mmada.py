@@ -60,12 +60,26 @@ class MMaDAConfig(LLaDAConfig):
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["architectures"] = ["MMadaModelLM"]
+        # the reference builds its OLMo ModelConfig from every one of these attributes, so a
+        # folder we write must carry them all (values of the official LLaDA/MMaDA configs)
+        for k, v in _OLMO_DEFAULTS.items():
+            d.setdefault(k, v)
         return d
 
     @property
     def image_offset(self) -> int:
         """Vocabulary id of image code 0."""
         return self.llm_vocab_size + self.num_new_special_tokens
+
+
+_OLMO_DEFAULTS: dict[str, Any] = {
+    "block_group_size": 1, "alibi_bias_max": 8.0, "flash_attention": False, "attention_dropout": 0.0,
+    "multi_query_attention": None, "attention_layer_norm": False, "residual_dropout": 0.0,
+    "embedding_dropout": 0.0, "input_emb_norm": False, "layer_norm_with_affine": True,
+    "attention_layer_norm_with_affine": True, "bias_for_layer_norm": False, "scale_logits": False,
+    "init_device": None, "init_fn": "mitchell", "init_std": 0.02, "init_cutoff_factor": None,
+    "precision": "amp_bf16", "use_cache": False,
+}
 
 
 class MMaDA(LLaDA):
