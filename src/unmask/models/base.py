@@ -111,6 +111,7 @@ class DiffusionLM(nn.Module):
         return_cache: bool = False,
         head_range: tuple[int, int] | None = None,
         positions: torch.Tensor | None = None,
+        vocab_range: tuple[int, int] | None = None,
     ) -> ModelOutput:
         """Run the transformer on ``input_ids`` ``[B, Q]`` that sit at canvas positions
         ``[start, start + Q)``.
@@ -131,6 +132,9 @@ class DiffusionLM(nn.Module):
         real token). MMaDA's text-to-image reference rotates by the absolute index, pads
         included; rotary attention is shift-invariant, so this only changes float rounding, but
         it makes the reference fixtures bit-exact.
+
+        ``vocab_range`` = ``(lo, hi)`` returns logits for those vocabulary ids only (MMaDA's image
+        decoding reads the 8,192 image codes of a 134,656-id vocabulary).
         """
         b, q_len = input_ids.shape
         if cache is None and start != 0:
@@ -160,7 +164,7 @@ class DiffusionLM(nn.Module):
                 new_values.append(v)
         if head_range is not None:
             h = h[:, head_range[0] : head_range[1]]
-        logits = self.head(h)
+        logits = self.head(h) if vocab_range is None else self.head_columns(h, *vocab_range)
         out_cache = KVCache(new_keys, new_values) if return_cache else None
         return ModelOutput(logits=logits, cache=out_cache)
 
@@ -208,6 +212,10 @@ class DiffusionLM(nn.Module):
         if self.shift_logits and start == 0:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return ModelOutput(logits)
+
+    def head_columns(self, h: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Logits for vocabulary ids ``[lo, hi)`` (subclasses may avoid computing the rest)."""
+        return self.head(h)[..., lo:hi]
 
     # ---- helpers every subclass provides through attributes ----
     head_dim: int

@@ -20,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
+import torch.nn.functional as F
+
 from ..errors import UnmaskError
 from .llada import LLaDA, LLaDAConfig
 
@@ -95,6 +98,16 @@ class MMaDA(LLaDA):
     @property
     def codebook_size(self) -> int:
         return self.config.codebook_size
+
+    def head_columns(self, h: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Only the rows ``[lo, hi)`` of the output matrix: image decoding needs 8,192 of the
+        134,656 logits per position."""
+        t = self.model.transformer
+        h = t["ln_f"](h)
+        if self.config.weight_tying:
+            return F.linear(h, t["wte"].weight[lo:hi])
+        head = t["ff_out"]
+        return F.linear(h, head.weight[lo:hi], None if head.bias is None else head.bias[lo:hi])
 
 
 def is_mmada(config: dict[str, Any]) -> bool:

@@ -60,8 +60,11 @@ def cosine_mask_len(step: int, steps: int, num_image: int, unknown: int) -> int:
 
 @dataclass
 class GuidedImageLogits:
-    """Classifier-free guidance and the image-code slice. Input: raw logits ``[2R, W, V]`` (cond
-    rows then uncond rows) or ``[R, W, V]`` without guidance; output ``[R, W, codebook_size]``."""
+    """Classifier-free guidance over the image-code slice of the vocabulary.
+
+    ``columns`` is the slice ``[offset, offset + codebook_size)``: the runner asks the model for
+    these logits only. Input ``[2R, W, C]`` (cond rows, then uncond rows; ``[R, W, C]`` without
+    guidance), output ``[R, W, C]`` fp32 code-space logits, ``(1 + w) * cond - w * uncond``."""
 
     guidance_scale: float
     offset: int
@@ -71,11 +74,14 @@ class GuidedImageLogits:
     def guided(self) -> bool:
         return self.guidance_scale > 0
 
-    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
-        sl = raw[..., self.offset : self.offset + self.codebook_size]
+    @property
+    def columns(self) -> tuple[int, int]:
+        return self.offset, self.offset + self.codebook_size
+
+    def __call__(self, sliced: torch.Tensor) -> torch.Tensor:
         if not self.guided:
-            return sl.float()
-        cond, uncond = sl.chunk(2, dim=0)
+            return sliced.float()
+        cond, uncond = sliced.chunk(2, dim=0)
         w = self.guidance_scale
         return ((1 + w) * cond - w * uncond).float()
 
@@ -85,8 +91,10 @@ class GuidedImageLogits:
 class CFGRunner:
     """Builds the forward rows for canvases of one prompt batch and runs them."""
 
-    def __init__(self, model, layout: T2ILayout, uncond: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    def __init__(self, model, layout: T2ILayout, uncond: tuple[torch.Tensor, torch.Tensor] | None,
+                 columns: tuple[int, int]) -> None:
         self.model = model
+        self.columns = columns
         self.layout = layout
         self.uncond = uncond  # text part ids [text_len] and mask [text_len] of the empty prompt
         t = layout.ids.shape[1]
@@ -111,10 +119,11 @@ class CFGRunner:
 
     @torch.no_grad()
     def image_logits(self, canvases: torch.Tensor, owners: Sequence[int]) -> torch.Tensor:
-        """Raw logits over the image positions ``[R or 2R, N, V]`` in one forward."""
+        """Raw logits of the image positions and the processor's columns ``[R or 2R, N, C]``, one forward."""
         ids, mask = self.rows(canvases, owners)
         lo, hi = self.layout.image_start, self.layout.image_end
-        out = self.model(ids, mask, head_range=(lo, hi), positions=self.positions.expand(ids.shape[0], -1))
+        out = self.model(ids, mask, head_range=(lo, hi), positions=self.positions.expand(ids.shape[0], -1),
+                         vocab_range=self.columns)
         self.forwards += 1
         self.rows_run += ids.shape[0]
         return out.logits
@@ -229,8 +238,8 @@ def t2i(
     if guidance_scale > 0:
         u_ids, u_mask = t2i_text_part([], bos, eos, max_text_len)
         uncond = (torch.tensor(u_ids), torch.tensor(u_mask))
-    runner = CFGRunner(model, layout, uncond)
     proc = GuidedImageLogits(float(guidance_scale), cfg.image_offset, cfg.codebook_size)
+    runner = CFGRunner(model, layout, uncond, proc.columns)
     lo, hi = layout.image_start, layout.image_end
     canvas = layout.ids.to(dev).clone()
 
