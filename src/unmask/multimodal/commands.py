@@ -5,6 +5,10 @@
 
 Every sampler of ``unmask sample`` works (``maskgit``, the reference's rule, is the default);
 ``--save_trace`` writes each image's decoding order.
+
+This module also gives ``unmask sample`` its ``--image`` / ``--vq_model_path`` flags (image
+understanding): it adds them to the existing ``sample`` parser and routes runs that pass
+``--image`` through :func:`cmd_sample_image`, so ``cli.py`` needs no image code.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "save_trace", default=None, help="write the decoding order of every image (JSON) here")
     add_flag(p, "json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_t2i)
+
+    sample = sub.choices.get("sample")
+    if sample is not None:
+        add_flag(sample, "image", default=None, help="an image to ask about (MMaDA models; needs --vq_model_path)")
+        add_flag(sample, "vq_model_path", default=None, help="MAGVIT-v2 folder for --image")
+        text_only = sample.get_default("func")
+        sample.set_defaults(func=lambda args: (cmd_sample_image if args.image else text_only)(args))
 
 
 def load_pair(model_path: str, vq_path: str, dtype: str, device: str):
@@ -100,4 +111,35 @@ def cmd_t2i(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out} ({args.n} image(s), {summary['image_size'][0]}x{summary['image_size'][1]} px, "
               f"{summary['image_tokens']} tokens, {res.forwards} forwards, {seconds:.2f} s)")
+    return 0
+
+
+def cmd_sample_image(args: argparse.Namespace) -> int:
+    """``unmask sample --image PATH --prompt QUESTION``: the answer about the picture."""
+    from ..cli import config_overrides, resolve_device, sampler_options
+    from ..errors import UnmaskError
+    from ..models.magvitv2 import load_magvitv2
+    from ..session import SampleResult, Session
+    from .mmu import mmu_ids, require_mmada
+
+    if args.prompt is None:
+        raise UnmaskError("--image needs a question: pass --prompt")
+    device = resolve_device(args.device)
+    session = Session.load(args.model_name_or_path, device=device, dtype=args.dtype)
+    require_mmada(session.model)
+    if not args.vq_model_path:
+        raise UnmaskError("--image needs --vq_model_path (the model's MAGVIT-v2 tokenizer folder)")
+    vq = load_magvitv2(args.vq_model_path, device=device)
+    ids = mmu_ids(session.model, vq, args.image, session.encode_prompt(args.prompt, args.chat_template))
+    out = session.generate_ids([ids], args.sampler, sampler_options(args), config_overrides(args))
+    gen = out.generated[0]
+    text_ids = [t for t in gen if t < session.model.config.image_offset]  # image codes have no text
+    result = SampleResult(text=session.decode(text_ids), token_ids=gen, output=out, prompt_text=args.prompt,
+                          extra={"sampler": args.sampler, "image": str(args.image)})
+    if args.save_trace:
+        session.save_trace(result, args.save_trace)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.render())
     return 0
