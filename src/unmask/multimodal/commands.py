@@ -52,6 +52,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_flag(sample, "vq_model_path", default=None, help="MAGVIT-v2 folder for --image")
         text_only = sample.get_default("func")
         sample.set_defaults(func=lambda args: (cmd_sample_image if args.image else text_only)(args))
+    serve = sub.choices.get("serve")
+    if serve is not None:
+        add_flag(serve, "vq_model_path", default=None,
+                 help="MAGVIT-v2 folder: with an MMaDA model, also serve POST /v1/images/generations")
+
+
+def serve_routes(args: argparse.Namespace, session) -> list:
+    """``unmask serve`` routes for images (none without ``--vq_model_path``)."""
+    if not getattr(args, "vq_model_path", None):
+        return []
+    from ..cli import resolve_device
+    from ..models.magvitv2 import load_magvitv2
+    from .mmu import require_mmada
+    from .serve_images import image_routes
+
+    require_mmada(session.model)
+    vq = load_magvitv2(args.vq_model_path, device=resolve_device(args.device))
+    return image_routes(session, vq, args.served_model_name or args.model_name_or_path)
 
 
 def load_pair(model_path: str, vq_path: str, dtype: str, device: str):

@@ -36,8 +36,9 @@ def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(backend: Backend, batcher: Batcher) -> Starlette:
-    """The ASGI app serving ``backend`` through ``batcher`` (the batcher starts with the app)."""
+def create_app(backend: Backend, batcher: Batcher, extra_routes: tuple | list = ()) -> Starlette:
+    """The ASGI app serving ``backend`` through ``batcher`` (the batcher starts with the app).
+    ``extra_routes``: more endpoints (MMaDA's ``/v1/images/generations``)."""
 
     async def handle(request: Request, kind: str) -> Response:
         try:
@@ -159,6 +160,7 @@ def create_app(backend: Backend, batcher: Batcher) -> Starlette:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        *extra_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,

@@ -79,7 +79,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend.check_defaults()
     batcher = Batcher(backend, max_batch_size=args.max_batch_size, max_wait=args.max_wait_ms / 1000.0,
                       max_queue=args.max_queue)
-    app = create_app(backend, batcher)
+    from ..multimodal.commands import serve_routes
+
+    app = create_app(backend, batcher, serve_routes(args, session))
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level=args.log_level, lifespan="on",
