@@ -71,3 +71,19 @@ def test_wrong_out_suffix_codebook_mismatch_and_text_only_model(folder, tmp_path
     args[args.index("--model_name_or_path") + 1] = str(tiny_llada_dir)
     assert main(args) == 2
     assert "text-only" in capsys.readouterr().err
+
+
+def test_gif_shows_the_canvas_filling(folder, tmp_path):
+    from PIL import Image
+
+    gif = tmp_path / "fill.gif"
+    assert main(base(folder, tmp_path / "g.png", "--gif", str(gif))) == 0
+    im = Image.open(gif)
+    assert im.n_frames == 4  # one frame per step
+    first = im.convert("RGB")
+    im.seek(im.n_frames - 1)
+    last = im.convert("RGB")
+    grey = sum(1 for px in first.getdata() if px == (128, 128, 128))
+    assert grey > 0.5 * first.width * first.height  # most of the canvas still masked after step 1
+    assert sum(1 for px in last.getdata() if px == (128, 128, 128)) < grey
+    assert main(base(folder, tmp_path / "g.png", "--gif", str(tmp_path / "x.png"))) == 2

@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "max_lookahead_rows", type=int, default=None, help="most candidates per lookahead forward")
     add_flag(p, "compat", default=None, help="shared_stream: the reference's one random stream per batch")
     add_flag(p, "save_trace", default=None, help="write the decoding order of every image (JSON) here")
+    add_flag(p, "gif", default=None, help="animated GIF of the first image filling in (masked tokens grey)")
     add_flag(p, "json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_t2i)
 
@@ -96,6 +97,8 @@ def cmd_t2i(args: argparse.Namespace) -> int:
     from .t2i import DEFAULT_GUIDANCE, DEFAULT_STEPS, t2i
 
     out = check_image_path(args.out)
+    if args.gif is not None and not str(args.gif).lower().endswith(".gif"):
+        raise UnmaskError(f"--gif {args.gif}: the file name must end in .gif")
     if args.n < 1:
         raise UnmaskError(f"--n must be >= 1, got {args.n}")
     if args.max_text_len is not None and args.max_text_len < 1:
@@ -124,6 +127,12 @@ def cmd_t2i(args: argparse.Namespace) -> int:
                  "grid": [int(res.codes.shape[1] ** 0.5)] * 2, "codes": res.codes.tolist(), "steps": res.traces}
         Path(args.save_trace).write_text(json.dumps(trace) + "\n")
         summary["trace"] = args.save_trace
+    if args.gif:
+        from .fill import fill_frames, save_gif
+
+        side = int(round(res.codes.shape[1] ** 0.5))
+        frames = fill_frames(vq, res.traces[0], side)
+        summary["gif"] = str(save_gif(frames, args.gif, scale=max(1, 256 // frames[0].shape[0])))
     if args.json:
         print(json.dumps(summary))
     else:
