@@ -373,10 +373,35 @@ def _read_state(folder: Path) -> dict[str, torch.Tensor]:
     raise UnmaskError(f"no tokenizer weights in {folder} (looked for {', '.join(_VQ_WEIGHT_FILES)})")
 
 
+#: names that find the official tokenizer in the local Hugging Face cache
+VQ_ALIASES = {"magvitv2": "showlab/magvitv2", "showlab/magvitv2": "showlab/magvitv2"}
+
+
+def resolve_vq_path(name: str | Path) -> Path:
+    """A folder, or ``magvitv2`` / ``showlab/magvitv2`` looked up in the local Hugging Face cache
+    (never the network)."""
+    p = Path(name).expanduser()
+    if p.exists() or str(name) not in VQ_ALIASES:
+        return p
+    from .registry import hf_cache_dirs
+
+    repo = "models--" + VQ_ALIASES[str(name)].replace("/", "--")
+    for cache in hf_cache_dirs():
+        snaps = cache / repo / "snapshots"
+        if snaps.is_dir():
+            for snap in sorted(snaps.iterdir(), key=lambda q: q.stat().st_mtime, reverse=True):
+                if any((snap / f).exists() for f in _VQ_WEIGHT_FILES):
+                    return snap
+    raise UnmaskError(f"the {VQ_ALIASES[str(name)]} tokenizer is not on this machine (looked in the Hugging Face "
+                      f"cache); download it with `huggingface-cli download {VQ_ALIASES[str(name)]} --local-dir DIR` "
+                      "and pass --vq_model_path DIR")
+
+
 def load_magvitv2(folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> MAGVITv2:
     """Load a MAGVIT-v2 folder (``config.json`` + weights, official key names). Missing, extra and
-    mis-shaped tensors are reported by name; the LFQ buffers may be absent (they are recomputed)."""
-    folder = Path(folder)
+    mis-shaped tensors are reported by name; the LFQ buffers may be absent (they are recomputed).
+    ``magvitv2`` finds the official tokenizer in the local Hugging Face cache."""
+    folder = resolve_vq_path(folder)
     if not folder.is_dir():
         raise UnmaskError(f"tokenizer folder {folder} does not exist")
     cfg_path = folder / "config.json"

@@ -40,6 +40,9 @@ ALIASES: dict[str, str] = {
     "trado-8b": "Gen-Verse/TraDo-8B-Instruct",
     "trado-4b": "Gen-Verse/TraDo-4B-Instruct",
     "trado-thinking": "Gen-Verse/TraDo-8B-Thinking",
+    "mmada": "Gen-Verse/MMaDA-8B-MixCoT",
+    "mmada-mixcot": "Gen-Verse/MMaDA-8B-MixCoT",
+    "mmada-base": "Gen-Verse/MMaDA-8B-Base",
 }
 
 #: built-in tiny models shipped under ``unmask/assets/<alias>/``
