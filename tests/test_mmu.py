@@ -91,3 +91,18 @@ def test_text_sampling_is_unchanged_without_image(tiny_llada_dir, capsys):
                  "--steps", "2", "--json", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["nfe"] == 2
     assert unmask.generate  # the public API is untouched
+
+
+def test_chat_image_command(folder, photo, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    lines = f"/image {photo}\nwhat is it?\n/image {tmp_path / 'nope.png'}\n/reset\nwhat is it?\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
+    args = ["chat", "--model_name_or_path", str(folder / "model"), "--vq_model_path", str(folder / "vq"),
+            "--max_new_tokens", "8", "--steps", "4", "--json", "--device", "cpu"]
+    assert main(args) == 2  # the missing picture is one failure
+    out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert out[0] == {"command": "image", "image": str(photo), "tokens": 64}
+    with_image, after_reset = out[1], out[3]
+    assert with_image["prompt_tokens"] == after_reset["prompt_tokens"] + 67  # <|mmu|> <|soi|> 64 codes <|eoi|>

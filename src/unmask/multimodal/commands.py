@@ -53,10 +53,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_flag(sample, "vq_model_path", default=None, help="MAGVIT-v2 folder for --image")
         text_only = sample.get_default("func")
         sample.set_defaults(func=lambda args: (cmd_sample_image if args.image else text_only)(args))
+    chat = sub.choices.get("chat")
+    if chat is not None:
+        add_flag(chat, "vq_model_path", default=None, help="MAGVIT-v2 folder: enables /image PATH (MMaDA models)")
+        text_chat = chat.get_default("func")
+        chat.set_defaults(func=lambda args: _chat(args, text_chat))
     serve = sub.choices.get("serve")
     if serve is not None:
         add_flag(serve, "vq_model_path", default=None,
                  help="MAGVIT-v2 folder: with an MMaDA model, also serve POST /v1/images/generations")
+
+
+def _chat(args: argparse.Namespace, text_chat):
+    if not getattr(args, "vq_model_path", None):
+        return text_chat(args)
+    from .chat_image import cmd_chat_image
+
+    return cmd_chat_image(args)
 
 
 def serve_routes(args: argparse.Namespace, session) -> list:
