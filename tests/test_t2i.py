@@ -131,3 +131,10 @@ def test_official_folder_variants_load(tmp_path, dtype, shard):
     assert type(m).__name__ == "MMaDA" and m.config.image_offset == 126464 and m.config.codebook_size == 64
     out = t2i(m, None, [[5]], "confidence", seed=0, decode=False, **KW)
     assert out.codes.shape == (1, 64)
+
+
+def test_finished_rows_stop_costing_forwards(pair):
+    """threshold 0 commits every position at once: one forward, no work for the other steps."""
+    model, _ = pair
+    out = t2i(model, None, [[5], [6]], "threshold", seed=0, decode=False, sampler_options={"threshold": 0.0}, **KW)
+    assert out.forwards == 1 and all(len(tr) == 1 for tr in out.traces)

@@ -256,29 +256,33 @@ def t2i(
     traces: list[list[dict[str, Any]]] = [[] for _ in range(b)]
     cached: dict[int, torch.Tensor] = {}  # row -> guided logits of its current canvas (from a lookahead)
     for step in range(steps):
-        need = [i for i in range(b) if i not in cached]
+        left = (canvas[:, lo:hi] == mask_id).any(1).tolist()
+        if not any(left):
+            break
+        # rows that draw this step: the finished ones only in the shared stream (as the reference,
+        # which keeps drawing for every row of its batch)
+        live = list(range(b)) if shared else [i for i in range(b) if left[i]]
+        need = [i for i in live if i not in cached]
         if need:
             guided = proc(runner.image_logits(canvas[need], need))
             for j, i in enumerate(need):
                 cached[i] = guided[j]
-        probs_all = [torch.softmax(cached[i], dim=-1) for i in range(b)]
+        probs_all = {i: torch.softmax(cached[i], dim=-1) for i in live}
         # tokens at every image position (as the reference: the stream does not depend on the
         # number of masks left); shared stream: one draw for the whole batch, in row order
         if shared:
-            flat = torch.cat(probs_all).cpu()
-            sampled = torch.multinomial(flat, 1, generator=gens[0])[:, 0].view(b, n_img)
+            flat = torch.cat([probs_all[i] for i in live]).cpu()
+            drawn = torch.multinomial(flat, 1, generator=gens[0])[:, 0].view(b, n_img)
+            sampled = {i: drawn[i].to(dev) for i in live}
         else:
-            sampled = torch.stack([torch.multinomial(p.cpu(), 1, generator=gens[i])[:, 0]
-                                   for i, p in enumerate(probs_all)])
-        sampled = sampled.to(dev)
+            sampled = {i: torch.multinomial(probs_all[i].cpu(), 1, generator=gens[i])[:, 0].to(dev) for i in live}
         last = step == steps - 1
         views, rows = [], []
         for i in range(b):
-            img = canvas[i, lo:hi]
-            unknown = img == mask_id
-            n_unknown = int(unknown.sum())
-            if n_unknown == 0:
+            if not left[i]:
                 continue
+            unknown = canvas[i, lo:hi] == mask_id
+            n_unknown = int(unknown.sum())
             k = n_unknown if last else n_unknown - cosine_mask_len(step, steps, n_img, n_unknown)
             idx = unknown.nonzero().squeeze(-1)
             logits = cached[i][idx]
@@ -296,8 +300,6 @@ def t2i(
                 generator=gen_i, step=step, block_start=lo, temperature=1.0, resample=resample,
                 extra={"noise_width": n_img, "noise_index": idx, "steps": steps, "last_step": last}))
             rows.append(i)
-        if not views:
-            break
         fresh: set[int] = set()  # rows whose next logits a lookahead already computed
         actions = _decide(smp, views, rows, canvas, runner, proc, cached, fresh, mask_id, lo, hi, max_lookahead_rows)
         for i, view, act in zip(rows, views, actions):
@@ -312,8 +314,6 @@ def t2i(
                               "masked_before": view.n, **{k_: v for k_, v in act.info.items() if k_ != "J"}})
             if i not in fresh:
                 cached.pop(i, None)
-        if bool((canvas[:, lo:hi] != mask_id).all()):
-            break
     # every position is filled now; the final codes are the canvas (same as the reference's last
     # sampled_ids: known codes plus the last step's samples)
     codes = (canvas[:, lo:hi] - cfg.image_offset).clamp(0, cfg.codebook_size - 1).cpu()
