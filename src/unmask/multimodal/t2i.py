@@ -81,9 +81,9 @@ class GuidedImageLogits:
     def __call__(self, sliced: torch.Tensor) -> torch.Tensor:
         if not self.guided:
             return sliced.float()
-        cond, uncond = sliced.chunk(2, dim=0)
+        cond, uncond = sliced.float().chunk(2, dim=0)  # mixed in fp32 even for a bf16 model
         w = self.guidance_scale
-        return ((1 + w) * cond - w * uncond).float()
+        return (1 + w) * cond - w * uncond
 
 
 # ---- model runner ---------------------------------------------------------------------------
