@@ -119,9 +119,11 @@ def main() -> None:
         z = vq.encoder(pixels)
         vq_codes = vq.get_code(pixels)
         recon = vq.decode_code(vq_codes)
+        q = vq.quantize(z)  # the training losses of the reference's LFQ
     tensors["vq_pixels"], tensors["vq_codes"], tensors["vq_decoded"] = pixels, vq_codes, recon
     record["vq"] = {"pixels": "torch.rand(3, 3, 32, 32, generator=Generator().manual_seed(11)) * 2 - 1",
-                    "min_abs_latent": float(z.abs().min())}
+                    "min_abs_latent": float(z.abs().min()),
+                    "lfq_quantizer_loss": float(q["quantizer_loss"]), "lfq_entropy_loss": float(q["entropy_loss"])}
 
     # ---- prompts and logits ----
     def t2i_rows(texts, image_tokens):

@@ -81,3 +81,12 @@ def test_mmu_generate_tokens_identical(model, case):
     out = unmask.generate(model, [case["prompt"]], "confidence", max_new_tokens=case["max_new_tokens"],
                           steps=case["steps"], block_size=case["block_length"], compat="llada", stop_at_eos=False)
     assert out.sequences[0][len(case["prompt"]):] == case["generated"]
+
+
+def test_lfq_training_losses_match_reference():
+    """The quantizer losses a MAGVIT-v2 trains on (commitment, entropy) are the reference's."""
+    vq = tiny_magvit(REC["recipe"]["seed"])
+    with torch.no_grad():
+        q = vq.quantize(vq.encoder(TENSORS["vq_pixels"]))
+    assert float(q.commit_loss) == pytest.approx(REC["vq"]["lfq_quantizer_loss"], rel=1e-5, abs=1e-7)
+    assert float(q.entropy_loss) == pytest.approx(REC["vq"]["lfq_entropy_loss"], rel=1e-5, abs=1e-7)
