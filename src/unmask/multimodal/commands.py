@@ -72,18 +72,19 @@ def _chat(args: argparse.Namespace, text_chat):
     return cmd_chat_image(args)
 
 
-def serve_routes(args: argparse.Namespace, session) -> list:
-    """``unmask serve`` routes for images (none without ``--vq_model_path``)."""
+def serve_routes(args: argparse.Namespace, backend) -> list:
+    """``unmask serve`` with ``--vq_model_path``: the images endpoint, and images in chat messages."""
     if not getattr(args, "vq_model_path", None):
         return []
     from ..cli import resolve_device
     from ..models.magvitv2 import load_magvitv2
     from .mmu import require_mmada
-    from .serve_images import image_routes
+    from .serve_images import image_prompt_for, image_routes
 
-    require_mmada(session.model)
+    require_mmada(backend.session.model)
     vq = load_magvitv2(args.vq_model_path, device=resolve_device(args.device))
-    return image_routes(session, vq, args.served_model_name or args.model_name_or_path)
+    backend.image_prompt = image_prompt_for(backend.session.model, vq)
+    return image_routes(backend.session, vq, backend.name)
 
 
 def load_pair(model_path: str, vq_path: str, dtype: str, device: str):

@@ -42,13 +42,20 @@ def load_image(path: str | Path, resolution: int) -> torch.Tensor:
             im = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UnmaskError(f"{p} is not a readable image ({type(e).__name__})") from None
+    return preprocess(im, resolution)
+
+
+def preprocess(im, resolution: int) -> torch.Tensor:
+    """A PIL RGB image -> ``[1, 3, R, R]`` in [-1, 1] (bicubic shorter-side resize, centre crop)."""
     w, h = im.size
     if w < 1 or h < 1:
-        raise UnmaskError(f"{p} has an empty picture ({w}x{h})")
+        raise UnmaskError(f"the image is empty ({w}x{h})")
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(resolution * long / short)
     size = (resolution, new_long) if w <= h else (new_long, resolution)
-    im = im.resize(size, Image.BICUBIC)
+    from PIL import Image
+
+    im = im.convert("RGB").resize(size, Image.BICUBIC)
     left = int(round((im.size[0] - resolution) / 2.0))
     top = int(round((im.size[1] - resolution) / 2.0))
     im = im.crop((left, top, left + resolution, top + resolution))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UnmaskError
-from .images import load_image
+from .images import load_image, preprocess
 from .prompting import mmu_prompt
 
 
@@ -34,15 +34,20 @@ def image_resolution(model, vq) -> int:
 
 
 def image_codes(model, vq, image: str | Path | torch.Tensor, resolution: int | None = None) -> torch.Tensor:
-    """Codes ``[N]`` of an image file (resized and centre-cropped as the reference does) or of a
-    ``[3, R, R]`` / ``[1, 3, R, R]`` tensor in [-1, 1]."""
+    """Codes ``[N]`` of an image file or PIL image (resized and centre-cropped as the reference
+    does), or of a ``[3, R, R]`` / ``[1, 3, R, R]`` tensor in [-1, 1]."""
     from .t2i import check_pair
 
     require_mmada(model)
     check_pair(model, vq)
     res = resolution or image_resolution(model, vq)
     vq.grid(res, res)
-    pixels = load_image(image, res) if isinstance(image, (str, Path)) else image
+    if isinstance(image, (str, Path)):
+        pixels = load_image(image, res)
+    elif hasattr(image, "convert"):  # a PIL image (e.g. from a data URL)
+        pixels = preprocess(image, res)
+    else:
+        pixels = image
     if pixels.dim() == 3:
         pixels = pixels[None]
     dev = vq.encoder.conv_in.weight.device

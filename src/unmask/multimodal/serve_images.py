@@ -89,6 +89,37 @@ def generate_images(session, vq, req: dict[str, Any]) -> dict[str, Any]:
                        "image_tokens": int(res.codes.shape[1]), "seconds": round(time.perf_counter() - t0, 3)}}
 
 
+def image_prompt_for(model, vq):
+    """The chat-message hook of :class:`~unmask.serve.backend.Backend`: one ``image_url`` (a
+    ``data:image/...;base64,`` URL; the server never fetches) goes in front of the templated
+    conversation in the reference's understanding layout."""
+    from .mmu import mmu_ids
+
+    def image_prompt(urls: list[str], ids: list[int]) -> list[int]:
+        if len(urls) != 1:
+            raise UnmaskError(f"one image per conversation is supported, got {len(urls)}")
+        return mmu_ids(model, vq, decode_data_url(urls[0]), ids)
+
+    return image_prompt
+
+
+def decode_data_url(url: str):
+    """``data:image/png;base64,...`` -> a PIL RGB image (the caller resizes it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not url.startswith("data:"):
+        raise UnmaskError("image_url must be a data: URL (data:image/png;base64,...); the server fetches nothing")
+    head, _, payload = url.partition(",")
+    if not head.endswith(";base64"):
+        raise UnmaskError("image_url data URLs must be base64-encoded")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+        with Image.open(io.BytesIO(raw)) as im:
+            return im.convert("RGB")
+    except (ValueError, UnidentifiedImageError, OSError) as e:
+        raise UnmaskError(f"image_url is not a readable image ({type(e).__name__})") from None
+
+
 def image_routes(session, vq, name: str) -> list:
     """The Starlette routes to add to the app (empty list when there is no tokenizer)."""
     from starlette.requests import Request

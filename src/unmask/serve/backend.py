@@ -98,6 +98,9 @@ class Backend:
         # the event loop encodes prompts while the worker thread decodes canvases; a Rust fast
         # tokenizer must not be entered from two threads at once ("Already borrowed")
         self._tok_lock = threading.Lock()
+        #: (image urls, prompt ids) -> ids with the images in front; set for MMaDA with a tokenizer
+        #: (unmask.multimodal.serve_images.image_prompt), None = a text-only server
+        self.image_prompt = None
 
     # ------------------------------------------------------------------ settings
     def plan(self, req: ParsedRequest) -> Plan:
@@ -220,10 +223,19 @@ class Backend:
             return self.task_canvas(prompt, param)
         tok = self.session.tokenizer
         if req.kind == "chat":
+            images = [u for m in prompt for u in m.get("images", ())]
             try:
-                return self.session.encode_prompt(prompt)
+                ids = self.session.encode_prompt([{"role": m["role"], "content": m["content"]} for m in prompt])
             except UnmaskError as e:
                 raise bad_request(f"{e} (use /v1/completions with a plain prompt)", "messages") from None
+            if not images:
+                return ids
+            if self.image_prompt is None:
+                raise bad_request(f"{self.name} takes no images (serve an MMaDA model with --vq_model_path)", "messages")
+            try:
+                return self.image_prompt(images, ids)
+            except UnmaskError as e:
+                raise bad_request(str(e), "messages") from None
         if isinstance(prompt, str):
             return list(tok(prompt, add_special_tokens=True)["input_ids"])
         if self.vocab_size and any(not 0 <= t < self.vocab_size for t in prompt):

@@ -81,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       max_queue=args.max_queue)
     from ..multimodal.commands import serve_routes
 
-    app = create_app(backend, batcher, serve_routes(args, session))
+    app = create_app(backend, batcher, serve_routes(args, backend))
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level=args.log_level, lifespan="on",

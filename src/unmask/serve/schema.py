@@ -232,14 +232,23 @@ def _messages(messages: Any) -> list[dict[str, str]]:
         if role not in ROLES:
             raise bad_request(f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role")
         content = m.get("content")
+        images: list[str] = []  # image_url parts (understanding models only, see Backend.image_prompt)
         if isinstance(content, list):
             parts = []
             for j, part in enumerate(content):
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = part.get("image_url", {}).get("url") if isinstance(part.get("image_url"), dict) else None
+                    if not isinstance(url, str):
+                        raise bad_request(f"{where}.content[{j}].image_url.url must be a string", f"{where}.content")
+                    images.append(url)
+                    continue
                 if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise bad_request(f"{where}.content[{j}]: only text parts are supported", f"{where}.content")
+                    raise bad_request(f"{where}.content[{j}]: only text and image_url parts are supported",
+                                      f"{where}.content")
                 parts.append(part["text"])
             content = "".join(parts)
         if not isinstance(content, str):
             raise bad_request(f"{where}.content must be a string or a list of text parts", f"{where}.content")
-        out.append({"role": "system" if role == "developer" else role, "content": content})
+        out.append({"role": "system" if role == "developer" else role, "content": content,
+                    **({"images": images} if images else {})})
     return out
