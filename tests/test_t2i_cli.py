@@ -91,3 +91,18 @@ def test_gif_shows_the_canvas_filling(folder, tmp_path):
     assert grey(first) > 0.5 * first.width * first.height  # most of the canvas still masked after step 1
     assert grey(last) < grey(first)
     assert main(base(folder, tmp_path / "g.png", "--gif", str(tmp_path / "x.png"))) == 2
+
+
+def test_viz_draws_a_t2i_trace(folder, tmp_path, capsys):
+    from PIL import Image
+
+    trace = tmp_path / "t.json"
+    assert main(base(folder, tmp_path / "a.png", "--save_trace", str(trace))) == 0
+    vq = ["--vq_model_path", str(folder / "vq")]
+    assert main(["viz", str(trace), *vq, "--out", str(tmp_path / "fill.gif")]) == 0
+    assert Image.open(tmp_path / "fill.gif").n_frames == 4
+    assert main(["viz", str(trace), *vq, "--out", str(tmp_path / "steps.png")]) == 0
+    assert Image.open(tmp_path / "steps.png").size == (4 * 32, 32)
+    capsys.readouterr()
+    assert main(["viz", str(trace), "--out", str(tmp_path / "x.gif")]) == 2
+    assert "pass --vq_model_path" in capsys.readouterr().err

@@ -58,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_flag(chat, "vq_model_path", default=None, help="MAGVIT-v2 folder: enables /image PATH (MMaDA models)")
         text_chat = chat.get_default("func")
         chat.set_defaults(func=lambda args: _chat(args, text_chat))
+    viz = sub.choices.get("viz")
+    if viz is not None:
+        add_flag(viz, "vq_model_path", default=None, help="MAGVIT-v2 folder: draws `unmask t2i --save_trace` traces")
+        text_viz = viz.get_default("func")
+        viz.set_defaults(func=lambda args: (cmd_viz_t2i if _is_t2i_trace(args.traces) else text_viz)(args))
     serve = sub.choices.get("serve")
     if serve is not None:
         add_flag(serve, "vq_model_path", default=None,
@@ -183,4 +188,40 @@ def cmd_sample_image(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json()))
     else:
         print(result.render())
+    return 0
+
+
+def _is_t2i_trace(paths) -> bool:
+    try:
+        return any(json.loads(Path(p).read_text()).get("kind") == "t2i" for p in paths)
+    except (OSError, ValueError, AttributeError):
+        return False  # the text viewer reports unreadable files
+
+
+def cmd_viz_t2i(args: argparse.Namespace) -> int:
+    """``unmask viz T.json --vq_model_path VQ --out fill.gif``: an image trace of ``unmask t2i``.
+    ``.gif``: the first image filling in; other picture suffixes: every step side by side."""
+    from ..errors import UnmaskError
+    from ..models.magvitv2 import load_magvitv2
+    from .fill import fill_frames, save_gif
+    from .images import check_image_path, grid, save_image
+
+    if len(args.traces) != 1:
+        raise UnmaskError("draw one t2i trace at a time")
+    if not args.vq_model_path:
+        raise UnmaskError("a t2i trace is drawn by decoding its codes: pass --vq_model_path")
+    rec = json.loads(Path(args.traces[0]).read_text())
+    try:
+        side, steps = int(rec["grid"][0]), rec["steps"][0]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise UnmaskError(f"{args.traces[0]} is not a complete t2i trace") from None
+    vq = load_magvitv2(args.vq_model_path)
+    frames = fill_frames(vq, steps, side)
+    if str(args.out).lower().endswith(".gif"):
+        save_gif(frames, args.out, frame_ms=args.frame_ms, scale=max(1, 256 // frames[0].shape[0]))
+    else:
+        import torch
+
+        save_image(grid(torch.stack(frames), columns=len(frames)), check_image_path(args.out))
+    print(f"wrote {args.out} ({len(frames)} steps)")
     return 0
