@@ -116,6 +116,10 @@ def test_bad_pairs_are_errors(pair):
         t2i(text_only, None, [[5]], **KW)
     with pytest.raises(UnmaskError, match="not a square"):
         t2i(model, None, [[5]], num_image_tokens=60, decode=False, **KW)
+    with pytest.raises(UnmaskError, match="not a square"):
+        t2i(model, None, [[5]], num_image_tokens=-4, decode=False, **KW)
+    with pytest.raises(UnmaskError, match="max_text_len"):
+        t2i(model, None, [[5]], steps=2, max_text_len=0)
     with pytest.raises(UnmaskError, match="steps"):
         t2i(model, None, [[5]], steps=0, max_text_len=8)
     with pytest.raises(UnmaskError, match="guidance_scale"):

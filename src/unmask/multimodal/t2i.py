@@ -223,10 +223,12 @@ def t2i(
         raise UnmaskError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
     if not prompts:
         raise UnmaskError("no prompts given")
-    n_img = int(num_image_tokens or cfg.num_vq_tokens)
-    side = math.isqrt(n_img)
-    if side * side != n_img:
-        raise UnmaskError(f"num_image_tokens {n_img} is not a square grid")
+    n_img = int(cfg.num_vq_tokens if num_image_tokens is None else num_image_tokens)
+    if isinstance(max_text_len, bool) or not isinstance(max_text_len, int) or max_text_len < 1:
+        raise UnmaskError(f"max_text_len must be a positive integer, got {max_text_len!r}")
+    side = math.isqrt(max(n_img, 0))
+    if n_img < 1 or side * side != n_img:
+        raise UnmaskError(f"num_image_tokens {n_img} is not a square grid of at least one token")
     smp = resolve_sampler(sampler, sampler_options)
     dev = model.device
     bos, eos = _special(tokenizer, cfg, "bos"), _special(tokenizer, cfg, "eos")
