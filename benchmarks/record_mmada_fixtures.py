@@ -10,7 +10,8 @@ recorded (see docs/multimodal.md, "Reference fixtures")::
     python3 -m venv --system-site-packages /work/refenv_mmada
     /work/refenv_mmada/bin/pip install transformers==4.46.0 diffusers==0.32.2 einops jaxtyping \
         typeguard omegaconf "huggingface_hub<0.27"
-    git --git-dir=/path/to/MMaDA/.git archive HEAD models training | tar -x -C /tmp/mmada_ref
+    cd /path/to/MMaDA && for f in $(git ls-tree -r --name-only HEAD models training); do
+        mkdir -p /tmp/mmada_ref/$(dirname $f); git show HEAD:$f > /tmp/mmada_ref/$f; done
     PYTHONPATH=src:tests /work/refenv_mmada/bin/python benchmarks/record_mmada_fixtures.py \
         --ref /tmp/mmada_ref --commit $(git --git-dir=/path/to/MMaDA/.git rev-parse HEAD)
 
