@@ -91,6 +91,8 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "factor": POS,
     "gamma": NONNEG,
     "eb_threshold": NONNEG,  # SDAR's entropy_bounded budget
+    "kl_threshold": Num(lo=0, lo_open=True, hint="KLASS: a KL (nats, >= 0) must stay below it"),
+    "kl_history": AT_LEAST_1,
     "pc_lambda": NONNEG,
     "pc_alpha": POS,
     "candidate_number": AT_LEAST_1,

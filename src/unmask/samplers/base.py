@@ -146,7 +146,7 @@ def sampler_names() -> list[str]:
 
 def all_sampler_options() -> set[str]:
     """Every option name some registered sampler takes."""
-    from . import baselines, info_gain  # noqa: F401 - registration side effects
+    from . import baselines, info_gain, klass  # noqa: F401 - registration side effects
 
     return {o for cls in _REGISTRY.values() for o in getattr(cls, "options", ())}
 
@@ -168,7 +168,7 @@ def make_sampler(name: str, **options: Any) -> Sampler:
     """Build a sampler by name or alias. Options of *other* samplers are ignored (the CLI passes
     every flag, a sweep may share options across samplers), but a name that no sampler takes is
     an error, and every value is validated."""
-    from . import baselines, info_gain  # noqa: F401 - registration side effects
+    from . import baselines, info_gain, klass  # noqa: F401 - registration side effects
 
     if not isinstance(name, str):
         raise UnmaskError(f"a sampler is named by a string, got {name!r}")
