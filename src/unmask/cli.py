@@ -112,6 +112,7 @@ SUBCOMMAND_MODULES = (
     "unmask.train.commands",
     "unmask.compare",
     "unmask.eval.commands",
+    "unmask.eval.writing_judge",
     "unmask.chat.commands",
     "unmask.viz.commands",
     "unmask.serve.commands",
