@@ -57,6 +57,21 @@ def test_judge_free_metrics_by_hand():
     assert same["self_bleu"] == pytest.approx(100.0)
 
 
+def test_self_bleu_equals_sacrebleus_own_loop():
+    import random
+
+    from sacrebleu.metrics import BLEU
+
+    from unmask.eval.writing_metrics import self_bleu
+
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(30)] + [".", ",", "the"]
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 50))) for _ in range(10)] + ["a b c d"] * 2
+    bleu = BLEU(effective_order=True)
+    want = sum(bleu.sentence_score(t, texts[:i] + texts[i + 1 :]).score for i, t in enumerate(texts)) / len(texts)
+    assert self_bleu(texts) == pytest.approx(want, rel=1e-12)
+
+
 # --------------------------------------------------------------------------- strict parsing
 @pytest.mark.parametrize("answer,want", [
     ("A is livelier.\nVerdict: A", "A"),
