@@ -51,3 +51,9 @@ run klass-nae-sat-t1 --task nae_sat --samplers "$SK" --n 200 --temperature 1
 run klass-nae-sat-t1-loose --task nae_sat --samplers "$SK" --n 200 --temperature 1 "${LOOSE[@]}"
 run klass-judge-greedy --task judge --samplers "$SK" --n 400 --temperature 0
 run klass-judge-greedy-loose --task judge --samplers "$SK" --n 400 --temperature 0 "${LOOSE[@]}"
+# accuracy per NFE on Sudoku, where KLASS saves forwards: threshold at stricter cut-offs and
+# confidence at fixed tokens per step, near KLASS's NFE
+run klass-sudoku-28-32-threshold-0.99 --task sudoku --samplers threshold --n 100 --givens 28-32 --threshold 0.99
+run klass-sudoku-28-32-threshold-0.999 --task sudoku --samplers threshold --n 100 --givens 28-32 --threshold 0.999
+run klass-sudoku-28-32-3perstep --task sudoku --samplers confidence,klass --n 100 --givens 28-32 --tokens_per_step 3
+run klass-sudoku-28-32-klass-0.99 --task sudoku --samplers klass --n 100 --givens 28-32 --threshold 0.99
