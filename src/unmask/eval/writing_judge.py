@@ -38,7 +38,7 @@ import os
 import random
 import re
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,7 +350,7 @@ def judge_run(run_dir: str | Path, settings: JudgeSettings, compare_to: str | Pa
             pending = set(futures)
             try:
                 while pending:
-                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
                         answer = f.result()  # raises the first failure (UnmaskError)
                         q = futures[f]
