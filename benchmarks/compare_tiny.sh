@@ -11,6 +11,10 @@ S6=random,confidence,margin,entropy,info_gain,lookum
 S7=random,leftright,confidence,margin,entropy,info_gain,lookum
 # judge: the seven plus lockstep reasoning/answer decoding (confidence or Info-Gain inside the regions)
 SJ=$S7,lockstep_gs,lockstep_jacobi,lockstep_gs:info_gain,lockstep_jacobi:info_gain
+# KLASS against the two samplers it builds on (a speed method: compare accuracy per NFE); the
+# -loose tables use the authors' LLaDA GSM8K setting (confidence 0.6, KL 0.015) for both
+SK=confidence,threshold,klass
+LOOSE=(--threshold 0.6 --kl_threshold 0.015)
 
 run() {
   local name="$1"; shift
@@ -39,3 +43,17 @@ run judge-t1 --task judge --samplers "$SJ" --n 400 --temperature 1
 run judge-t1-2perstep --task judge --samplers "$SJ" --n 400 --temperature 1 --tokens_per_step 2
 run judge-greedy-answer-after --task judge --samplers lockstep_gs,lockstep_jacobi,lockstep_gs:info_gain,lockstep_jacobi:info_gain --n 400 --temperature 0 --answer_after 0.5
 run judge-greedy-answer-last --task judge --samplers lockstep_gs,lockstep_jacobi,lockstep_gs:info_gain,lockstep_jacobi:info_gain --n 400 --temperature 0 --answer_after 1.0
+run klass-sudoku-28-32 --task sudoku --samplers "$SK" --n 100 --givens 28-32
+run klass-sudoku-28-32-loose --task sudoku --samplers "$SK" --n 100 --givens 28-32 "${LOOSE[@]}"
+run klass-multiply-t1 --task multiply --samplers "$SK" --n 200 --temperature 1
+run klass-multiply-t1-loose --task multiply --samplers "$SK" --n 200 --temperature 1 "${LOOSE[@]}"
+run klass-nae-sat-t1 --task nae_sat --samplers "$SK" --n 200 --temperature 1
+run klass-nae-sat-t1-loose --task nae_sat --samplers "$SK" --n 200 --temperature 1 "${LOOSE[@]}"
+run klass-judge-greedy --task judge --samplers "$SK" --n 400 --temperature 0
+run klass-judge-greedy-loose --task judge --samplers "$SK" --n 400 --temperature 0 "${LOOSE[@]}"
+# accuracy per NFE on Sudoku, where KLASS saves forwards: threshold at stricter cut-offs and
+# confidence at fixed tokens per step, near KLASS's NFE
+run klass-sudoku-28-32-threshold-0.99 --task sudoku --samplers threshold --n 100 --givens 28-32 --threshold 0.99
+run klass-sudoku-28-32-threshold-0.999 --task sudoku --samplers threshold --n 100 --givens 28-32 --threshold 0.999
+run klass-sudoku-28-32-3perstep --task sudoku --samplers confidence,klass --n 100 --givens 28-32 --tokens_per_step 3
+run klass-sudoku-28-32-klass-0.99 --task sudoku --samplers klass --n 100 --givens 28-32 --threshold 0.99

@@ -19,14 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 def test_example_config_expands():
     cfg = load_config(REPO / "benchmarks" / "sweep_tiny.yaml")
     runs = expand(cfg)
-    assert len(runs) == 4 * 1 * 6 * 3
-    label, spec, settings = runs[2 * 6 * 3 - 1]  # the last tiny-nae-sat run
+    assert len(runs) == 4 * 1 * 7 * 3
+    label, spec, settings = runs[2 * 7 * 3 - 1]  # the last tiny-nae-sat run
     assert label == "tiny-nae-sat" and spec.task is None and spec.sampler == "info_gain"
     assert settings == {"tokens_per_step": 3}
     assert spec.sampler_options == {"candidate_number": 4, "position_temperature": 0.1}
     assert spec.overrides == {"temperature": 1.0, "tokens_per_step": 3} and spec.limit == 100
     # a model entry's own settings beat the common ones, for that model only
-    label, spec, settings = runs[3 * 6 * 3 - 1]
+    label, spec, settings = runs[3 * 7 * 3 - 1]
     assert label == "tiny-sudoku" and spec.limit == 50
     assert spec.overrides == {"temperature": 0.0, "tokens_per_step": 3}
     label, spec, settings = runs[-1]

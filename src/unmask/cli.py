@@ -51,7 +51,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     """Every flag that changes decoding; shared by sample, chat, eval and compare."""
     add_flag(p, "sampler", default="confidence",
-             help="random, leftright, confidence, margin, entropy, threshold, factor, eb, pc, info_gain, lookum; "
+             help="random, leftright, confidence, margin, entropy, threshold, factor, eb, klass, pc, info_gain, lookum; "
                   "SDAR/TraDo names: sequential, low_confidence_static, low_confidence_dynamic, entropy_bounded")
     add_flag(p, "max_new_tokens", type=int, default=None, help="tokens to generate after the prompt")
     add_flag(p, "steps", type=int, default=None, help="total decoding steps (default: one token per step); SDAR/TraDo: steps per block")
@@ -65,6 +65,8 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "factor", type=float, default=None, help="Fast-dLLM factor rule")
     add_flag(p, "gamma", type=float, default=None, help="EB-sampler entropy budget")
     add_flag(p, "eb_threshold", type=float, default=None, help="entropy_bounded (SDAR) entropy budget (default 0.35)")
+    add_flag(p, "kl_threshold", type=float, default=None, help="KLASS: KL to the previous step a stable position stays under (0.01)")
+    add_flag(p, "kl_history", type=int, default=None, help="KLASS: consecutive steps a position must stay under kl_threshold (2)")
     add_flag(p, "pc_lambda", type=float, default=None)
     add_flag(p, "pc_alpha", type=float, default=None)
     add_flag(p, "pc_freq_file", default=None, help="token frequency JSON from `unmask pc-freq`")
@@ -110,6 +112,7 @@ SUBCOMMAND_MODULES = (
     "unmask.train.commands",
     "unmask.compare",
     "unmask.eval.commands",
+    "unmask.eval.writing_judge",
     "unmask.chat.commands",
     "unmask.viz.commands",
     "unmask.serve.commands",
@@ -117,7 +120,7 @@ SUBCOMMAND_MODULES = (
 )
 
 SAMPLER_OPTION_FLAGS = (
-    "threshold", "factor", "gamma", "eb_threshold", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
+    "threshold", "factor", "gamma", "eb_threshold", "kl_threshold", "kl_history", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
     "position_temperature", "bypass", "hnext_scope", "cost_reduction", "lookahead_margin",
 )
 CONFIG_FLAGS = (

@@ -35,7 +35,7 @@ from .errors import UnmaskError
 #: run commands that take --preset / --config / key=value
 RUN_COMMANDS = ("sample", "eval", "compare", "sweep")
 
-SAMPLER_KEYS = ("threshold", "factor", "gamma", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
+SAMPLER_KEYS = ("threshold", "factor", "gamma", "kl_threshold", "kl_history", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
                 "position_temperature", "bypass", "hnext_scope", "cost_reduction", "beam_size", "best_of",
                 "max_lookahead_rows", "lookahead_margin")
 GENERATION_KEYS = ("max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p",

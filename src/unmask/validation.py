@@ -91,6 +91,8 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "factor": POS,
     "gamma": NONNEG,
     "eb_threshold": NONNEG,  # SDAR's entropy_bounded budget
+    "kl_threshold": Num(lo=0, lo_open=True, hint="KLASS: a KL (nats, >= 0) must stay below it"),
+    "kl_history": AT_LEAST_1,
     "pc_lambda": NONNEG,
     "pc_alpha": POS,
     "candidate_number": AT_LEAST_1,
@@ -112,6 +114,11 @@ NUMERIC_OPTIONS: dict[str, Num] = {
     "n": AT_LEAST_1,
     "data_seed": Num(lo=0, hi=MAX_SEED, integer=True),
     "merge_timeout": NONNEG,
+    # the writing task's LLM judge (eval/writing_judge.py)
+    "judge_concurrency": Num(lo=1, hi=256, integer=True),
+    "judge_timeout": Num(lo=0, hi=3600, lo_open=True, hint="seconds per request"),
+    "judge_retries": Num(lo=0, hi=20, integer=True),
+    "judge_max_tokens": AT_LEAST_1,
     # pictures (a huge dpi or frame count asks for gigabytes of pixels)
     "dpi": Num(lo=1, hi=1200, integer=True),
     "columns": Num(lo=1, hi=512, integer=True),

@@ -551,6 +551,7 @@ class Engine:
                         row.sched[ri_] = _Sched(sched, block_steps=reg.steps or len(sched))
                 row.next_logits = None
                 row.stalled = False
+            self._prev: dict[tuple[int, int], tuple] = {}  # (row, region) -> last view's positions, probs, state
             while True:
                 live = [r.index for r in rows if r.alive and not r.done and not r.stalled
                         and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
@@ -676,6 +677,8 @@ class Engine:
             decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
             for (reg, rk, ids, views), actions in zip(groups, decided):
                 for view, ri, action in zip(views, ids, actions):
+                    if getattr(self.sampler, "needs_previous_probs", False):
+                        self._prev[(ri, rk)] = (view.positions, view.probs, action.state)
                     chosen = self._commit(rows[ri], x, view, action, phase, reg, rk)
                     regions_done[ri] = regions_done.get(ri, 0) + 1
                     if self.compat.mask_softmax:
@@ -756,11 +759,31 @@ class Engine:
         def resample() -> torch.Tensor:
             return propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, gen)
 
-        return StepView(
+        view = StepView(
             logits=lg, probs=probs, positions=elig + ws, tokens=tokens, confidence=conf, entropy=ent, k=k,
             generator=row.generator, step=row.step, block_start=rs, temperature=cfg.temperature,
             resample=resample, extra=extra,
         )
+        if getattr(self.sampler, "needs_previous_probs", False):
+            view.previous_probs, view.previous_state = self._previous((r, rk), view.positions, ws, logits.shape[0])
+        return view
+
+    def _previous(self, key: tuple[int, int], positions: torch.Tensor, ws: int, width: int):
+        """The row's previous-step probs and sampler state at ``positions``, aligned on the device
+        (no host sync): a window-sized slot map sends each canvas position to its row in the last
+        view; positions absent there get zeros."""
+        prev = self._prev.get(key)
+        if prev is None or prev[0].numel() == 0:
+            return None, None
+        p_pos, p_probs, p_state = prev
+        slot = torch.full((width,), -1, dtype=torch.long, device=positions.device)
+        slot[p_pos - ws] = torch.arange(p_pos.shape[0], device=positions.device)
+        j = slot[positions - ws]
+        have = j >= 0
+        j = j.clamp(min=0)
+        probs = p_probs[j] * have[:, None]
+        state = None if p_state is None else p_state[j] * have
+        return probs, state
 
     def _decide(self, groups, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[list[Action]]:
         """Ask the sampler, per group ``(region, index, rows, views)`` of one stage. Lookahead

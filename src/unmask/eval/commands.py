@@ -74,7 +74,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summary = run_eval(spec)
     if "note" in summary:  # a non-zero rank of a multi-process run: rank 0 reports
         return 0
+    from .writing_judge import after_eval
+
+    extra = after_eval(args, summary)  # writing: judge-free metrics and the LLM judge
     print(json.dumps(summary) if args.json else _format_summary(summary))
+    if extra and not args.json:
+        print(extra)
     return 0
 
 
@@ -134,6 +139,9 @@ def add_eval_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "json", action="store_true", help="print the summary as one JSON object")
     add_flag(p, "list_tasks", action="store_true", help="list the tasks and exit")
     add_flag(p, "check_sandbox", action="store_true", help="print which code-sandbox layers work on this machine and exit")
+    from .writing_judge import add_judge_flags
+
+    add_judge_flags(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

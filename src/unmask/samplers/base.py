@@ -51,6 +51,12 @@ class StepView:
     temperature: float = 0.0
     resample: Callable[[], torch.Tensor] | None = None  # a fresh token proposal at the token temperature
     extra: dict[str, Any] = field(default_factory=dict)
+    #: only for samplers with ``needs_previous_probs``: this row's probs at the same positions on
+    #: its previous step in this block ([n, V], rows of zeros where a position had no prediction
+    #: then), and the ``Action.state`` it returned for them ([n], zeros where none). None on a
+    #: block's first step (no previous step exists).
+    previous_probs: torch.Tensor | None = None
+    previous_state: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -86,6 +92,10 @@ class Action:
     index: torch.Tensor  # [m] long, indices into view.positions
     tokens: torch.Tensor | None = None  # [m]
     info: dict[str, Any] = field(default_factory=dict)
+    #: [n] float per *eligible* position (not only the committed ones), handed back as the next
+    #: step's ``view.previous_state`` (samplers with ``needs_previous_probs`` only; e.g. KLASS's
+    #: count of consecutive stable steps)
+    state: torch.Tensor | None = None
 
 
 def top_k_stable(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -109,6 +119,9 @@ class Sampler:
     #: rows' candidates in one batched forward between the two calls
     needs_lookahead: ClassVar[bool] = False
     hnext_scope: str = "auto"
+    #: the engine keeps each row's previous-step probabilities (and the sampler's per-position
+    #: ``Action.state``) on the device and passes them as ``view.previous_probs``/``previous_state``
+    needs_previous_probs: ClassVar[bool] = False
 
     def select(self, view: StepView) -> Action:  # pragma: no cover - interface
         raise NotImplementedError
@@ -133,7 +146,7 @@ def sampler_names() -> list[str]:
 
 def all_sampler_options() -> set[str]:
     """Every option name some registered sampler takes."""
-    from . import baselines, info_gain  # noqa: F401 - registration side effects
+    from . import baselines, info_gain, klass  # noqa: F401 - registration side effects
 
     return {o for cls in _REGISTRY.values() for o in getattr(cls, "options", ())}
 
@@ -155,7 +168,7 @@ def make_sampler(name: str, **options: Any) -> Sampler:
     """Build a sampler by name or alias. Options of *other* samplers are ignored (the CLI passes
     every flag, a sweep may share options across samplers), but a name that no sampler takes is
     an error, and every value is validated."""
-    from . import baselines, info_gain  # noqa: F401 - registration side effects
+    from . import baselines, info_gain, klass  # noqa: F401 - registration side effects
 
     if not isinstance(name, str):
         raise UnmaskError(f"a sampler is named by a string, got {name!r}")

@@ -16,6 +16,7 @@ from .gsm8k import GSM8K
 from .math500 import Math500
 from .planning import Countdown, Countdown4, Countdown5, Sudoku4, sudoku4_variant
 from .truthfulqa import TruthfulQA
+from .writing import Writing
 
 _BENCHMARKS: dict[str, Callable[[], EvalTask]] = {
     "gsm8k": GSM8K,
@@ -28,13 +29,15 @@ _BENCHMARKS: dict[str, Callable[[], EvalTask]] = {
     "countdown4": Countdown4,
     "countdown5": Countdown5,
     "sudoku4": Sudoku4,
+    "writing": Writing,
 }
 for _n in range(4, 13):
     _BENCHMARKS[f"sudoku4_{_n}"] = sudoku4_variant(_n)
 
 #: alternative spellings
 ALIASES = {"countdown": "countdown3", "math": "math500", "truthfulqa_gen": "truthfulqa", "cd3": "countdown3",
-           "cd4": "countdown4", "cd5": "countdown5", "sudoku_4x4": "sudoku4"}
+           "cd4": "countdown4", "cd5": "countdown5", "sudoku_4x4": "sudoku4",
+           "creativity_writing": "writing", "writing_prompts": "writing"}
 
 
 def benchmark_names() -> list[str]:
