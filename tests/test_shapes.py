@@ -1,0 +1,114 @@
+"""tiny-shapes scenes: captions per GenEval category, the held-out split, rendering and determinism."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from unmask.tasks import shapes as S
+
+
+def test_palette_is_well_separated_from_itself_and_the_background() -> None:
+    rgb = [np.array(c, float) for c in (*S.COLOURS.values(), S.BACKGROUND)]
+    assert min(np.linalg.norm(a - b) for a, b in itertools.combinations(rgb, 2)) >= 100
+
+
+@pytest.mark.parametrize("shape", S.SHAPES)
+@pytest.mark.parametrize("side", [8, 9, 13])
+def test_shape_masks_touch_all_four_sides_of_their_box(shape: str, side: int) -> None:
+    m = S.shape_mask(shape, side, side)
+    assert m[0].any() and m[-1].any() and m[:, 0].any() and m[:, -1].any()
+
+
+def test_relative_position_follows_genevals_margin() -> None:
+    a, b = (0, 10, 10, 20), (20, 10, 30, 20)
+    assert S.relative_position(a, b) == {"left of"}
+    assert S.relative_position(b, a) == {"right of"}
+    assert S.relative_position((10, 0, 20, 10), (10, 20, 20, 30)) == {"above"}
+    # centres 2 px apart, boxes 10 px wide: the 0.1 * (10 + 10) margin swallows the offset
+    assert S.relative_position((0, 0, 10, 10), (2, 0, 12, 10)) == set()
+    # a diagonal offset holds both relations; a mostly vertical one only the vertical
+    assert S.relative_position((0, 0, 4, 4), (20, 20, 24, 24)) == {"left of", "above"}
+    assert S.relative_position((0, 0, 4, 4), (3, 20, 7, 24)) == {"above"}
+
+
+def test_categories_and_split_counts() -> None:
+    for tag in S.CATEGORIES:
+        assert S.records("train", tag) and S.records("test", tag), tag
+    # single-object captions contain no composition: they serve both splits
+    assert S.records("train", "single_object") == S.records("test", "single_object")
+    for split in ("train", "test"):
+        prompts = [m["prompt"] for m in S.records(split)]
+        assert len(prompts) == len(set(prompts))
+
+
+def test_held_out_compositions_never_occur_in_training_captions() -> None:
+    held = {(k, v) for k, vs in S.HELD_OUT.items() for v in vs}
+    assert sum(len(v) for v in S.HELD_OUT.values()) == 6 + 8 + 3 + 1
+    seen = set()
+    for m in S.records("train"):
+        comps = set(S.compositions(m))
+        assert not comps & held, m["prompt"]
+        seen |= comps
+    for m in S.records("test"):
+        if m["tag"] != "single_object":
+            assert set(S.compositions(m)) & held, m["prompt"]
+    # every colour and every shape still occurs in training with some partner
+    train_pairs = {v for k, v in seen if k == "colour_shape"}
+    assert {p.split()[0] for p in train_pairs} == set(S.COLOURS)
+    assert {p.split()[1] for p in train_pairs} == set(S.SHAPES)
+
+
+def test_captions_follow_geneval_templates() -> None:
+    by_prompt = {m["prompt"]: m for m in itertools.chain(S.records("train"), S.records("test"))}
+    m = by_prompt["an orange circle left of a blue square"]
+    assert m["tag"] == "position"
+    assert m["include"] == [{"class": "square", "count": 1, "color": "blue"},
+                            {"class": "circle", "count": 1, "color": "orange", "position": ["left of", 0]}]
+    m = by_prompt["three triangles"]
+    assert m["include"] == [{"class": "triangle", "count": 3}] and m["exclude"] == [{"class": "triangle", "count": 4}]
+
+
+@pytest.mark.parametrize("tag", S.CATEGORIES)
+def test_scenes_satisfy_their_caption(tag: str) -> None:
+    rng = random.Random(7)
+    for meta in S.records("train", tag)[:40]:
+        objs = S.sample_scene(meta, rng)
+        assert 1 <= len(objs) <= 4
+        for req in meta["include"]:
+            mine = [o for o in objs if o.shape == req["class"]]
+            assert len(mine) == req["count"]
+            if "color" in req:
+                assert all(o.colour == req["color"] for o in mine)
+        for a, b in itertools.combinations(objs, 2):
+            assert S._apart(a, b)
+        if tag == "position":
+            rel = meta["include"][1]["position"][0]
+            (a,) = [o for o in objs if o.shape == meta["include"][1]["class"]]
+            (b,) = [o for o in objs if o.shape == meta["include"][0]["class"]]
+            assert rel in S.relative_position(a.box, b.box)
+
+
+def test_render_draws_the_palette_on_the_background() -> None:
+    img = S.render([S.Obj("square", "red", 2, 3, 8, 8)])
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+    assert tuple(img[3, 2]) == S.COLOURS["red"] and tuple(img[11, 2]) == S.BACKGROUND
+    assert (np.all(img == S.COLOURS["red"], axis=-1)).sum() == 64
+
+
+def test_streams_and_suites_are_deterministic_under_a_seed() -> None:
+    a = list(itertools.islice(S.training_stream(3), 20))
+    b = list(itertools.islice(S.training_stream(3), 20))
+    c = list(itertools.islice(S.training_stream(4), 20))
+    assert all(ma == mb and np.array_equal(ia, ib) for (ma, ia), (mb, ib) in zip(a, b))
+    assert any(not np.array_equal(ia, ic) for (_, ia), (_, ic) in zip(a, c))
+    assert all(S.split_of(m) == "train" for m, _ in a)
+    s1, s2 = S.eval_suite(10), S.eval_suite(10)
+    assert s1 == s2 and len(s1) == 60
+    assert np.array_equal(S.ground_truth(s1[5]), S.ground_truth(s2[5]))
+    # distinct captions come before repeats: counting has 3 held-out captions, all used in 10 items
+    counting = [i["prompt"] for i in s1 if i["tag"] == "counting"]
+    assert len(set(counting[:3])) == 3 and set(counting) == {m["prompt"] for m in S.records("test", "counting")}
