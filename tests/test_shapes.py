@@ -1,4 +1,5 @@
-"""tiny-shapes scenes: captions per GenEval category, the held-out split, rendering and determinism."""
+"""tiny-shapes: scenes and captions per GenEval category, the held-out split, determinism, and the
+GenEval-rule scorer (detector and checks)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from unmask.tasks import shapes as S
+from unmask.tasks.shapes_scorer import Detection, by_class, check, detect, score_image, summarize
 
 
 def test_palette_is_well_separated_from_itself_and_the_background() -> None:
@@ -112,3 +114,82 @@ def test_streams_and_suites_are_deterministic_under_a_seed() -> None:
     # distinct captions come before repeats: counting has 3 held-out captions, all used in 10 items
     counting = [i["prompt"] for i in s1 if i["tag"] == "counting"]
     assert len(set(counting[:3])) == 3 and set(counting) == {m["prompt"] for m in S.records("test", "counting")}
+
+
+# ------------------------------------------------------------------------------------- scorer
+
+
+def det(shape: str, colour: str = "red", box=(0, 0, 8, 8), score: float = 1.0) -> Detection:
+    return Detection(shape, colour, tuple(box), score, 64)
+
+
+@pytest.mark.parametrize("shape", S.SHAPES)
+@pytest.mark.parametrize("side", [8, 11, 16])
+def test_detector_reads_every_shape_and_colour(shape: str, side: int) -> None:
+    for colour in S.COLOURS:
+        (d,) = detect(S.render([S.Obj(shape, colour, 5, 7, side, side)]))
+        assert (d.shape, d.colour, d.box) == (shape, colour, (5, 7, 5 + side, 7 + side))
+        assert d.score > 0.9
+
+
+def test_detector_tolerates_noise_and_splits_touching_objects_by_colour() -> None:
+    objs = [S.Obj("circle", "blue", 2, 2, 12, 12), S.Obj("triangle", "yellow", 18, 16, 10, 10)]
+    noisy = S.render(objs).astype(int) + np.random.default_rng(0).integers(-25, 26, (32, 32, 3))
+    got = sorted((d.shape, d.colour) for d in detect(np.clip(noisy, 0, 255).astype(np.uint8)))
+    assert got == [("circle", "blue"), ("triangle", "yellow")]
+    touching = S.render([S.Obj("square", "red", 2, 2, 10, 10), S.Obj("square", "green", 12, 2, 10, 10)])
+    assert sorted((d.shape, d.colour) for d in detect(touching)) == [("square", "green"), ("square", "red")]
+    speck = S.render([S.Obj("square", "red", 2, 2, 3, 3)])  # 9 px: below MIN_AREA, not an object
+    assert detect(speck) == []
+
+
+def test_check_counting_is_exact_and_uses_the_counting_threshold() -> None:
+    meta = {"tag": "counting", "include": [{"class": "circle", "count": 2}], "exclude": [{"class": "circle", "count": 3}]}
+    two = [det("circle"), det("circle", box=(20, 0, 28, 8))]
+    assert check(meta, by_class(two, "counting"))[0]
+    three = [*two, det("circle", box=(0, 20, 8, 28))]
+    ok, reason = check(meta, by_class(three, "counting"))
+    assert not ok and "circle<3, found 3" in reason
+    # a third, unsure detection (0.5) is dropped at the counting threshold, kept at the normal one
+    unsure = [*two, det("circle", box=(0, 20, 8, 28), score=0.5)]
+    assert check(meta, by_class(unsure, "counting"))[0]
+    assert len(by_class(unsure, "single_object")["circle"]) == 3
+
+
+def test_check_colour_looks_only_at_the_most_confident_objects() -> None:
+    meta = {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}]}
+    assert check(meta, by_class([det("square", "red", score=0.9), det("square", "blue", score=0.8)], "colors"))[0]
+    ok, reason = check(meta, by_class([det("square", "red", score=0.8), det("square", "blue", score=0.9)], "colors"))
+    assert not ok and "expected red square>=1, found 0 red" in reason
+
+
+def test_check_position_needs_the_relation_beyond_the_margin_and_a_matched_target() -> None:
+    meta = next(m for m in S.records("train", "position") if m["prompt"].startswith("a red circle left of a blue"))
+    target = meta["include"][0]["class"]
+    far = [det(target, "blue", (20, 10, 28, 18)), det("circle", "red", (2, 10, 10, 18))]
+    assert check(meta, by_class(far, "position"))[0]
+    near = [det(target, "blue", (20, 10, 28, 18)), det("circle", "red", (18, 0, 26, 8))]  # mostly above
+    ok, reason = check(meta, by_class(near, "position"))
+    assert not ok and "expected circle left of target" in reason
+    wrong_target = [det(target, "green", (20, 10, 28, 18)), det("circle", "red", (2, 10, 10, 18))]
+    ok, reason = check(meta, by_class(wrong_target, "position"))
+    assert not ok and "no target for circle to be left of" in reason
+
+
+@pytest.mark.parametrize("tag", S.CATEGORIES)
+def test_scorer_accepts_ground_truth_and_rejects_other_captions(tag: str) -> None:
+    items = [it for it in S.eval_suite(12, seed=5) if it["tag"] == tag]
+    rows = [score_image(S.ground_truth(it), it) for it in items]
+    assert all(r["correct"] for r in rows), [r["reason"] for r in rows if not r["correct"]]
+    other = {"single_object": "a square", "two_object": "a triangle and a diamond", "counting": "two diamonds",
+             "colors": "a purple circle", "position": "a red square below a blue triangle",
+             "color_attr": "a black circle and a yellow triangle"}[tag]
+    meta = next(m for m in S.records("train", tag) if m["prompt"] == other)
+    wrong = [score_image(S.ground_truth(it), meta)["correct"] for it in items if it["prompt"] != other]
+    assert sum(wrong) <= len(wrong) // 4
+
+
+def test_summarize_is_the_mean_over_categories() -> None:
+    rows = [{"tag": "a", "correct": True}, {"tag": "a", "correct": False}, {"tag": "b", "correct": True}]
+    s = summarize(rows)
+    assert s["categories"]["a"]["accuracy"] == 0.5 and s["overall"] == 0.75 and s["images"] == 3
