@@ -193,3 +193,26 @@ def test_summarize_is_the_mean_over_categories() -> None:
     rows = [{"tag": "a", "correct": True}, {"tag": "a", "correct": False}, {"tag": "b", "correct": True}]
     s = summarize(rows)
     assert s["categories"]["a"]["accuracy"] == 0.5 and s["overall"] == 0.75 and s["images"] == 3
+
+
+# ---------------------------------------------------------------------------------- tokenizer
+def test_tokenizer_training_resumes_to_the_same_weights(tmp_path, capsys) -> None:
+    import torch
+
+    from unmask.models.magvitv2 import load_magvitv2
+    from unmask.tasks import shapes_tokenizer as T
+
+    assert np.array_equal(T.batch(0, 5, 3), T.batch(0, 5, 3)) and not np.array_equal(T.batch(0, 5, 3), T.batch(0, 6, 3))
+    common = ["--batch_size", "2", "--warmup", "1", "--eval_n", "1", "--save_every", "1"]
+    assert T.main(["--out", str(tmp_path / "a"), "--steps", "3", *common]) == 0
+    assert T.main(["--out", str(tmp_path / "b"), "--steps", "2", *common]) == 0
+    assert T.main(["--out", str(tmp_path / "b"), "--steps", "3", *common]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    a = load_magvitv2(tmp_path / "a" / "tokenizer").state_dict()
+    b = load_magvitv2(tmp_path / "b" / "tokenizer").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rep = T.reconstruction_report(load_magvitv2(tmp_path / "a" / "tokenizer"), n_per_category=1)
+    assert rep["n"] == 6 and 0 <= rep["scorer_same"] <= 1 and rep["mse"] > 0
+    codes = load_magvitv2(tmp_path / "a" / "tokenizer").encode(T.to_pixels(T.batch(0, 0, 2)))
+    assert codes.shape == (2, 64) and int(codes.max()) < 1024
+    assert T.main(["--out", str(tmp_path / "c"), "--steps", "0"]) == 2
