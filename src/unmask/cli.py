@@ -113,6 +113,7 @@ SUBCOMMAND_MODULES = (
     "unmask.chat.commands",
     "unmask.viz.commands",
     "unmask.serve.commands",
+    "unmask.eval.image_metrics",
 )
 
 SAMPLER_OPTION_FLAGS = (
