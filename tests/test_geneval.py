@@ -88,3 +88,20 @@ def test_cli_needs_a_text_to_image_backend_and_then_writes_and_prints_the_comman
     assert rc == 0 and "wrote 8 images for 2 GenEval prompts" in out
     assert G.scoring_command(tmp_path / "geneval-t2i-model") in out
     assert len(list((tmp_path / "geneval-t2i-model").iterdir())) == 2
+
+
+def test_shapes_ground_truth_through_genevals_layout_scores_full_marks(tmp_path) -> None:
+    from unmask.tasks import shapes as S
+    from unmask.tasks.shapes_scorer import score_folder, summarize
+
+    items = S.eval_suite(2, seed=9)
+    by_prompt = {it["prompt"]: it for it in items}
+
+    def render(prompt, seeds):
+        return [Image.fromarray(S.ground_truth(dict(by_prompt[prompt], seed=s))) for s in seeds]
+
+    records = [{k: it[k] for k in ("tag", "include", "exclude", "prompt") if k in it} for it in by_prompt.values()]
+    G.write_folder(tmp_path, records, render, n_samples=2)
+    rows = score_folder(tmp_path)
+    assert len(rows) == 2 * len(records) and all(r["correct"] for r in rows)
+    assert summarize(rows)["overall"] == 1.0 and len(summarize(rows)["categories"]) == 6

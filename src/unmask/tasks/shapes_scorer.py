@@ -30,8 +30,11 @@ off too).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -203,3 +206,20 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     cats = {t: {"correct": sum(v), "n": len(v), "accuracy": sum(v) / len(v)} for t, v in per.items()}
     overall = float(np.mean([c["accuracy"] for c in cats.values()])) if cats else float("nan")
     return {"categories": cats, "overall": overall, "images": len(rows)}
+
+
+def score_folder(folder: str | Path) -> list[dict[str, Any]]:
+    """Score a folder in GenEval's layout (``NNNNN/metadata.jsonl`` + ``NNNNN/samples/KKKKK.png``, as
+    :func:`unmask.eval.geneval.write_folder` writes it) with this scorer: one row per image, the
+    columns of GenEval's ``results.jsonl`` plus ``filename``. Folders are read as GenEval's script
+    reads them: numeric subfolders only, images named by digits."""
+    from PIL import Image
+
+    rows = []
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir() and p.name.isdigit()):
+        meta = json.loads((sub / "metadata.jsonl").read_text())
+        for img in sorted((sub / "samples").iterdir()):
+            if img.is_file() and re.fullmatch(r"\d+\.png", img.name):
+                row = score_image(np.asarray(Image.open(img).convert("RGB")), meta)
+                rows.append({"filename": str(img), **row, "metadata": json.dumps(meta)})
+    return rows
