@@ -117,6 +117,7 @@ SUBCOMMAND_MODULES = (
     "unmask.viz.commands",
     "unmask.serve.commands",
     "unmask.multimodal.commands",
+    "unmask.eval.image_metrics",
 )
 
 SAMPLER_OPTION_FLAGS = (

@@ -44,6 +44,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.list_tasks:
         return _list_tasks()
+    if args.task == "geneval":  # text-to-image: images laid out for GenEval's own scorer
+        from .geneval import cmd_geneval
+
+        return cmd_geneval(args)
     if args.check_sandbox:
         from .sandbox import isolation_report
 
