@@ -134,12 +134,13 @@ def test_sweep_layers_preset_under_yaml_and_overrides_over_it(tmp_path, capsys):
 def test_every_preset_is_valid(name):
     """Each shipped preset passes the key check, names a real sampler, task and compat mode, and
     its decoding settings pass GenerationConfig.validate."""
-    from unmask.config import merged_tree
+    from unmask.config import layers
     from unmask.decoding.engine import GenerationConfig
     from unmask.samplers.base import make_sampler
     from unmask.tasks.benchmarks.registry import task_names
 
-    tree = merged_tree(name, None, [])
+    layers(name, None, [])  # every key is a known option
+    tree = load_preset(name)
     assert tree["description"]
     sampler = tree["sampler"]
     make_sampler(sampler["name"], **{k: v for k, v in sampler.items() if k != "name"})

@@ -297,10 +297,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = run_compare(session, items, samplers, opts, overrides, batch_size=args.batch_size,
                        progress=not args.json, lockstep=lockstep)
     if args.wandb:
-        from .lockstep_run import wandb_log
+        from .tracking import log_rows
 
         flat = [{**{k: v for k, v in r.items() if k != "lockstep"}, **(r.get("lockstep") or {})} for r in rows]
-        wandb_log(args.wandb_project, f"compare-{task_name}", {"task": task_name, **lockstep.config()}, flat)
+        log_rows(args.wandb_project, f"compare-{task_name}", {"task": task_name, **lockstep.config()}, flat)
     if args.json:
         print(json.dumps({"task": task_name, "model": str(model), "n": len(items), "rows": rows,
                           "config": getattr(args, "resolved_config", None)}))
@@ -311,21 +311,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_flag, add_model_flags, add_sampling_flags
+    from .cli import add_flag, add_sampling_flags
 
     p = sub.add_parser("compare", help="decode the same task items with several samplers and compare")
-    add_model_flags(p)
     add_flag(p, "task", required=True, help="sudoku | multiply | nae_sat | judge")
-    add_flag(p, "samplers", default="random,confidence,margin,entropy,info_gain,lookum")
+    add_flag(p, "samplers", default="random,confidence,margin,entropy,info_gain,lookum",
+             help="comma-separated sampler names (lockstep_gs[:sampler], lockstep_jacobi[:sampler] too)")
     add_flag(p, "n", type=int, default=200, help="number of items")
     add_flag(p, "givens", default=None, help="Sudoku clue range, e.g. 28-32 or 24-27 (below 22 is impractical)")
     add_flag(p, "technique", default=None, choices=["naked_singles", "hidden_singles", "beyond_singles"],
              help="Sudoku: only puzzles whose hardest needed technique is this one")
-    add_flag(p, "data", default=None, help="JSONL of items in the task's format (e.g. {'puzzle': ...})")
     add_flag(p, "data_seed", type=int, default=1234, help="seed of the generated test items")
-    add_flag(p, "batch_size", type=int, default=32)
     add_flag(p, "json", action="store_true")
-    add_flag(p, "wandb", action="store_true", help="log each sampler's row to Weights & Biases (pip install wandb)")
-    add_flag(p, "wandb_project", default=None)
-    add_sampling_flags(p)
+    add_sampling_flags(p, "compare")
     p.set_defaults(func=cmd_compare)

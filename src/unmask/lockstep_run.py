@@ -246,15 +246,3 @@ def summarize_traces(traces) -> dict[str, Any]:
         "mean_fallbacks_r": sum(m["fallbacks_r"] for m in mets) / n,
         "mean_fallbacks_a": sum(m["fallbacks_a"] for m in mets) / n,
     }
-
-
-def wandb_log(project: str | None, name: str, config: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Log figures to Weights & Biases (imported only here, only when asked)."""
-    try:
-        import wandb
-    except ImportError:
-        raise UnmaskError("--wandb needs the wandb package: pip install wandb") from None
-    run = wandb.init(project=project or "unmask-lockstep", name=name, config=config)
-    for row in rows:
-        run.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    run.finish()

@@ -7,7 +7,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_flag, add_model_flags, add_sampling_flags, parse_bool
+    from ..cli import add_flag, add_sampling_flags, parse_bool
 
     p = sub.add_parser(
         "chat",
@@ -15,15 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Chat with a masked diffusion model. Commands: /reset, /settings, /help, /exit. "
                     "When stdin is not a terminal, every line is one message and every reply is printed.",
     )
-    add_model_flags(p)
-    add_flag(p, "chat_template", type=parse_bool, default=None,
-             help="True: multi-turn through the chat template; False: every line is a raw single-turn prompt "
-                  "(default: True when the tokenizer has a template)")
     add_flag(p, "system_prompt", default=None, help="system message placed before the conversation")
-    add_sampling_flags(p)
     add_flag(p, "visualize", type=parse_bool, nargs="?", const=True, default=False,
              help="redraw the canvas live while each reply is decoded (terminal only)")
     add_flag(p, "json", action="store_true", help="print one JSON object per reply (prompt, reply, nfe, ...)")
+    add_sampling_flags(p, "chat")
     p.set_defaults(func=cmd_chat)
 
 

@@ -420,14 +420,9 @@ class EvalRun:
         return summary
 
     def _wandb_init(self):
-        try:
-            import wandb  # noqa: F401 - optional
-        except ImportError:
-            raise UnmaskError("--wandb needs the wandb package: pip install wandb") from None
-        import wandb as wb
+        from ..tracking import start
 
-        return wb.init(project=self.spec.wandb_project or "unmask-eval", name=self.run_dir.name,
-                       id=self.run_key, resume="allow", config=self.describe())
+        return start(self.spec.wandb_project, self.run_dir.name, self.describe(), run_id=self.run_key)
 
 
 def _jsonable(v: Any) -> Any:
