@@ -376,8 +376,9 @@ def layer(*mappings: Mapping[str, Any]) -> dict[str, Any]:
             o = BY_NAME.get(k)
             if o is not None and v is not None:
                 for other in o.excludes:
-                    out.pop(other, None)
-            out[k] = v
+                    if other not in m:  # both in one layer: a real conflict, left to the engine's check
+                        out.pop(other, None)
+        out.update(m)
     return out
 
 

@@ -187,7 +187,8 @@ class Backend:
                 return None
             opts = LockstepOptions(mode=mode, **kw)
         except UnmaskError as e:
-            raise bad_request(str(e), "lockstep" if mode is None else next(iter(sorted(kw)), "lockstep")) from None
+            named = [k for k in sorted(kw, key=len, reverse=True) if k in str(e)]
+            raise bad_request(str(e), named[0] if named else "lockstep") from None
         if self.task is None or not hasattr(self.task, "regions"):
             raise bad_request(f"lockstep in the server needs a model whose task has reasoning/answer regions "
                               f"(tiny-judge); {self.name} has none (use unmask sample --lockstep with "

@@ -60,6 +60,15 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def defaults_from_args(args: argparse.Namespace):
+    """The server's defaults for what a request leaves out: every sampling, decoding and
+    lockstep flag of the command line."""
+    from .backend import Defaults
+
+    return Defaults(sampler=args.sampler, sampler_options=sampler_options(args), overrides=config_overrides(args),
+                    lockstep=values(args, "lockstep"))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -68,13 +77,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UnmaskError(f"unmask serve needs the serve extra ({e.name} is missing): pip install 'unmask[serve]'") from None
     from ..session import Session
-    from .backend import Backend, Defaults
+    from .backend import Backend
     from .batcher import Batcher
 
     model = args.model_name_or_path or DEFAULT_MODEL
     session = Session.load(model, device=resolve_device(args.device), dtype=args.dtype)
-    defaults = Defaults(sampler=args.sampler, sampler_options=sampler_options(args), overrides=config_overrides(args),
-                        lockstep=values(args, "lockstep"))
+    defaults = defaults_from_args(args)
     backend = Backend(session, args.served_model_name or model, defaults)
     backend.check_defaults()
     batcher = Batcher(backend, max_batch_size=args.max_batch_size, max_wait=args.max_wait_ms / 1000.0,
