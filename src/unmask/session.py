@@ -30,19 +30,6 @@ BUILTIN_EXAMPLE_SEED = 2027
 SMALL_MODEL_PARAMS = 20_000_000
 
 
-def render_task_answer(task: str, answer: str) -> str:
-    """Human-readable answer: Sudoku as a 9x9 grid, the others as they are."""
-    if task != "sudoku" or len(answer) != 81:
-        return answer
-    lines = []
-    for r in range(9):
-        row = answer[9 * r : 9 * r + 9]
-        lines.append(" ".join(row[0:3]) + " | " + " ".join(row[3:6]) + " | " + " ".join(row[6:9]))
-        if r in (2, 5):
-            lines.append("------+-------+------")
-    return "\n".join(lines)
-
-
 @dataclass
 class SampleResult:
     """One sampled completion with its figures (what ``unmask sample`` prints)."""
@@ -208,44 +195,14 @@ class Session:
 
     # ------------------------------------------------------------------ task models
     def task_item(self, prompt: str | None) -> dict[str, Any]:
-        """The built-in example of the model's task, or an item built from the user's text:
-        Sudoku takes 81 cells (``0`` or ``.`` = blank); the unconditional tasks take a canvas
-        of their answer length with ``?`` or ``_`` where the model must fill."""
-        task = self.task
+        """The built-in example of the model's task, or an item built from the user's text (the
+        task decides how: :meth:`~unmask.tasks.synthetic.SyntheticTask.item_from_text`)."""
         if prompt is None:
-            if task.name == "sudoku":
-                return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED, givens=(28, 32))[0]
-            return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED)[0]
-        text = prompt.strip()
-        if task.name == "sudoku":
-            from .tasks.sudoku import parse_grid
-
-            try:
-                parse_grid(text)
-            except ValueError as e:
-                raise UnmaskError(f"not a Sudoku puzzle: {e}") from e
-            return {"puzzle": text}
-        if len(text) != task.seq_len:
-            raise UnmaskError(f"a {task.name} prompt has {task.seq_len} characters ('?' = to fill), got {len(text)}")
-        return {"puzzle": text}
+            return self.task.example_item(BUILTIN_EXAMPLE_SEED)
+        return self.task.item_from_text(prompt)
 
     def task_prompt_ids(self, item: dict[str, Any]) -> list[int]:
-        ids = self.task.prompt_ids(item, self.tokenizer)
-        if self.task.name == "sudoku" or "puzzle" not in item:
-            return ids
-        return self._overlay(ids, item["puzzle"])
-
-    def _overlay(self, ids: list[int], text: str) -> list[int]:
-        """Pin the characters the user gave (anything but ``?``/``_``) on the task's canvas."""
-        out = list(ids)
-        for i, ch in enumerate(text):
-            if ch in "?_":
-                continue
-            try:
-                out[1 + i] = self.task.char_ids[ch]
-            except KeyError:
-                raise UnmaskError(f"character {ch!r} is not in the {self.task.name} alphabet") from None
-        return out
+        return self.task.item_prompt_ids(item, self.tokenizer)
 
     def sample_task(self, prompt, sampler, sampler_options, overrides) -> SampleResult:
         task = self.task
@@ -261,11 +218,8 @@ class Session:
         extra: dict[str, Any] = {"task": task.name, "puzzle": item.get("puzzle"), "answer": answer,
                                  "correct": bool(scores.get("correct", 0.0))}
         extra.update({k: v for k, v in scores.items() if k != "correct"})
-        if task.name == "multiply":
-            from .tasks.multiply import product_before_factors
-
-            extra["product_first"] = product_before_factors([p for _, p, _ in out.traces[0].order])
-        return SampleResult(text=render_task_answer(task.name, answer), token_ids=out.sequences[0][1:], output=out,
+        extra.update(task.sample_extras(item, out.traces[0]))
+        return SampleResult(text=task.render(answer), token_ids=out.sequences[0][1:], output=out,
                             prompt_text=item.get("puzzle") or "", extra=extra)
 
     @staticmethod
