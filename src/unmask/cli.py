@@ -126,11 +126,11 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .lockstep_run import options_from_args
+    from .options import lockstep_options
     from .session import Session
     from .viz.live import LiveView
 
-    lockstep = options_from_args(args)
+    lockstep = lockstep_options(args)
     if args.save_trace:
         from .userio import check_output_file
 

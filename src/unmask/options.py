@@ -341,6 +341,28 @@ def values(args: argparse.Namespace, target: str) -> dict[str, Any]:
             if o.target == target and getattr(args, o.name, None) is not None}
 
 
+def lockstep_options(args: argparse.Namespace, region_flags_alone: bool = False):
+    """Lockstep options from parsed flags. Region flags without ``--lockstep`` are an error unless
+    ``region_flags_alone`` (compare: its lockstep_* sampler names carry the mode)."""
+    from .decoding.lockstep import LockstepOptions, unescape
+
+    kw: dict[str, Any] = {}
+    for name in names("lockstep")[1:]:
+        v = getattr(args, name, None)
+        if v is not None:
+            kw[name] = v
+    if "answer_separator" in kw:
+        kw["answer_separator"] = unescape(kw["answer_separator"])
+    chosen = getattr(args, "lockstep", None)
+    if chosen is None and kw and not region_flags_alone:
+        raise UnmaskError(f"{', '.join(f'--{k}' for k in kw)} apply only with --lockstep gauss_seidel|jacobi "
+                          "(in compare also with lockstep_gs / lockstep_jacobi samplers)")
+    opts = LockstepOptions(mode=chosen, **kw)
+    if chosen is None:
+        LockstepOptions(mode="gauss_seidel", **kw)  # still validate the values up front
+    return opts
+
+
 def resolved_tree(args: argparse.Namespace, command: str, source: dict[str, Any]) -> dict[str, Any]:
     """The fully resolved settings as a config tree (for result files and ``--json``)."""
     tree: dict[str, Any] = {}

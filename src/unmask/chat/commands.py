@@ -26,13 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     from ..cli import config_overrides, resolve_device, sampler_options
     from ..errors import UnmaskError
-    from ..lockstep_run import options_from_args
+    from ..options import lockstep_options
     from ..session import Session
     from .repl import ChatRepl, Conversation
 
     if not args.model_name_or_path:
         raise UnmaskError("chat needs --model_name_or_path (a chat model such as llada or dream, or a folder)")
-    options_from_args(args)  # bad lockstep flags fail before the model loads
+    lockstep_options(args)  # bad lockstep flags fail before the model loads
     session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
     conversation = Conversation(
         session,
@@ -41,6 +41,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
         overrides=config_overrides(args),
         chat_template=args.chat_template,
         system_prompt=args.system_prompt,
-        lockstep=options_from_args(args),
+        lockstep=lockstep_options(args),
     )
     return ChatRepl(conversation, visualize=bool(args.visualize), json_output=args.json).run()

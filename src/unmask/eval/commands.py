@@ -41,7 +41,7 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..lockstep_run import options_from_args
+    from ..options import lockstep_options
     from .runner import EvalSpec, run_eval
 
     if args.list_tasks:
@@ -70,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         wandb_project=args.wandb_project,
         progress=not args.json,
         threads=args.threads,
-        lockstep=options_from_args(args),
+        lockstep=lockstep_options(args),
         resolved_config=getattr(args, "resolved_config", None),
     )
     summary = run_eval(spec)

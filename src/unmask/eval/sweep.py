@@ -146,7 +146,7 @@ def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str
 
 def _lockstep(settings: dict[str, Any]):
     """The grid point's lockstep options (``decode.*`` / ``lockstep`` keys); off when none."""
-    from ..lockstep_run import LockstepOptions
+    from ..decoding.lockstep import LockstepOptions
 
     kw = {k: v for k, v in settings.items() if v is not None}
     mode = kw.pop("lockstep", None)

@@ -148,7 +148,7 @@ class Backend:
         config.pop("plan", None)
         lock_key: tuple = ()
         if lockstep is not None:
-            from ..lockstep_run import task_regions
+            from ..decoding.lockstep import task_regions
 
             spans = task_regions(self.task, {})
             config["plan"] = lockstep.plan(spans)
@@ -176,7 +176,7 @@ class Backend:
         """The lockstep options of a request (server flags as defaults, request fields on top),
         or None when lockstep is off. Lockstep needs reasoning/answer regions: a task model's
         (tiny-judge); a text model's canvas is laid out by ``unmask sample --lockstep``."""
-        from ..lockstep_run import LockstepOptions
+        from ..decoding.lockstep import LockstepOptions
 
         kw = {k: v for k, v in settings.items() if v is not None}
         mode = kw.pop("lockstep", None)
