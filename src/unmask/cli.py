@@ -16,7 +16,6 @@ from typing import Any
 from .errors import UnmaskError
 from .options import (
     BY_NAME,
-    RUN_COMMANDS,
     add_options,
     add_run_config_flags,
     flag_names,
@@ -24,6 +23,7 @@ from .options import (
     parse_bool,
     resolve,
     resolved_tree,
+    takes_options,
     values,
 )
 
@@ -236,7 +236,7 @@ def _split_run_overrides(argv: list[str], parser: argparse.ArgumentParser) -> tu
     """For the run commands: take the ``group.key=value`` overrides out of argv."""
     from .config import split_overrides
 
-    if not argv or argv[0] not in RUN_COMMANDS:
+    if not argv or not takes_options(argv[0]):
         return argv, []
     return split_overrides(argv, parser)
 
@@ -275,7 +275,7 @@ def parse_args(argv: Sequence[str], parser: argparse.ArgumentParser | None = Non
     parser = parser or build_parser()
     raw, overrides = _split_run_overrides(normalize_flags(argv), parser)
     args = parser.parse_args(raw)
-    if args.command in RUN_COMMANDS:
+    if takes_options(args.command):
         apply_run_config(args, overrides)
     check_arguments(args)
     return args

@@ -31,6 +31,10 @@ constructor (list it in the sampler's ``options``), a ``run`` row is ``args.<nam
 command. Regenerate the reference with ``python -m unmask.options > docs/options.md``; the tests
 walk the new row through every door by themselves.
 
+A new command that takes rows: name it in the rows' ``commands`` and call
+``unmask.cli.add_sampling_flags(parser, "name")`` when building its parser; it then gets
+``--preset``, ``--config``, ``key=value`` and the precedence like the others.
+
 This module imports nothing heavy (no torch): the CLI builds its parser from it for ``--help``.
 """
 
@@ -218,6 +222,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
 
 BY_NAME: dict[str, OptionSpec] = {o.name: o for o in OPTIONS}
 BY_KEY: dict[str, OptionSpec] = {o.config_key: o for o in OPTIONS if o.config_key is not None}
+
+
+def takes_options(command: str | None) -> bool:
+    """Whether ``command`` resolves option-table rows (the run commands, and any command a row
+    names, e.g. a new ``t2i`` command whose rows say ``commands=("t2i",)``)."""
+    return command in RUN_COMMANDS or any(command in o.commands for o in OPTIONS)
 
 
 def options_for(command: str) -> list[OptionSpec]:
