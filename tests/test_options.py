@@ -209,3 +209,20 @@ def test_help_shows_presets_config_overrides_and_defaults(command):
 def test_the_options_reference_is_up_to_date():
     assert (ROOT / "docs" / "options.md").read_text() == markdown(), \
         "regenerate: python -m unmask.options > docs/options.md"
+
+
+
+def test_a_command_added_the_old_way_gets_the_rows_and_the_precedence():
+    """A subcommand module that calls add_model_flags + add_sampling_flags(p) (as before the
+    table) still builds, and its flags resolve like sample's."""
+    from unmask.cli import _Parser, add_model_flags, add_sampling_flags
+    from unmask.config import layers
+    from unmask.options import resolve
+
+    root = _Parser(prog="unmask")
+    p = root.add_subparsers(dest="command", parser_class=_Parser).add_parser("newcmd")
+    add_model_flags(p)
+    add_sampling_flags(p)
+    args = root.parse_args(["newcmd", "--model_name_or_path", "m", "--temperature", "0.0"])
+    resolve(args, "newcmd", layers("fast_dllm", None, ["generation.seed=4"]))
+    assert (args.model_name_or_path, args.temperature, args.seed, args.sampler) == ("m", 0.0, 4, "threshold")

@@ -18,6 +18,7 @@ from .options import (
     BY_NAME,
     add_options,
     add_run_config_flags,
+    adopt,
     flag_names,
     names,
     parse_bool,
@@ -72,11 +73,15 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "model_name_or_path", default=None, help=BY_NAME["model_name_or_path"].help)
 
 
-def add_sampling_flags(p: argparse.ArgumentParser, command: str) -> None:
+def add_sampling_flags(p: argparse.ArgumentParser, command: str | None = None) -> None:
     """The option table's rows for ``command`` (model, sampler, decoding, lockstep, run settings),
-    plus ``--preset``/``--config``; every run command calls this once."""
+    plus ``--preset``/``--config``; every run command calls this once. Without ``command`` the
+    parser's own name is used, and a command no row names takes the rows of ``sample``."""
+    command = command or p.prog.rsplit(" ", 1)[-1]
+    adopt(command)
     add_options(p, command)
-    add_run_config_flags(p, command)
+    if not any(a.dest == "preset" for a in p._actions):
+        add_run_config_flags(p, command)
 
 
 #: modules that add subcommands; each exposes ``register(subparsers)``

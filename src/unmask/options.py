@@ -224,13 +224,25 @@ BY_NAME: dict[str, OptionSpec] = {o.name: o for o in OPTIONS}
 BY_KEY: dict[str, OptionSpec] = {o.config_key: o for o in OPTIONS if o.config_key is not None}
 
 
+#: commands no row names that still asked for the shared rows (``add_sampling_flags(p)`` from a
+#: module written before the table): they take the rows of the command given here
+_LIKE: dict[str, str] = {}
+
+
+def adopt(command: str, like: str = "sample") -> None:
+    """Let ``command`` take the rows of ``like`` (for a command added without rows of its own)."""
+    if not any(command in o.commands for o in OPTIONS):
+        _LIKE[command] = like
+
+
 def takes_options(command: str | None) -> bool:
     """Whether ``command`` resolves option-table rows (the run commands, and any command a row
     names, e.g. a new ``t2i`` command whose rows say ``commands=("t2i",)``)."""
-    return command in RUN_COMMANDS or any(command in o.commands for o in OPTIONS)
+    return command in RUN_COMMANDS or command in _LIKE or any(command in o.commands for o in OPTIONS)
 
 
 def options_for(command: str) -> list[OptionSpec]:
+    command = _LIKE.get(command, command)
     return [o for o in OPTIONS if command in o.commands]
 
 
@@ -255,6 +267,8 @@ def add_options(parser: argparse.ArgumentParser, command: str, title: str = "dec
     namespace); :func:`resolve` fills in the rest."""
     group = parser.add_argument_group(title)
     for o in options_for(command):
+        if any(f in parser._option_string_actions for f in flag_names(o.name)):
+            continue  # the command declared this flag itself (a plain flag: always "given")
         kind = parse_bool if o.type is bool else o.type
         kw: dict[str, Any] = {"dest": o.name, "default": argparse.SUPPRESS, "help": o.help_text(),
                               "metavar": o.name.upper()}
@@ -316,7 +330,7 @@ def resolve(args: argparse.Namespace, command: str, layers: Mapping[str, Mapping
         check_config_keys(flat)
         for key in flat:
             o = BY_KEY[key]
-            if command not in o.commands and o.group != E:
+            if _LIKE.get(command, command) not in o.commands and o.group != E:
                 raise UnmaskError(f"config key {key!r} does not apply to `unmask {command}`")
     chosen: dict[str, str] = {}
     for o in options_for(command):
