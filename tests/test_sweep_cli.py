@@ -97,6 +97,7 @@ def test_dry_run_goes_to_stdout_and_a_closed_pipe_ends_quietly(tmp_path):
     assert err == "" and proc.returncode == 141
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--dry_run", None])
 def test_results_on_stdout_diagnostics_on_stderr(tmp_path, flag):
     path = _sweep(tmp_path, tmp_path / "out")
