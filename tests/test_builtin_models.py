@@ -33,6 +33,7 @@ def test_loads_by_alias_and_is_small(sessions, alias):
     assert s.model.config.max_sequence_length == s.task.canvas_len
 
 
+@pytest.mark.slow
 def test_sudoku_solves_fixed_easy_puzzles(sessions):
     s = sessions["tiny-sudoku"]
     items = s.task.make_dataset(8, seed=4242, givens=(45, 50))

@@ -26,6 +26,7 @@ def _run(conv: Conversation, text: str, **kw) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_pipe_two_turns_second_prompt_holds_first_turn(tiny_llada_dir):
     """The issue's test: drive the real CLI through a pipe; the second prompt must contain the
     first exchange, rendered by the tokenizer's chat template."""

@@ -62,6 +62,7 @@ def task_dir(tmp_path):
     return d
 
 
+@pytest.mark.slow
 def test_generate_until_and_mc_loglikelihood_through_simple_evaluate(text_model_dir, task_dir, tmp_path,  # noqa: F811
                                                                       monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

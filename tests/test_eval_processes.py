@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_eval_fixtures import cli_env, multiply_model_dir, one_thread, records, run_cli  # noqa: F401 - fixture
 
 from unmask.eval.runner import EvalSpec, run_eval
@@ -45,6 +46,7 @@ def _lines(out: Path) -> int:
     return f.read_bytes().count(b"\n") if f.exists() else 0
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_loses_and_duplicates_nothing(multiply_model_dir, tmp_path):  # noqa: F811
     _, ref = _reference(multiply_model_dir, tmp_path / "clean", N)
     reference = {k: (r["output"], r["score"], r["nfe"]) for k, r in ref.items()}
@@ -78,6 +80,7 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(multiply_model_dir, tmp_
     assert {r["id"]: (r["output"], r["score"], r["nfe"]) for r in recs} == reference
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(multiply_model_dir, tmp_path):  # noqa: F811
     s1, ref = _reference(multiply_model_dir, tmp_path / "one", 12)
     procs = []

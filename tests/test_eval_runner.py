@@ -41,6 +41,7 @@ def _spec(model, task, out, **kw) -> EvalSpec:
     return EvalSpec(model=str(model), task=task, limit=3, output_dir=str(out), progress=False, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TEXT_TASKS)
 def test_every_benchmark_runs_end_to_end(task, text_model_dir, llada_session, tmp_path):  # noqa: F811
     if task == "humaneval":

@@ -57,7 +57,6 @@ def test_hostile_completion_is_contained_and_fails(name, canary):
     assert not res.passed, (name, res)
     assert time.perf_counter() - t0 < 15
     assert canary.read_text() == "still here"
-    assert os.getpid() > 0  # the harness is alive
 
 
 @pytest.mark.parametrize("how", [
@@ -397,11 +396,16 @@ def test_program_helpers_constants_and_modules_reach_the_tests():
 
 def test_a_python_installation_under_tmp_keeps_the_full_boundary(tmp_path):
     """A venv made under /tmp used to collide with the sandbox's own /tmp and fall back (with a
-    scratch folder the program could not write to)."""
+    scratch folder the program could not write to).
+
+    The venv is bare (no site packages): the sandbox is standard library only, and so is the
+    import path to it, so this holds whether the project itself lives in a venv, a user site or
+    the system interpreter (``venv`` resolves a venv's python to its base interpreter, whose
+    packages may not include torch)."""
     import sys
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     src = str(Path(sandbox.__file__).resolve().parents[2])
     code = ("import json; from unmask.eval.sandbox import run_program, Limits\n"
             "r = run_program(\"open('out.txt', 'w').write('x')\\n\", ['assert True'],"

@@ -59,9 +59,12 @@ def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_mode
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    with one_thread():
-        assert main(["sweep", str(path), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    with one_thread():  # the failed grid points make the exit status non-zero
+        assert main(["sweep", str(path), "--json"]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.strip() == "error: 4 of 8 sweep grid points failed (first: error: the model was trained on the " \
+        "'multiply' task, not 'nae_sat')"
+    result = json.loads(cap.out)
     errors = [r for r in result["rows"] if r["status"].startswith("error")]
     assert len(errors) == 4 and all("trained on" in r["status"] for r in errors)
     rows = [r for r in result["rows"] if not r["status"].startswith("error")]
@@ -78,14 +81,16 @@ def test_sweep_runs_grid_writes_table_and_plots_and_skips_finished(multiply_mode
     assert all(float(r["mean_forward_tokens"]) >= float(r["mean_forward_rows"]) > 0 for r in table)
     assert "| model | task | sampler |" in (out / "sweep_summary.md").read_text()
     with one_thread():
-        assert main(["sweep", str(path), "--json"]) == 0
+        assert main(["sweep", str(path), "--json"]) == 2
     again = [r for r in json.loads(capsys.readouterr().out)["rows"] if not r["status"].startswith("error")]
     assert {r["status"] for r in again} == {"skipped (finished)"}
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
     # without --json and without a terminal (nohup, CI): one plain progress line per run, then the table
     with one_thread():
-        assert main(["sweep", str(path)]) == 0
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("[sweep] ")]
+        assert main(["sweep", str(path)]) == 2
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("[sweep] ")]
     assert len(lines) == 8 and lines[-1].startswith("[sweep] 8/8 ") and "eta 0:00:00" in lines[-1]
-    assert any(": error" in ln for ln in lines) and "| model | task | sampler |" in err
+    # the table is the result: stdout; progress and file names: stderr
+    assert any(": error" in ln for ln in lines) and "| model | task | sampler |" in cap.out
+    assert "| model |" not in cap.err and "[sweep]" not in cap.out

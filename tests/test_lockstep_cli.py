@@ -129,7 +129,7 @@ def test_live_view_labels_regions(tiny_llada_dir):
     session = Session.load(str(tiny_llada_dir))
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=120)
-    from unmask.lockstep_run import LockstepOptions
+    from unmask.decoding.lockstep import LockstepOptions
 
     opts = LockstepOptions(mode="gauss_seidel", reasoning_tokens=6, answer_tokens=2, tau_r=0.5, tau_a=0.5)
     with LiveView(session, console=console, max_fps=0) as view:
@@ -167,8 +167,8 @@ def test_eval_lockstep_task_and_text(judge_dir, tmp_path, capsys):
 
 def test_chat_lockstep(tiny_llada_dir):
     from unmask.chat.repl import Conversation
+    from unmask.decoding.lockstep import LockstepOptions
     from unmask.errors import UnmaskError
-    from unmask.lockstep_run import LockstepOptions
 
     session = Session.load(str(tiny_llada_dir))
     opts = LockstepOptions(mode="jacobi", reasoning_tokens=5, answer_tokens=2, answer_separator="=")

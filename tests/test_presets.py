@@ -100,22 +100,15 @@ def test_eval_records_resolved_config(tmp_path, capsys):
     assert run_cfg["resolved_config"]["eval"]["batch_size"] == 2
 
 
-def test_lockstep_keys_are_validated_lazily(tiny_dream_dir, capsys):
-    """decode.* maps onto the lockstep flags: an error naming the key on a build without them,
-    applied on a build with them."""
-    from unmask.cli import build_parser
-
-    sample = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices and "sample" in a.choices)
-    has_lockstep = any(act.dest == "lockstep" for act in sample.choices["sample"]._actions)
+def test_lockstep_keys_of_a_preset_reach_sample(tiny_dream_dir, capsys):
+    """decode.* maps onto the lockstep flags."""
     # lockstep needs its regions: [R]/[A] markers in the prompt (the later --prompt wins)
     rc, out, err = _sample(["--preset", "lockstep", "model=null", "generation.max_new_tokens=8", "--prompt",
                             "a [R] b [A]", "decode.reasoning_tokens=4", "decode.answer_tokens=2"], capsys,
                            tiny_dream_dir)
-    if has_lockstep:
-        assert rc == 0 and json.loads(out)["config"]["decode"]["mode"] == "gauss_seidel"
-        assert json.loads(out)["lockstep"]["mode"] == "gauss_seidel"
-    else:
-        assert rc == 2 and "config key 'decode." in err
+    assert rc == 0, err
+    assert json.loads(out)["config"]["decode"]["mode"] == "gauss_seidel"
+    assert json.loads(out)["lockstep"]["mode"] == "gauss_seidel"
 
 
 def test_sweep_layers_preset_under_yaml_and_overrides_over_it(tmp_path, capsys):
@@ -141,12 +134,13 @@ def test_sweep_layers_preset_under_yaml_and_overrides_over_it(tmp_path, capsys):
 def test_every_preset_is_valid(name):
     """Each shipped preset passes the key check, names a real sampler, task and compat mode, and
     its decoding settings pass GenerationConfig.validate."""
-    from unmask.config import merged_tree
+    from unmask.config import layers
     from unmask.decoding.engine import GenerationConfig
     from unmask.samplers.base import make_sampler
     from unmask.tasks.benchmarks.registry import task_names
 
-    tree = merged_tree(name, None, [])
+    layers(name, None, [])  # every key is a known option
+    tree = load_preset(name)
     assert tree["description"]
     sampler = tree["sampler"]
     make_sampler(sampler["name"], **{k: v for k, v in sampler.items() if k != "name"})

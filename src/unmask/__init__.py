@@ -2,17 +2,21 @@
 
     from unmask import from_pretrained, generate
     model, tok = from_pretrained("tiny-sudoku")
+
+The public names are imported on first use (PEP 562), so ``import unmask`` and the CLI's
+``--help`` do not import torch.
 """
 
-from .decoding import GenerationConfig, GenerationOutput, Trace, generate
-from .decoding.lockstep import LockstepPlan
-from .errors import UnmaskError
-from .models import Dream, LLaDA, from_pretrained, load_model
-from .samplers import make_sampler, sampler_names
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Dream", "GenerationConfig", "GenerationOutput", "LLaDA", "LockstepPlan", "Trace", "UnmaskError", "__version__",
-    "from_pretrained", "generate", "load_model", "make_sampler", "sampler_names",
-]
+_EXPORTS = {
+    "GenerationConfig": ".decoding", "GenerationOutput": ".decoding", "Trace": ".decoding", "generate": ".decoding",
+    "LockstepPlan": ".decoding.lockstep", "UnmaskError": ".errors",
+    "Dream": ".models", "LLaDA": ".models", "from_pretrained": ".models", "load_model": ".models",
+    "make_sampler": ".samplers", "sampler_names": ".samplers",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted([*_EXPORTS, "__version__"])

@@ -8,17 +8,54 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .errors import UnmaskError
+from .options import (
+    BY_NAME,
+    add_options,
+    add_run_config_flags,
+    adopt,
+    flag_names,
+    names,
+    parse_bool,
+    resolve,
+    resolved_tree,
+    takes_options,
+    values,
+)
+
+__all__ = ["add_flag", "add_sampling_flags", "config_overrides", "main", "parse_bool", "resolve_device",
+           "sampler_options"]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each flag's default (``[default: 200]``) unless it is None/False or already in the
+    help, and keeps the epilog's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "[default:" in text or d in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} [default: {d}]"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return "\n".join(textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent)
+                         for p in text.splitlines())
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors on one line, exit status 2."""
+    """argparse that reports usage errors on one line, exit status 2, and shows defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"error: {self.prog}: {message}\n")
@@ -26,85 +63,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    """Add ``--name`` with both snake_case and kebab-case spellings."""
-    snake = "--" + name.replace("-", "_")
-    kebab = "--" + name.replace("_", "-")
-    names = [snake] if snake == kebab else [snake, kebab]
-    parser.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
-
-
-def parse_bool(value: str) -> bool:
-    v = str(value).strip().lower()
-    if v in ("1", "true", "yes", "on", "y", "t"):
-        return True
-    if v in ("0", "false", "no", "off", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True/False, got {value!r}")
+    """Add ``--name`` with both snake_case and kebab-case spellings (a command's own flag; the
+    shared run settings are rows of :mod:`unmask.options`)."""
+    parser.add_argument(*flag_names(name), dest=name.replace("-", "_"), **kwargs)
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
-    add_flag(p, "model_name_or_path", default=None, help="model folder, alias (llada, dream, tiny-sudoku, ...) or hub id")
-    add_flag(p, "device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
-    add_flag(p, "dtype", default="auto", help="float32 | bfloat16 | float16 | auto (as stored)")
+    """Model flags for commands without the run settings (pc-freq)."""
+    add_flag(p, "model_name_or_path", default=None, help=BY_NAME["model_name_or_path"].help)
 
 
-def add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    """Every flag that changes decoding; shared by sample, chat, eval and compare."""
-    add_flag(p, "sampler", default="confidence",
-             help="random, leftright, confidence, margin, entropy, threshold, factor, eb, klass, pc, info_gain, lookum; "
-                  "SDAR/TraDo names: sequential, low_confidence_static, low_confidence_dynamic, entropy_bounded")
-    add_flag(p, "max_new_tokens", type=int, default=None, help="tokens to generate after the prompt")
-    add_flag(p, "steps", type=int, default=None, help="total decoding steps (default: one token per step); SDAR/TraDo: steps per block")
-    add_flag(p, "block_size", type=int, default=None, help="semi-autoregressive block length (default: one block; SDAR/TraDo: the model's, 4)")
-    add_flag(p, "tokens_per_step", type=int, default=None, help="fixed tokens per step (instead of --steps)")
-    add_flag(p, "schedule", default="linear", help="linear (LLaDA), linear_round, dream")
-    add_flag(p, "temperature", type=float, default=0.0, help="token temperature (0 = argmax)")
-    add_flag(p, "top_p", type=float, default=None)
-    add_flag(p, "top_k", type=int, default=None)
-    add_flag(p, "threshold", type=float, default=None, help="confidence threshold (threshold sampler; Info-Gain bypass)")
-    add_flag(p, "factor", type=float, default=None, help="Fast-dLLM factor rule")
-    add_flag(p, "gamma", type=float, default=None, help="EB-sampler entropy budget")
-    add_flag(p, "eb_threshold", type=float, default=None, help="entropy_bounded (SDAR) entropy budget (default 0.35)")
-    add_flag(p, "kl_threshold", type=float, default=None, help="KLASS: KL to the previous step a stable position stays under (0.01)")
-    add_flag(p, "kl_history", type=int, default=None, help="KLASS: consecutive steps a position must stay under kl_threshold (2)")
-    add_flag(p, "pc_lambda", type=float, default=None)
-    add_flag(p, "pc_alpha", type=float, default=None)
-    add_flag(p, "pc_freq_file", default=None, help="token frequency JSON from `unmask pc-freq`")
-    add_flag(p, "variant", default=None, help="Info-Gain objective: info_gain (default) or lookum")
-    add_flag(p, "candidate_number", type=int, default=None, help="Info-Gain candidate actions per step (default 8)")
-    add_flag(p, "position_temperature", type=float, default=None, help="Info-Gain position temperature (default 0.1)")
-    add_flag(p, "bypass", default=None, help="Info-Gain threshold bypass: any (default) or all")
-    add_flag(p, "hnext_scope", default=None,
-             help="Info-Gain H_next over: auto (default: block with --use_cache dual, else all), all, block, padded")
-    add_flag(p, "lookahead_margin", type=float, default=None,
-             help="Info-Gain: skip the lookahead when the greedy action's confidence gap is at least this")
-    add_flag(p, "cost_reduction", default=None, help="Info-Gain cost C: sum (default) or mean")
-    add_flag(p, "beam_size", type=int, default=None, help="beam search over Info-Gain trajectories")
-    add_flag(p, "best_of", type=int, default=None, help="N runs, keep the lowest cumulative entropy")
-    add_flag(p, "max_lookahead_rows", type=int, default=None, help="split lookahead forwards larger than this")
-    add_flag(p, "use_cache", default="none", help="none | prefix | dual (SDAR/TraDo: any value but none = the exact block cache)")
-    add_flag(p, "eos_penalty", type=float, default=0.0)
-    add_flag(p, "eos_fill", type=parse_bool, default=False, help="fill every mask after a committed EOS with EOS")
-    add_flag(p, "seed", type=int, default=0)
-    add_flag(p, "compat", default=None,
-             help="reproduce a reference loop token for token: llada | fast_dllm | dream, or behaviours "
-                  "(mask_softmax, dream_schedule, ...; see docs/samplers.md)")
-    add_lockstep_flags(p)
-
-
-def add_lockstep_flags(p: argparse.ArgumentParser) -> None:
-    """Lockstep reasoning/answer decoding (docs/samplers.md, "Lockstep")."""
-    add_flag(p, "lockstep", default=None, help="decode a reasoning region R and an answer region A in tandem: "
-             "gauss_seidel (commit R, re-run the model, commit A) or jacobi (both from one forward)")
-    add_flag(p, "reasoning_tokens", type=int, default=None, help="masks an [R] marker expands to (default 64)")
-    add_flag(p, "answer_tokens", type=int, default=None, help="masks an [A] marker expands to (default 16)")
-    add_flag(p, "tau_r", type=float, default=None, help="confidence an R position needs to be committed (0.90)")
-    add_flag(p, "tau_a", type=float, default=None, help="confidence an A position needs to be committed (0.92)")
-    add_flag(p, "max_fill_frac", type=float, default=None,
-             help="most of a region's remaining masks committed per step (0.4)")
-    add_flag(p, "answer_after", type=float, default=None, help="A commits nothing until this fraction of R is filled")
-    add_flag(p, "answer_separator", default=None,
-             help="put R and A after the prompt, separated by this fixed text (e.g. '\\nAnswer: ')")
+def add_sampling_flags(p: argparse.ArgumentParser, command: str | None = None) -> None:
+    """The option table's rows for ``command`` (model, sampler, decoding, lockstep, run settings),
+    plus ``--preset``/``--config``; every run command calls this once. Without ``command`` the
+    parser's own name is used, and a command no row names takes the rows of ``sample``."""
+    command = command or p.prog.rsplit(" ", 1)[-1]
+    adopt(command)
+    add_options(p, command)
+    if not any(a.dest == "preset" for a in p._actions):
+        add_run_config_flags(p, command)
 
 
 #: modules that add subcommands; each exposes ``register(subparsers)``
@@ -112,22 +89,17 @@ SUBCOMMAND_MODULES = (
     "unmask.train.commands",
     "unmask.compare",
     "unmask.eval.commands",
-    "unmask.eval.writing_judge",
     "unmask.chat.commands",
     "unmask.viz.commands",
     "unmask.serve.commands",
+    "unmask.eval.writing_judge",
     "unmask.multimodal.commands",
     "unmask.eval.image_metrics",
 )
 
-SAMPLER_OPTION_FLAGS = (
-    "threshold", "factor", "gamma", "eb_threshold", "kl_threshold", "kl_history", "pc_lambda", "pc_alpha", "pc_freq_file", "variant", "candidate_number",
-    "position_temperature", "bypass", "hnext_scope", "cost_reduction", "lookahead_margin",
-)
-CONFIG_FLAGS = (
-    "max_new_tokens", "steps", "block_size", "tokens_per_step", "schedule", "temperature", "top_p", "top_k",
-    "use_cache", "eos_penalty", "eos_fill", "seed", "beam_size", "best_of", "max_lookahead_rows", "compat",
-)
+#: derived from the option table (kept for the server and older callers)
+SAMPLER_OPTION_FLAGS = names("sampler")
+CONFIG_FLAGS = names("generation")
 
 
 def resolve_device(name: str) -> str:
@@ -153,20 +125,20 @@ def resolve_device(name: str) -> str:
 
 
 def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in SAMPLER_OPTION_FLAGS if getattr(args, k, None) is not None}
+    return values(args, "sampler")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k, None) is not None}
+    return values(args, "generation")
 
 
 # --------------------------------------------------------------------------- sample
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .lockstep_run import options_from_args
+    from .options import lockstep_options
     from .session import Session
     from .viz.live import LiveView
 
-    lockstep = options_from_args(args)
+    lockstep = lockstep_options(args)
     if args.save_trace:
         from .userio import check_output_file
 
@@ -185,11 +157,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if lockstep.on:
         result.extra.setdefault("label", f"lockstep {lockstep.mode} · {args.sampler}")
     if args.wandb:
-        from .lockstep_run import wandb_log
+        from .tracking import log_rows
 
         row = {"nfe": result.trace.nfe, "tokens_per_second": result.output.tokens_per_second,
                "seconds": result.output.seconds, **result.extra.get("lockstep", {})}
-        wandb_log(args.wandb_project, f"sample-{args.sampler}", {"sampler": args.sampler, **lockstep.config()}, [row])
+        log_rows(args.wandb_project, f"sample-{args.sampler}", {"sampler": args.sampler, **lockstep.config()}, [row])
     if args.save_trace:
         session.save_trace(result, args.save_trace)
     if args.json:
@@ -204,16 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     p = sub.add_parser("sample", help="generate from a prompt (default: the built-in tiny Sudoku model and puzzle)")
-    add_model_flags(p)
     add_flag(p, "prompt", default=None, help="prompt text; the tokenizer's mask token may appear inside it")
-    add_flag(p, "chat_template", type=parse_bool, default=None, help="wrap the prompt in the chat template (default: auto)")
-    add_sampling_flags(p)
     add_flag(p, "json", action="store_true", help="print one JSON object")
     add_flag(p, "save_trace", default=None, help="write the decoding trace (JSON) here")
     add_flag(p, "visualize", type=parse_bool, nargs="?", const=True, default=False,
              help="redraw the canvas live as it is unmasked (terminal only; plain output otherwise)")
-    add_flag(p, "wandb", action="store_true", help="log the figures to Weights & Biases (needs `pip install wandb`)")
-    add_flag(p, "wandb_project", default=None)
+    add_sampling_flags(p, "sample")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("pc-freq", help="write the token-frequency file the PC-sampler reads")
@@ -222,21 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "out", required=True)
     p.set_defaults(func=cmd_pc_freq)
 
-    p = sub.add_parser("presets", help="list the shipped presets (use with --preset NAME on sample/eval/compare)")
+    p = sub.add_parser("presets", help="list the shipped presets (use with --preset NAME on sample, chat, eval, compare, serve, sweep)")
     add_flag(p, "json", action="store_true", help="print the presets as JSON")
     p.set_defaults(func=cmd_presets)
 
     for module in SUBCOMMAND_MODULES:
-        if _module_exists(module):
-            importlib.import_module(module).register(sub)
+        importlib.import_module(module).register(sub)
     return parser
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # the parent package is not there
-        return False
 
 
 def cmd_pc_freq(args: argparse.Namespace) -> int:
@@ -280,38 +240,30 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
-    """Remove ``--name VALUE`` / ``--name=VALUE`` from argv; returns (rest, value)."""
-    rest, value, i = [], None, 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok == f"--{name}":
-            if i + 1 >= len(argv):
-                raise UnmaskError(f"--{name} needs a value")
-            value = argv[i + 1]
-            i += 2
-            continue
-        if tok.startswith(f"--{name}="):
-            value = tok.split("=", 1)[1]
-        else:
-            rest.append(tok)
-        i += 1
-    return rest, value
+def _split_run_overrides(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """For the run commands: take the ``group.key=value`` overrides out of argv."""
+    from .config import split_overrides
+
+    if not argv or not takes_options(argv[0]):
+        return argv, []
+    return split_overrides(argv, parser)
 
 
-def _run_config(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], dict[str, Any] | None]:
-    """For the run commands: take --preset, --config (not sweep's positional) and key=value
-    overrides out of argv; returns the remaining argv and what to apply after parsing."""
-    from .config import RUN_COMMANDS, split_overrides
+def apply_run_config(args: argparse.Namespace, overrides: list[str]) -> None:
+    """Resolve every option-table row of the command (flag > key=value > --config > --preset >
+    default) and record the result on ``args.resolved_config``; sweep keeps the layers for its
+    YAML to sit between them."""
+    from . import config as run_config
 
-    if not argv or argv[0] not in RUN_COMMANDS:
-        return argv, None
-    argv, preset = _take_option(argv, "preset")
-    config_file = None
-    if argv[0] != "sweep":
-        argv, config_file = _take_option(argv, "config")
-    argv, overrides = split_overrides(argv, parser)
-    return argv, {"preset": preset, "config_file": config_file, "overrides": overrides}
+    preset, config_file = getattr(args, "preset", None), getattr(args, "config_file", None)
+    layers = run_config.layers(preset, config_file, overrides)
+    source = {"preset": preset, "config": config_file, "overrides": list(overrides)}
+    if args.command == "sweep":
+        args.run_config = {"preset_tree": layers.get("preset"), "override_tree": layers.get("override"),
+                           "source": {"preset": preset, "overrides": list(overrides)}}
+        return
+    args.option_sources = resolve(args, args.command, layers)
+    args.resolved_config = resolved_tree(args, args.command, source)
 
 
 def normalize_flags(argv: Sequence[str]) -> list[str]:
@@ -325,38 +277,40 @@ def normalize_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def parse_args(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """argv -> the command's arguments with every option resolved and checked (what a command
+    runs with; the tests read the resolution from here)."""
+    parser = parser or build_parser()
+    raw, overrides = _split_run_overrides(normalize_flags(argv), parser)
+    args = parser.parse_args(raw)
+    if takes_options(args.command):
+        apply_run_config(args, overrides)
+    check_arguments(args)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    raw = normalize_flags(sys.argv[1:] if argv is None else argv)
-    try:
-        raw, run_cfg = _run_config(raw, parser)
-    except UnmaskError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    args = parser.parse_args(raw)
-    if not getattr(args, "command", None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
         parser.print_help()
         return 2
     try:
-        if run_cfg is not None:
-            from . import config as run_config
-
-            if args.command == "sweep":  # the sweep YAML holds the grid: layer preset < YAML < overrides
-                args.run_config = {
-                    "preset_tree": run_config.merged_tree(run_cfg["preset"], None, []),
-                    "override_tree": run_config.merged_tree(None, None, run_cfg["overrides"]),
-                    "source": {"preset": run_cfg["preset"], "overrides": run_cfg["overrides"]},
-                }
-            else:
-                tree = run_config.merged_tree(run_cfg["preset"], run_cfg["config_file"], run_cfg["overrides"])
-                run_config.apply(args, parser, raw, tree)
-                args.resolved_config = run_config.resolved(args, run_cfg["preset"], run_cfg["config_file"],
-                                                           run_cfg["overrides"])
-        check_arguments(args)
+        args = parse_args(argv, parser)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except UnmaskError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
+    except BrokenPipeError:
+        # the reader went away (``unmask sweep --dry_run | head``): end quietly, like a C tool
+        # killed by SIGPIPE; point stdout at /dev/null so the interpreter's final flush is silent
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:  # an I/O failure no check anticipated: still the user's to fix
         from .userio import os_error_line
 

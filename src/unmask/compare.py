@@ -73,9 +73,9 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                 lockstep=None) -> list[dict[str, Any]]:
     """Decode every item with every sampler; one summary row per sampler. Names ``lockstep_gs`` /
     ``lockstep_jacobi`` (optionally ``:sampler``) decode the task's R and A regions in lockstep,
-    with the gates of ``lockstep`` (:class:`unmask.lockstep_run.LockstepOptions`; its mode, when
+    with the gates of ``lockstep`` (:class:`unmask.decoding.lockstep.LockstepOptions`; its mode, when
     set, turns every plain name into lockstep with that sampler inside the regions)."""
-    from .lockstep_run import LockstepOptions, parse_sampler_name, summarize_traces, task_regions
+    from .decoding.lockstep import LockstepOptions, summarize_traces, task_regions
     from .tasks.multiply import product_before_factors
 
     task = session.task
@@ -235,6 +235,25 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: compare's sampler names: lockstep_gs / lockstep_jacobi, optionally ``:inner_sampler``
+MODE_NAMES = {"lockstep_gs": "gauss_seidel", "lockstep_gauss_seidel": "gauss_seidel", "lockstep_jacobi": "jacobi"}
+
+
+def parse_sampler_name(name: str) -> tuple[str | None, str]:
+    """``lockstep_gs`` -> (gauss_seidel, confidence); ``lockstep_jacobi:info_gain`` -> (jacobi,
+    info_gain); a plain name -> (None, name)."""
+    head, _, inner = name.partition(":")
+    key = head.strip().lower().replace("-", "_")
+    if key in MODE_NAMES:
+        return MODE_NAMES[key], (inner.strip() or "confidence")
+    if key.startswith("lockstep"):
+        raise UnmaskError(f"unknown lockstep sampler {name!r}; use lockstep_gs or lockstep_jacobi, optionally "
+                          "followed by :sampler (e.g. lockstep_gs:info_gain)")
+    if inner:
+        raise UnmaskError(f"{name!r}: only lockstep_gs / lockstep_jacobi take a ':sampler' suffix")
+    return None, name
+
+
 TASK_MODELS = {"sudoku": "tiny-sudoku", "multiply": "tiny-multiply", "nae_sat": "tiny-nae-sat", "judge": "tiny-judge"}
 
 
@@ -281,12 +300,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     if not samplers:
         raise UnmaskError("--samplers is empty")
-    from .lockstep_run import options_from_args, parse_sampler_name, task_regions
+    from .decoding.lockstep import task_regions
+    from .options import lockstep_options
     from .samplers import make_sampler
 
     opts = sampler_options(args)
     named = any(parse_sampler_name(s)[0] for s in samplers)  # lockstep_* names carry their own mode
-    lockstep = options_from_args(args, region_flags_alone=named)
+    lockstep = lockstep_options(args, region_flags_alone=named)
     for s in samplers:
         mode, inner = parse_sampler_name(s)
         make_sampler(inner, **opts)  # fail fast on an unknown name or a bad option
@@ -297,10 +317,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = run_compare(session, items, samplers, opts, overrides, batch_size=args.batch_size,
                        progress=not args.json, lockstep=lockstep)
     if args.wandb:
-        from .lockstep_run import wandb_log
+        from .tracking import log_rows
 
         flat = [{**{k: v for k, v in r.items() if k != "lockstep"}, **(r.get("lockstep") or {})} for r in rows]
-        wandb_log(args.wandb_project, f"compare-{task_name}", {"task": task_name, **lockstep.config()}, flat)
+        log_rows(args.wandb_project, f"compare-{task_name}", {"task": task_name, **lockstep.config()}, flat)
     if args.json:
         print(json.dumps({"task": task_name, "model": str(model), "n": len(items), "rows": rows,
                           "config": getattr(args, "resolved_config", None)}))
@@ -311,21 +331,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_flag, add_model_flags, add_sampling_flags
+    from .cli import add_flag, add_sampling_flags
 
     p = sub.add_parser("compare", help="decode the same task items with several samplers and compare")
-    add_model_flags(p)
     add_flag(p, "task", required=True, help="sudoku | multiply | nae_sat | judge")
-    add_flag(p, "samplers", default="random,confidence,margin,entropy,info_gain,lookum")
+    add_flag(p, "samplers", default="random,confidence,margin,entropy,info_gain,lookum",
+             help="comma-separated sampler names (lockstep_gs[:sampler], lockstep_jacobi[:sampler] too)")
     add_flag(p, "n", type=int, default=200, help="number of items")
     add_flag(p, "givens", default=None, help="Sudoku clue range, e.g. 28-32 or 24-27 (below 22 is impractical)")
     add_flag(p, "technique", default=None, choices=["naked_singles", "hidden_singles", "beyond_singles"],
              help="Sudoku: only puzzles whose hardest needed technique is this one")
-    add_flag(p, "data", default=None, help="JSONL of items in the task's format (e.g. {'puzzle': ...})")
     add_flag(p, "data_seed", type=int, default=1234, help="seed of the generated test items")
-    add_flag(p, "batch_size", type=int, default=32)
     add_flag(p, "json", action="store_true")
-    add_flag(p, "wandb", action="store_true", help="log each sampler's row to Weights & Biases (pip install wandb)")
-    add_flag(p, "wandb_project", default=None)
-    add_sampling_flags(p)
+    add_sampling_flags(p, "compare")
     p.set_defaults(func=cmd_compare)

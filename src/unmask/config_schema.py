@@ -22,10 +22,14 @@ from dataclasses import fields
 from typing import Any
 
 from .errors import UnmaskError
+from .options import OPTIONS, sweep_key
 from .validation import check_option
 
-#: per-run settings that are not decoding settings (see unmask.eval.sweep)
-RUN_KEYS = ("num_fewshot", "chat_template", "batch_size", "limit", "data", "exec_timeout")
+#: per-run settings that are not decoding settings (see unmask.eval.sweep): the option table's
+#: ``run`` rows that a sweep may set
+RUN_KEYS = tuple(o.name for o in OPTIONS if o.target == "run" and o.sweep)
+#: lockstep settings (``decode.*`` in presets; either spelling in a sweep file)
+LOCKSTEP_KEYS = tuple(o.name for o in OPTIONS if o.target == "lockstep")
 #: top-level keys of a sweep file besides the run-spec fields
 SWEEP_SECTIONS = ("output_dir", "models", "tasks", "samplers", "settings", "common")
 #: EvalSpec fields a sweep file may set at the top level (defaults for every run)
@@ -51,7 +55,7 @@ def setting_keys() -> set[str]:
     """Keys a settings mapping may hold: decoding fields, run keys and any sampler's options."""
     from .samplers.base import all_sampler_options
 
-    return generation_keys() | set(RUN_KEYS) | all_sampler_options()
+    return generation_keys() | set(RUN_KEYS) | set(LOCKSTEP_KEYS) | all_sampler_options()
 
 
 def unknown_key_error(key: Any, allowed: Iterable[str], where: str) -> UnmaskError:
@@ -95,10 +99,31 @@ def _check_sampler(name: Any, options: Mapping[str, Any], where: str) -> None:
         raise UnmaskError(f"{where}: {e}") from None
 
 
+def normalize_keys(mapping: Any) -> Any:
+    """Config-key spellings as option names (``decode.mode`` -> ``lockstep``,
+    ``generation.steps`` -> ``steps``), so a sweep file takes every key a preset takes."""
+    if not isinstance(mapping, Mapping):
+        return mapping
+    return {sweep_key(k) if isinstance(k, str) else k: v for k, v in mapping.items()}
+
+
+def normalize_sweep_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = normalize_keys(cfg)
+    for section in ("common", "settings"):
+        if isinstance(out.get(section), Mapping):
+            out[section] = normalize_keys(out[section])
+    for axis in ("models", "tasks"):
+        if isinstance(out.get(axis), list):
+            out[axis] = [normalize_keys(e) for e in out[axis]]
+    return out
+
+
 def validate_sweep_config(cfg: Any, source: str = "sweep config") -> dict[str, Any]:
-    """Check a parsed sweep file against the schema; returns it unchanged (numbers converted)."""
+    """Check a parsed sweep file against the schema; returns it with keys normalized and
+    numbers converted."""
     if not isinstance(cfg, dict):
         raise UnmaskError(f"{source}: expected a mapping at the top level")
+    cfg = normalize_sweep_config(cfg)
     check_keys(cfg, set(SWEEP_SECTIONS) | set(SWEEP_SPEC_KEYS), source)
     for key in ("models", "tasks", "samplers"):
         if not cfg.get(key):
@@ -138,7 +163,8 @@ def validate_sweep_config(cfg: Any, source: str = "sweep config") -> dict[str, A
             check_settings({k: v for k, v in t.items() if k != "name"}, where)
         elif not isinstance(t, str):
             raise UnmaskError(f"{source}: tasks[{i}] must be a name or a mapping, got {t!r}")
-    shared = {k: v for k, v in (cfg.get("common") or {}).items() if k not in generation_keys() and k not in RUN_KEYS}
+    shared = {k: v for k, v in (cfg.get("common") or {}).items()
+              if k not in generation_keys() and k not in RUN_KEYS and k not in LOCKSTEP_KEYS}
     for i, s in enumerate(_as_list(cfg["samplers"])):
         where = f"{source}: samplers[{i}]"
         if isinstance(s, Mapping):

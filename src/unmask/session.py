@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .decoding.engine import GenerationConfig, GenerationOutput, generate
+from .decoding.lockstep import canvas_after_prompt, canvas_from_markers, lockstep_metrics, task_regions
 from .errors import UnmaskError
 from .models.registry import resolve_model_path
 from .userio import read_text, write_text
@@ -28,19 +29,6 @@ DEFAULT_MAX_NEW_TOKENS = 128
 #: the shipped weights miss; tests/test_builtin_models.py keeps this choice honest).
 BUILTIN_EXAMPLE_SEED = 2027
 SMALL_MODEL_PARAMS = 20_000_000
-
-
-def render_task_answer(task: str, answer: str) -> str:
-    """Human-readable answer: Sudoku as a 9x9 grid, the others as they are."""
-    if task != "sudoku" or len(answer) != 81:
-        return answer
-    lines = []
-    for r in range(9):
-        row = answer[9 * r : 9 * r + 9]
-        lines.append(" ".join(row[0:3]) + " | " + " ".join(row[3:6]) + " | " + " ".join(row[6:9]))
-        if r in (2, 5):
-            lines.append("------+-------+------")
-    return "\n".join(lines)
 
 
 @dataclass
@@ -190,13 +178,11 @@ class Session:
         overrides: dict[str, Any] | None = None,
         lockstep=None,
     ) -> SampleResult:
-        """One completion. ``lockstep`` (:class:`unmask.lockstep_run.LockstepOptions`) decodes a
+        """One completion. ``lockstep`` (:class:`unmask.decoding.lockstep.LockstepOptions`) decodes a
         reasoning and an answer region in tandem instead of the plain block order."""
         if lockstep is not None:
-            from .lockstep_run import sample_lockstep
-
-            return sample_lockstep(self, prompt, chat_template, sampler, sampler_options or {}, overrides or {},
-                                   lockstep)
+            return self.sample_lockstep(prompt, chat_template, sampler, sampler_options or {}, overrides or {},
+                                        lockstep)
         if self.task is not None:
             return self.sample_task(prompt, sampler, sampler_options or {}, overrides or {})
         if prompt is None:
@@ -208,44 +194,14 @@ class Session:
 
     # ------------------------------------------------------------------ task models
     def task_item(self, prompt: str | None) -> dict[str, Any]:
-        """The built-in example of the model's task, or an item built from the user's text:
-        Sudoku takes 81 cells (``0`` or ``.`` = blank); the unconditional tasks take a canvas
-        of their answer length with ``?`` or ``_`` where the model must fill."""
-        task = self.task
+        """The built-in example of the model's task, or an item built from the user's text (the
+        task decides how: :meth:`~unmask.tasks.synthetic.SyntheticTask.item_from_text`)."""
         if prompt is None:
-            if task.name == "sudoku":
-                return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED, givens=(28, 32))[0]
-            return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED)[0]
-        text = prompt.strip()
-        if task.name == "sudoku":
-            from .tasks.sudoku import parse_grid
-
-            try:
-                parse_grid(text)
-            except ValueError as e:
-                raise UnmaskError(f"not a Sudoku puzzle: {e}") from e
-            return {"puzzle": text}
-        if len(text) != task.seq_len:
-            raise UnmaskError(f"a {task.name} prompt has {task.seq_len} characters ('?' = to fill), got {len(text)}")
-        return {"puzzle": text}
+            return self.task.example_item(BUILTIN_EXAMPLE_SEED)
+        return self.task.item_from_text(prompt)
 
     def task_prompt_ids(self, item: dict[str, Any]) -> list[int]:
-        ids = self.task.prompt_ids(item, self.tokenizer)
-        if self.task.name == "sudoku" or "puzzle" not in item:
-            return ids
-        return self._overlay(ids, item["puzzle"])
-
-    def _overlay(self, ids: list[int], text: str) -> list[int]:
-        """Pin the characters the user gave (anything but ``?``/``_``) on the task's canvas."""
-        out = list(ids)
-        for i, ch in enumerate(text):
-            if ch in "?_":
-                continue
-            try:
-                out[1 + i] = self.task.char_ids[ch]
-            except KeyError:
-                raise UnmaskError(f"character {ch!r} is not in the {self.task.name} alphabet") from None
-        return out
+        return self.task.item_prompt_ids(item, self.tokenizer)
 
     def sample_task(self, prompt, sampler, sampler_options, overrides) -> SampleResult:
         task = self.task
@@ -261,12 +217,101 @@ class Session:
         extra: dict[str, Any] = {"task": task.name, "puzzle": item.get("puzzle"), "answer": answer,
                                  "correct": bool(scores.get("correct", 0.0))}
         extra.update({k: v for k, v in scores.items() if k != "correct"})
-        if task.name == "multiply":
-            from .tasks.multiply import product_before_factors
-
-            extra["product_first"] = product_before_factors([p for _, p, _ in out.traces[0].order])
-        return SampleResult(text=render_task_answer(task.name, answer), token_ids=out.sequences[0][1:], output=out,
+        extra.update(task.sample_extras(item, out.traces[0]))
+        return SampleResult(text=task.render(answer), token_ids=out.sequences[0][1:], output=out,
                             prompt_text=item.get("puzzle") or "", extra=extra)
+
+    # ------------------------------------------------------------------ lockstep (R and A regions)
+    def text_canvas(self, prompt: str, chat_template: bool | None, opts
+                    ) -> tuple[list[int], dict[str, tuple[int, int]]]:
+        """Token ids and R/A spans of a text prompt (markers, or the separator layout)."""
+        tok = self.tokenizer
+        if tok is None:
+            raise UnmaskError(f"{self.folder} has no tokenizer; pass token ids and region spans through the Python API")
+        mask_id = int(self.model.config.mask_token_id)
+        if "[R]" in prompt or "[A]" in prompt:
+            if opts.answer_separator is not None:
+                raise UnmaskError("give either [R]/[A] markers in the prompt or --answer_separator, not both")
+            if chat_template:
+                raise UnmaskError("a prompt with [R]/[A] markers is laid out verbatim; for the chat template use "
+                                  "--answer_separator and a prompt without markers")
+            return canvas_from_markers(
+                prompt,
+                lambda t: list(tok(t, add_special_tokens=True)["input_ids"]),
+                lambda t: list(tok(t, add_special_tokens=False)["input_ids"]),
+                mask_id, opts.reasoning_tokens, opts.answer_tokens)
+        if opts.answer_separator is None:
+            raise UnmaskError("--lockstep needs [R] and [A] markers in the prompt, or --answer_separator TEXT to put "
+                              "R and A after it")
+        ids, spans = self.separator_canvases([self.encode_prompt(prompt, chat_template)], opts)
+        return ids[0], spans[0]
+
+    def separator_canvases(self, prompts: list[list[int]], opts
+                           ) -> tuple[list[list[int]], list[dict[str, tuple[int, int]]]]:
+        """``prompt R separator A`` after each encoded prompt: the canvases and their R/A spans (the
+        separator is tokenized once)."""
+        sep = opts.answer_separator
+        sep_ids = list(self.tokenizer(sep, add_special_tokens=False)["input_ids"]) if sep else []
+        mask_id = int(self.model.config.mask_token_id)
+        canvases = [canvas_after_prompt(p, sep_ids, mask_id, opts.reasoning_tokens, opts.answer_tokens) for p in prompts]
+        return [ids for ids, _ in canvases], [spans for _, spans in canvases]
+
+    def region_texts(self, seq: list[int], spans: dict[str, tuple[int, int]]) -> dict[str, str]:
+        """Decoded R, A and the whole span from the first region to the last (fixed text included)."""
+        lo = min(s for s, _ in spans.values())
+        hi = max(e for _, e in spans.values())
+        return {"reasoning": self.decode(seq[slice(*spans["R"])]), "answer": self.decode(seq[slice(*spans["A"])]),
+                "text": self.decode(seq[lo:hi])}
+
+    def sample_lockstep(self, prompt, chat_template, sampler, sampler_options, overrides, opts):
+        """``unmask sample --lockstep``: one prompt (or the task model's example) decoded in lockstep."""
+        overrides = dict(overrides)
+        if self.task is not None:
+            task = self.task
+            item = self.task_item(prompt)
+            spans = task_regions(task, item)
+            self._tell_view(overrides, spans)
+            res = self.sample_task(prompt, sampler, sampler_options, {**overrides, "plan": opts.plan(spans)})
+            seq = res.output.sequences[0]
+            res.extra["reasoning"] = task.decode_ids(seq[slice(*spans["R"])])
+            res.extra["answer_region"] = task.decode_ids(seq[slice(*spans["A"])])
+            res.extra["lockstep"] = {"mode": opts.mode, **lockstep_metrics(res.trace)}
+            return res
+        if prompt is None:
+            raise UnmaskError("--prompt is required for this model (with [R]/[A] markers or --answer_separator)")
+        ids, spans = self.text_canvas(prompt, chat_template, opts)
+        self._tell_view(overrides, spans)
+        if overrides.get("max_new_tokens") is None:
+            overrides["max_new_tokens"] = 0
+        out = self.generate_ids([ids], sampler, sampler_options, {**overrides, "plan": opts.plan(spans)})
+        seq = out.sequences[0]
+        texts = self.region_texts(seq, spans)
+        if out.generated[0]:
+            texts["text"] += self.decode(out.generated[0])
+        extra = {"reasoning": texts["reasoning"], "answer": texts["answer"],
+                 "lockstep": {"mode": opts.mode, **lockstep_metrics(out.traces[0])}}
+        return SampleResult(text=texts["text"], token_ids=seq, output=out, prompt_text=prompt, extra=extra)
+
+    @staticmethod
+    def _tell_view(overrides: dict[str, Any], spans: dict[str, tuple[int, int]]) -> None:
+        """A live view (``--visualize``) labels the regions: its tokens hook is a bound method of an
+        object with ``set_regions``."""
+        owner = getattr(overrides.get("tokens_hook"), "__self__", None)
+        if owner is not None and hasattr(owner, "set_regions"):
+            owner.set_regions(spans)
+
+    def lockstep_reply(self, prompt_ids: list[int], sampler, sampler_options, overrides, opts):
+        """One chat reply decoded in lockstep after the templated prompt: returns the output and the
+        reply text (R, separator, A; masks never shown)."""
+        canvases, all_spans = self.separator_canvases([prompt_ids], opts)
+        ids, spans = canvases[0], all_spans[0]
+        self._tell_view(overrides, spans)
+        out = self.generate_ids([ids], sampler, sampler_options,
+                                   {**overrides, "max_new_tokens": 0, "plan": opts.plan(spans)})
+        lo, hi = spans["R"][0], spans["A"][1]
+        mask_id = int(self.model.config.mask_token_id)
+        reply = self.decode([t for t in out.sequences[0][lo:hi] if t != mask_id]).strip()
+        return out, reply
 
     @staticmethod
     def save_trace(result: SampleResult, path: str | Path) -> None:

@@ -18,107 +18,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import UnmaskError
-
-#: largest seed torch's generators accept (``manual_seed`` takes unsigned 64-bit values; a few
-#: seeds are derived by adding small offsets, so leave headroom)
-MAX_SEED = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class Num:
-    """An allowed range. ``lo``/``hi`` None = unbounded on that side (but always finite)."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False  # True: value must be > lo (not >=)
-    hi_open: bool = False
-    integer: bool = False
-    hint: str = ""  # appended to the message, e.g. what the value means
-
-    def describe(self) -> str:
-        if self.lo is not None and self.hi is not None:
-            left = "(" if self.lo_open else "["
-            right = ")" if self.hi_open else "]"
-            text = f"in {left}{_fmt(self.lo)}, {_fmt(self.hi)}{right}"
-        elif self.lo is not None:
-            text = f"{'>' if self.lo_open else '>='} {_fmt(self.lo)}"
-        elif self.hi is not None:
-            text = f"{'<' if self.hi_open else '<='} {_fmt(self.hi)}"
-        else:
-            text = "a finite number"
-        if self.integer:
-            return "an integer" if text == "a finite number" else f"{text} (an integer)"
-        return text
-
-
-def _fmt(v: float) -> str:
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return str(v)
-
-
-POS_INT = Num(lo=0, lo_open=True, integer=True)
-AT_LEAST_1 = Num(lo=1, integer=True)  # the same set as POS_INT, worded as counts usually are
-NONNEG_INT = Num(lo=0, integer=True)
-POS = Num(lo=0, lo_open=True)
-NONNEG = Num(lo=0)
-UNIT_OPEN_LO = Num(lo=0, hi=1, lo_open=True)  # (0, 1]
-UNIT = Num(lo=0, hi=1)  # [0, 1]
-FINITE = Num()
+from .options import ranges
+from .ranges import (  # noqa: F401 - re-exported: the rules' vocabulary
+    AT_LEAST_1,
+    FINITE,
+    MAX_SEED,
+    NONNEG,
+    NONNEG_INT,
+    POS,
+    POS_INT,
+    UNIT,
+    UNIT_OPEN_LO,
+    Num,
+    _fmt,
+)
 
 #: every numeric option of every door, by name. A name means the same thing wherever it appears
-#: (``batch_size`` of eval, compare and train is always a positive integer).
+#: (``batch_size`` of eval, compare and train is always a positive integer). The run options'
+#: ranges come from their rows in :mod:`unmask.options`; the rest are the other commands' numbers.
 NUMERIC_OPTIONS: dict[str, Num] = {
-    # decoding (GenerationConfig)
-    "max_new_tokens": NONNEG_INT,
-    "steps": POS_INT,
-    "block_size": POS_INT,
-    "tokens_per_step": POS_INT,
-    "temperature": Num(lo=0, hint="0 = argmax"),
-    "top_p": UNIT_OPEN_LO,
-    "top_k": POS_INT,
-    "eos_penalty": FINITE,
-    "seed": Num(lo=0, hi=MAX_SEED, integer=True),
-    "beam_size": AT_LEAST_1,
-    "best_of": AT_LEAST_1,
-    "max_lookahead_rows": AT_LEAST_1,
-    # sampler options
-    "threshold": UNIT_OPEN_LO,
-    "factor": POS,
-    "gamma": NONNEG,
-    "eb_threshold": NONNEG,  # SDAR's entropy_bounded budget
-    "kl_threshold": Num(lo=0, lo_open=True, hint="KLASS: a KL (nats, >= 0) must stay below it"),
-    "kl_history": AT_LEAST_1,
-    "pc_lambda": NONNEG,
-    "pc_alpha": POS,
-    "candidate_number": AT_LEAST_1,
-    "position_temperature": NONNEG,
-    "lookahead_margin": UNIT,
-    # lockstep reasoning/answer decoding (decoding/lockstep.py)
-    "tau_r": UNIT_OPEN_LO,
-    "tau_a": UNIT_OPEN_LO,
-    "max_fill_frac": UNIT_OPEN_LO,
-    "answer_after": UNIT,
-    "reasoning_tokens": AT_LEAST_1,
-    "answer_tokens": AT_LEAST_1,
-    # eval / compare / sweep runs
-    "limit": AT_LEAST_1,  # 0 items would summarise as "accuracy 0.0000" of nothing
-    "batch_size": AT_LEAST_1,
-    "num_fewshot": NONNEG_INT,
-    "exec_timeout": Num(lo=0, hi=86400, lo_open=True, hint="seconds per test"),
-    "threads": AT_LEAST_1,
+    **ranges(),
     "n": AT_LEAST_1,
     "data_seed": Num(lo=0, hi=MAX_SEED, integer=True),
-    "merge_timeout": NONNEG,
     # the writing task's LLM judge (eval/writing_judge.py)
     "judge_concurrency": Num(lo=1, hi=256, integer=True),
     "judge_timeout": Num(lo=0, hi=3600, lo_open=True, hint="seconds per request"),
     "judge_retries": Num(lo=0, hi=20, integer=True),
     "judge_max_tokens": AT_LEAST_1,
+    "merge_timeout": NONNEG,
     # pictures (a huge dpi or frame count asks for gigabytes of pixels)
     "dpi": Num(lo=1, hi=1200, integer=True),
     "columns": Num(lo=1, hi=512, integer=True),

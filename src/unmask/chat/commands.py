@@ -7,7 +7,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_flag, add_model_flags, add_sampling_flags, parse_bool
+    from ..cli import add_flag, add_sampling_flags, parse_bool
 
     p = sub.add_parser(
         "chat",
@@ -15,28 +15,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Chat with a masked diffusion model. Commands: /reset, /settings, /help, /exit. "
                     "When stdin is not a terminal, every line is one message and every reply is printed.",
     )
-    add_model_flags(p)
-    add_flag(p, "chat_template", type=parse_bool, default=None,
-             help="True: multi-turn through the chat template; False: every line is a raw single-turn prompt "
-                  "(default: True when the tokenizer has a template)")
     add_flag(p, "system_prompt", default=None, help="system message placed before the conversation")
-    add_sampling_flags(p)
     add_flag(p, "visualize", type=parse_bool, nargs="?", const=True, default=False,
              help="redraw the canvas live while each reply is decoded (terminal only)")
     add_flag(p, "json", action="store_true", help="print one JSON object per reply (prompt, reply, nfe, ...)")
+    add_sampling_flags(p, "chat")
     p.set_defaults(func=cmd_chat)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from ..cli import config_overrides, resolve_device, sampler_options
     from ..errors import UnmaskError
-    from ..lockstep_run import options_from_args
+    from ..options import lockstep_options
     from ..session import Session
     from .repl import ChatRepl, Conversation
 
     if not args.model_name_or_path:
         raise UnmaskError("chat needs --model_name_or_path (a chat model such as llada or dream, or a folder)")
-    options_from_args(args)  # bad lockstep flags fail before the model loads
+    lockstep_options(args)  # bad lockstep flags fail before the model loads
     session = Session.load(args.model_name_or_path, device=resolve_device(args.device), dtype=args.dtype)
     conversation = Conversation(
         session,
@@ -45,6 +41,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
         overrides=config_overrides(args),
         chat_template=args.chat_template,
         system_prompt=args.system_prompt,
-        lockstep=options_from_args(args),
+        lockstep=lockstep_options(args),
     )
     return ChatRepl(conversation, visualize=bool(args.visualize), json_output=args.json).run()

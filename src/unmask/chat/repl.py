@@ -146,10 +146,8 @@ class Conversation:
         session = self.session
         ids = self.prompt_ids(user_text)
         if self.lockstep is not None:  # the reply is R, the fixed separator, A
-            from ..lockstep_run import lockstep_reply
-
-            out, reply = lockstep_reply(session, ids, self.sampler, self.sampler_options,
-                                        {**self.overrides, **(extra_overrides or {})}, self.lockstep)
+            out, reply = session.lockstep_reply(ids, self.sampler, self.sampler_options,
+                                                {**self.overrides, **(extra_overrides or {})}, self.lockstep)
         else:
             out = session.generate_ids([ids], self.sampler, self.sampler_options,
                                        {**self.overrides, **(extra_overrides or {})})

@@ -269,3 +269,67 @@ def fill_curves(trace) -> dict[str, list[float]]:
         out["R"].append(cur["R"])
         out["A"].append(cur["A"])
     return out
+
+
+# --------------------------------------------------------------------------- user options
+@dataclass
+class LockstepOptions:
+    """What the user chose; ``mode`` None = lockstep off."""
+
+    mode: str | None = None
+    reasoning_tokens: int = DEFAULTS["reasoning_tokens"]
+    answer_tokens: int = DEFAULTS["answer_tokens"]
+    tau_r: float = DEFAULTS["tau_r"]
+    tau_a: float = DEFAULTS["tau_a"]
+    max_fill_frac: float = DEFAULTS["max_fill_frac"]
+    answer_after: float | None = None
+    answer_separator: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is not None:
+            self.mode = check_sweep(self.mode)
+            self.plan({"R": (0, 1), "A": (1, 2)})  # validates the numbers before any model work
+
+    @property
+    def on(self) -> bool:
+        return self.mode is not None
+
+    def plan(self, regions) -> LockstepPlan:
+        return LockstepPlan(regions, self.mode or "gauss_seidel", tau_r=self.tau_r, tau_a=self.tau_a,
+                            max_fill_frac=self.max_fill_frac, answer_after=self.answer_after)
+
+    def config(self) -> dict[str, Any]:
+        return {"lockstep": self.mode, "tau_r": self.tau_r, "tau_a": self.tau_a, "max_fill_frac": self.max_fill_frac,
+                "answer_after": self.answer_after, "reasoning_tokens": self.reasoning_tokens,
+                "answer_tokens": self.answer_tokens, "answer_separator": self.answer_separator}
+
+
+def task_regions(task, item: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """A task's R/A spans in canvas coordinates, or a one-line error for tasks without them."""
+    fn = getattr(task, "regions", None)
+    if fn is None:
+        raise UnmaskError(f"the {task.name} task has no reasoning/answer regions; lockstep needs a task such as "
+                          "judge (tiny-judge) or a text model with [R]/[A] markers")
+    return {k: tuple(v) for k, v in fn(item).items()}
+
+
+
+# --------------------------------------------------------------------------- summaries
+def summarize_traces(traces) -> dict[str, Any]:
+    """Means over lockstep traces: steps, NFE per step, the step of A's first commit, R's fill
+    then, and the premature-answer rate (A first committed while R < 50% filled)."""
+    mets = [lockstep_metrics(t) for t in traces]
+    n = len(mets)
+    if n == 0:
+        return {}
+    firsts = [m["a_first_step"] for m in mets if m["a_first_step"] is not None]
+    fills = [m["r_fill_at_a_first"] for m in mets if m["r_fill_at_a_first"] is not None]
+    return {
+        "mean_steps": sum(m["steps"] for m in mets) / n,
+        "nfe_per_step": sum(m["nfe"] for m in mets) / max(1, sum(m["steps"] for m in mets)),
+        "mean_a_first_step": sum(firsts) / len(firsts) if firsts else None,
+        "mean_r_fill_at_a_first": sum(fills) / len(fills) if fills else None,
+        "premature_rate": sum(1 for m in mets if m["premature_answer"]) / n,
+        "mean_fallbacks_r": sum(m["fallbacks_r"] for m in mets) / n,
+        "mean_fallbacks_a": sum(m["fallbacks_a"] for m in mets) / n,
+    }

@@ -4,8 +4,12 @@ a code sandbox (:mod:`.sandbox`), sweeps (:mod:`.sweep`, :mod:`.plots`), multi-p
 
     from unmask.eval import EvalSpec, run_eval
     summary = run_eval(EvalSpec(model="tiny-sudoku", task="sudoku", limit=10))
+
+Lazy (PEP 562): the sandbox modules are standard library only and import without torch.
 """
 
-from .runner import EvalSpec, run_eval
+from .._lazy import lazy_exports
 
-__all__ = ["EvalSpec", "run_eval"]
+_EXPORTS = {"EvalSpec": ".runner", "run_eval": ".runner"}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

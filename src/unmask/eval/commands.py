@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from ..cli import add_flag, add_model_flags, add_sampling_flags, config_overrides, parse_bool, sampler_options
+from ..cli import add_flag, add_sampling_flags, config_overrides, sampler_options
+from ..options import add_run_config_flags
 
 
 def _format_summary(s: dict[str, Any]) -> str:
@@ -39,7 +41,7 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..lockstep_run import options_from_args
+    from ..options import lockstep_options
     from .runner import EvalSpec, run_eval
 
     if args.list_tasks:
@@ -72,7 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         wandb_project=args.wandb_project,
         progress=not args.json,
         threads=args.threads,
-        lockstep=options_from_args(args),
+        lockstep=lockstep_options(args),
         resolved_config=getattr(args, "resolved_config", None),
     )
     summary = run_eval(spec)
@@ -112,6 +114,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        source=rc.get("source"))
     if args.json:
         print(json.dumps(result))
+    failed = result.get("failed", 0)
+    if failed:  # a sweep whose grid points errored is not a success, whatever else it wrote
+        first = next(r["status"] for r in result["rows"] if "accuracy" not in r)
+        sys.stderr.write(f"error: {failed} of {len(result['rows'])} sweep grid points failed (first: {first})\n")
+        return 2
     return 0
 
 
@@ -127,22 +134,10 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
 
 
 def add_eval_flags(p: argparse.ArgumentParser) -> None:
-    add_model_flags(p)
-    add_flag(p, "task", default=None, help="benchmark or synthetic task (see --list_tasks); default: the tiny model's own task")
-    add_sampling_flags(p)
-    add_flag(p, "limit", type=int, default=None, help="evaluate only the first N samples")
-    add_flag(p, "data", default=None, help="JSONL file in the task's format instead of the packaged data")
-    add_flag(p, "output_dir", default="results", help="where run folders (records, summary) go")
-    add_flag(p, "batch_size", type=int, default=1, help="prompts decoded together (results do not depend on it)")
-    add_flag(p, "chat_template", type=parse_bool, default=None, help="use the tokenizer's chat template (default: when it has one)")
-    add_flag(p, "num_fewshot", type=int, default=None, help="in-prompt examples (default: the task's)")
-    add_flag(p, "exec_timeout", type=float, default=None, help="per-test time limit in seconds for code tasks (default 5)")
-    add_flag(p, "threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    add_flag(p, "wandb", action="store_true", help="log to Weights & Biases (needs `pip install wandb`)")
-    add_flag(p, "wandb_project", default=None)
     add_flag(p, "json", action="store_true", help="print the summary as one JSON object")
     add_flag(p, "list_tasks", action="store_true", help="list the tasks and exit")
     add_flag(p, "check_sandbox", action="store_true", help="print which code-sandbox layers work on this machine and exit")
+    add_sampling_flags(p, "eval")
     from .writing_judge import add_judge_flags
 
     add_judge_flags(p)
@@ -158,6 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "output_dir", default=None, help="override the YAML's output_dir")
     add_flag(p, "dry_run", action="store_true", help="list the runs without decoding")
     add_flag(p, "json", action="store_true", help="print the sweep table as JSON")
+    add_run_config_flags(p, "sweep")
     p.set_defaults(func=cmd_sweep)
 
     # prefix_chars="+": every "-" argument belongs to lm_eval, so argparse must not parse them

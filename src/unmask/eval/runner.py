@@ -62,7 +62,7 @@ class EvalSpec:
     progress: bool = True
     merge_timeout: float | None = None  # rank 0's wait for other ranks (None: wait forever)
     threads: int | None = None  # torch CPU threads
-    lockstep: Any = None  # unmask.lockstep_run.LockstepOptions: decode R and A regions in lockstep
+    lockstep: Any = None  # unmask.decoding.lockstep.LockstepOptions: decode R and A regions in lockstep
     resolved_config: dict[str, Any] | None = None  # the CLI's fully resolved preset/config/flags
 
 
@@ -325,9 +325,8 @@ class EvalRun:
         overrides = {**self.overrides, "seed": seeds}
         spans = None
         if self.spec.lockstep is not None and self.spec.lockstep.on:
-            from ..lockstep_run import eval_layout
 
-            prompts, spans, overrides = eval_layout(self, items, prompts, overrides)
+            prompts, spans, overrides = lockstep_layout(self, items, prompts, overrides)
         out = session.generate_ids(prompts, self.spec.sampler, self.spec.sampler_options, overrides)
         share = out.seconds / len(batch)
         records = []
@@ -335,9 +334,8 @@ class EvalRun:
             if spans is None or getattr(task, "task", None) is not None:  # synthetic tasks parse the canvas
                 text = task.output_text(session, out, j, self.chat)
             else:
-                from ..lockstep_run import region_texts
 
-                text = region_texts(session, out.sequences[j], spans[j])["text"]
+                text = session.region_texts(out.sequences[j], spans[j])["text"]
             t0 = time.perf_counter()
             answer = task.extract(text, item)
             metrics = task.score(item, answer, text)
@@ -420,14 +418,28 @@ class EvalRun:
         return summary
 
     def _wandb_init(self):
-        try:
-            import wandb  # noqa: F401 - optional
-        except ImportError:
-            raise UnmaskError("--wandb needs the wandb package: pip install wandb") from None
-        import wandb as wb
+        from ..tracking import start
 
-        return wb.init(project=self.spec.wandb_project or "unmask-eval", name=self.run_dir.name,
-                       id=self.run_key, resume="allow", config=self.describe())
+        return start(self.spec.wandb_project, self.run_dir.name, self.describe(), run_id=self.run_key)
+
+
+def lockstep_layout(run, items, prompts, overrides):
+    """``unmask eval --lockstep``: the canvases, per-item spans and generation overrides. A task
+    model's task gives its own regions; a text benchmark gets ``prompt R separator A`` (the prompt
+    as the task encodes it, chat template included)."""
+    from ..decoding.lockstep import task_regions
+
+    opts = run.spec.lockstep
+    synthetic = getattr(run.task, "task", None)
+    if synthetic is not None:
+        spans = [task_regions(synthetic, it) for it in items]
+        new_prompts = prompts
+    else:
+        if opts.answer_separator is None:
+            raise UnmaskError("eval --lockstep on a text benchmark needs --answer_separator TEXT (e.g. '\\nAnswer: ') "
+                              "to place R and A after the prompt")
+        new_prompts, spans = run.session.separator_canvases(prompts, opts)
+    return new_prompts, spans, {**overrides, "max_new_tokens": 0, "plan": opts.plan(spans)}
 
 
 def _jsonable(v: Any) -> Any:

@@ -39,8 +39,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..config_schema import RUN_KEYS, generation_fields
+from ..config_schema import LOCKSTEP_KEYS, RUN_KEYS, generation_fields
 from ..errors import UnmaskError
+from ..options import layer
 from .runner import EvalRun, EvalSpec
 
 TABLE_COLUMNS = ("model", "task", "sampler", "sampler_options", "settings", "n", "accuracy", "accuracy_stderr",
@@ -113,30 +114,45 @@ def expand(cfg: dict[str, Any], output_dir: str | None = None) -> list[tuple[str
                 sname, skw = _norm_named(s, "sampler")
                 sopts = dict(skw.get("options") or {})
                 for combo in combos:
-                    merged = {**common, **combo}
                     spec_kw = dict(base_kwargs)
                     overrides: dict[str, Any] = {}
+                    lockstep: dict[str, Any] = {}
                     opts = dict(sopts)
-                    # precedence: common < grid settings < model entry < task entry
+                    # precedence: common (preset < YAML < overrides) < grid settings < model entry <
+                    # task entry; a later steps/tokens_per_step replaces an earlier one
                     specific = {**mkw, **tkw}
-                    for k, v in {**merged, **{k: v for k, v in specific.items() if k not in RUN_KEYS}}.items():
+                    merged = layer(common, combo, {k: v for k, v in specific.items() if k not in RUN_KEYS})
+                    for k, v in merged.items():
                         if k in gen:
                             overrides[k] = v
                         elif k in RUN_KEYS:
                             spec_kw[k] = v
+                        elif k in LOCKSTEP_KEYS:
+                            lockstep[k] = v
                         else:
                             opts[k] = v
                     for k in RUN_KEYS:
                         if k in specific:
                             spec_kw[k] = specific[k]
                     spec = EvalSpec(model=path, task=None if tname == "auto" else tname, sampler=sname, sampler_options=opts,
-                                    overrides=overrides, progress=False, **spec_kw)
+                                    overrides=overrides, progress=False, lockstep=_lockstep(lockstep), **spec_kw)
                     spec.resolved_config = {"model": path, "task": tname, "sampler": {"name": sname, **opts},
-                                            "generation": dict(overrides),
+                                            "generation": dict(overrides), "decode": dict(lockstep),
                                             "run": {k: spec_kw[k] for k in RUN_KEYS if k in spec_kw},
                                             "_source": cfg.get("_source")}
                     runs.append((label, spec, combo))
     return runs
+
+
+def _lockstep(settings: dict[str, Any]):
+    """The grid point's lockstep options (``decode.*`` / ``lockstep`` keys); off when none."""
+    from ..decoding.lockstep import LockstepOptions
+
+    kw = {k: v for k, v in settings.items() if v is not None}
+    mode = kw.pop("lockstep", None)
+    if kw and mode is None:
+        raise UnmaskError(f"sweep: {', '.join(sorted(kw))} apply only with lockstep (decode.mode) set")
+    return LockstepOptions(mode=mode, **kw)
 
 
 def _settings_str(d: dict[str, Any]) -> str:
@@ -158,12 +174,14 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
         cfg = layer_sweep(cfg, preset_tree, override_tree)
     cfg["_source"] = {"sweep": str(config_path), **(source or {})}
     runs = expand(cfg, output_dir)
+    check_runs(runs)
     out_dir = Path(runs[0][1].output_dir)
     if dry_run:
         rows = [{"model": label, "task": spec.task or "auto", "sampler": spec.sampler, "settings": _settings_str(st)}
                 for label, spec, st in runs]
-        for r in rows:
-            print(f"{r['model']}  {r['task']}  {r['sampler']}  {r['settings']}")
+        if progress:
+            for r in rows:
+                print(f"{r['model']}  {r['task']}  {r['sampler']}  {r['settings']}", flush=True)
         return {"runs": rows}
 
     from ..userio import ensure_dir
@@ -217,13 +235,44 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
     finally:
         bar.stop()
     ensure_dir(out_dir, "sweep output_dir")
-    files = write_tables(rows, out_dir)
-    files.update(write_plots([r for r in rows if "accuracy" in r], out_dir))
-    if progress:
-        sys.stderr.write(markdown_table(rows) + "\n")
+    failed = [r for r in rows if "accuracy" not in r]
+    suffix = _summary_suffix(out_dir, len(rows) - len(failed))
+    files = write_tables(rows, out_dir, suffix)
+    if not suffix:
+        files.update(write_plots([r for r in rows if "accuracy" in r], out_dir))
+    if progress:  # results on stdout, where they can be piped; file names and notes on stderr
+        print(markdown_table(rows), flush=True)
         for name, path in files.items():
             sys.stderr.write(f"{name}: {path}\n")
-    return {"rows": rows, "files": {k: str(v) for k, v in files.items()}}
+    if suffix:
+        sys.stderr.write(f"note: the existing sweep_summary in {out_dir} has more finished runs than this sweep; "
+                         f"it is kept, and this sweep's table went to sweep_summary{suffix}.*\n")
+    return {"rows": rows, "files": {k: str(v) for k, v in files.items()}, "failed": len(failed)}
+
+
+def check_runs(runs: list[tuple[str, EvalSpec, dict[str, Any]]]) -> None:
+    """Every grid point's decoding settings, checked before any model is loaded: a conflict such
+    as steps with tokens_per_step in one point is one error line, not a table of error rows."""
+    from ..decoding.engine import GenerationConfig
+
+    for label, spec, settings in runs:
+        try:
+            GenerationConfig(**spec.overrides).validate()
+        except (UnmaskError, TypeError) as e:
+            where = " ".join(x for x in (label, spec.task or "auto", spec.sampler, _settings_str(settings)) if x)
+            raise UnmaskError(f"sweep grid point [{where}]: {e}") from None
+
+
+def _summary_suffix(out_dir: Path, finished: int) -> str:
+    """``""`` to write ``sweep_summary.*``, or ``".partial"`` when the summary already there has
+    more finished runs than this sweep (a sweep with failed points must not replace a better
+    table in silence)."""
+    old = out_dir / "sweep_summary.json"
+    try:
+        before = sum(1 for r in json.loads(old.read_text()) if "accuracy" in r)
+    except (OSError, ValueError, TypeError):
+        return ""
+    return ".partial" if finished < before else ""
 
 
 def _metrics_str(metrics: dict[str, float]) -> str:
@@ -245,16 +294,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
-    md = out_dir / "sweep_summary.md"
+def write_tables(rows: list[dict[str, Any]], out_dir: Path, suffix: str = "") -> dict[str, Path]:
+    md = out_dir / f"sweep_summary{suffix}.md"
     md.write_text(markdown_table(rows) + "\n")
-    csv_path = out_dir / "sweep_summary.csv"
+    csv_path = out_dir / f"sweep_summary{suffix}.csv"
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(TABLE_COLUMNS))
         w.writeheader()
         for r in rows:
             w.writerow({c: r.get(c, "") for c in TABLE_COLUMNS})
-    (out_dir / "sweep_summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_dir / f"sweep_summary{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
     return {"markdown": md, "csv": csv_path}
 
 

@@ -49,9 +49,9 @@ def _kind(annotation: Any) -> str:
 
 def check_config(raw: Any, path: str | Path) -> None:
     """Validate a parsed config.json (before :func:`unmask.models.loading.config_from_dict`)."""
+    from .architecture import architecture_of
     from .dream import DreamConfig
     from .llada import LLaDAConfig
-    from .loading import architecture_of
     from .sdar import SDARConfig
 
     if not isinstance(raw, dict):

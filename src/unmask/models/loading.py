@@ -19,10 +19,11 @@ from safetensors.torch import save_file
 
 from ..errors import UnmaskError
 from ..userio import read_text
+from .architecture import architecture_of  # noqa: F401 - re-exported
 from .base import DiffusionLM
 from .dream import Dream, DreamConfig
 from .llada import LLaDA, LLaDAConfig
-from .mmada import MMaDA, MMaDAConfig, is_mmada
+from .mmada import MMaDA, MMaDAConfig
 from .sdar import SDAR, SDARConfig
 
 _DTYPES = {
@@ -40,28 +41,6 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype not in _DTYPES:
         raise UnmaskError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16, auto")
     return _DTYPES[dtype]
-
-
-def architecture_of(config: dict[str, Any]) -> type[DiffusionLM]:
-    """Pick the native class from ``model_type`` / ``architectures`` in config.json."""
-    if not isinstance(config, dict):
-        raise UnmaskError(f"config.json must hold a JSON object, not a {type(config).__name__}")
-    if not isinstance(config.get("architectures") or [], list):
-        raise UnmaskError(f"config.json: architectures must be a list of names, got {config.get('architectures')!r}")
-    mt = str(config.get("model_type", "")).lower()
-    archs = [str(a).lower() for a in config.get("architectures") or []]
-    if is_mmada(config):
-        return MMaDA
-    if mt == "llada" or any("llada" in a for a in archs) or "d_model" in config:
-        return LLaDA
-    if mt == "dream" or any("dream" in a for a in archs):
-        return Dream
-    if mt in ("sdar", "trado") or any("sdar" in a or "trado" in a for a in archs):
-        return SDAR
-    raise UnmaskError(
-        f"config.json has model_type={config.get('model_type')!r}, architectures={config.get('architectures')!r}: "
-        "unmask knows LLaDA (model_type 'llada'), MMaDA ('mmada'), Dream (model_type 'Dream') and SDAR/TraDo (model_type 'sdar')"
-    )
 
 
 def _class_of(config: LLaDAConfig | DreamConfig | SDARConfig) -> type[DiffusionLM]:

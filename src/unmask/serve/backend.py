@@ -43,6 +43,7 @@ class Defaults:
     sampler: str = "confidence"
     sampler_options: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)  # GenerationConfig fields
+    lockstep: dict[str, Any] = field(default_factory=dict)  # lockstep options (--lockstep, --tau_r, ...)
 
 
 @dataclass
@@ -106,11 +107,12 @@ class Backend:
     def plan(self, req: ParsedRequest) -> Plan:
         """Validate ``req`` against the model and the engine; raise :class:`ApiError` (400)."""
         d = self.defaults
-        from ..cli import CONFIG_FLAGS, SAMPLER_OPTION_FLAGS
+        from ..options import names
 
         sampler = req.settings.get("sampler", d.sampler)
-        options = {**d.sampler_options, **{k: v for k, v in req.settings.items() if k in SAMPLER_OPTION_FLAGS}}
-        overrides = {**d.overrides, **{k: v for k, v in req.settings.items() if k in CONFIG_FLAGS}}
+        options = {**d.sampler_options, **{k: v for k, v in req.settings.items() if k in names("sampler")}}
+        overrides = {**d.overrides, **{k: v for k, v in req.settings.items() if k in names("generation")}}
+        lockstep = self._lockstep({**d.lockstep, **{k: v for k, v in req.settings.items() if k in names("lockstep")}})
         seed = overrides.pop("seed", 0)
         if seed is None:
             seed = 0
@@ -146,6 +148,14 @@ class Backend:
         cfg, sampler_obj = self._check(sampler, options, overrides, req)
         config = cfg.to_dict()
         config.pop("seed", None)
+        config.pop("plan", None)
+        lock_key: tuple = ()
+        if lockstep is not None:
+            from ..decoding.lockstep import task_regions
+
+            spans = task_regions(self.task, {})
+            config["plan"] = lockstep.plan(spans)
+            lock_key = (_freeze(lockstep.config()), _freeze(spans))
         accepted = getattr(sampler_obj, "options", ())
         used_options = {k: v for k, v in options.items() if k in accepted and v is not None}
         per = max(cfg.beam_size, cfg.best_of)
@@ -154,12 +164,39 @@ class Backend:
             for j in range(req.n):
                 rows.append(Row(prompt_ids=ids, seed=seed + j * cfg.best_of, prompt=p,
                                 batch_extra=self.row_extra(ids, cfg)))
-        key = (sampler_obj.name, _freeze(used_options), _freeze(config))
+        key = (sampler_obj.name, _freeze(used_options), _freeze({k: v for k, v in config.items() if k != "plan"}),
+               lock_key)
         summary = {"sampler": sampler_obj.name, **used_options, **{k: v for k, v in config.items()
-                                                                  if k not in ("stop_token_ids", "suppress_token_ids")},
+                                                                  if k not in ("stop_token_ids", "suppress_token_ids",
+                                                                               "plan")},
                    "seed": seed}
+        if lockstep is not None:
+            summary.update({k: v for k, v in lockstep.config().items() if v is not None})
         return Plan(rows=rows, sampler=sampler, sampler_options=options, config=config, key=key, per_row=per,
                     max_new_tokens=max_new, summary=summary)
+
+    def _lockstep(self, settings: dict[str, Any]):
+        """The lockstep options of a request (server flags as defaults, request fields on top),
+        or None when lockstep is off. Lockstep needs reasoning/answer regions: a task model's
+        (tiny-judge); a text model's canvas is laid out by ``unmask sample --lockstep``."""
+        from ..decoding.lockstep import LockstepOptions
+
+        kw = {k: v for k, v in settings.items() if v is not None}
+        mode = kw.pop("lockstep", None)
+        try:
+            if mode is None:
+                if kw:
+                    raise UnmaskError(f"{', '.join(sorted(kw))} apply only with lockstep: gauss_seidel | jacobi")
+                return None
+            opts = LockstepOptions(mode=mode, **kw)
+        except UnmaskError as e:
+            named = [k for k in sorted(kw, key=len, reverse=True) if k in str(e)]
+            raise bad_request(str(e), named[0] if named else "lockstep") from None
+        if self.task is None or not hasattr(self.task, "regions"):
+            raise bad_request(f"lockstep in the server needs a model whose task has reasoning/answer regions "
+                              f"(tiny-judge); {self.name} has none (use unmask sample --lockstep with "
+                              "[R]/[A] markers)", "lockstep")
+        return opts
 
     def _check(self, sampler: str, options: dict[str, Any], overrides: dict[str, Any], req: ParsedRequest):
         from ..samplers.base import make_sampler

@@ -20,24 +20,22 @@ from types import FrameType
 
 from ..cli import (
     add_flag,
-    add_model_flags,
     add_sampling_flags,
     config_overrides,
     resolve_device,
     sampler_options,
 )
 from ..errors import UnmaskError
+from ..options import values
 
 DEFAULT_MODEL = "tiny-sudoku"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server with request batching and streaming")
-    add_model_flags(p)
     add_flag(p, "host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     add_flag(p, "port", type=int, default=8000, help="port (0 = any free port; the chosen one is printed)")
     add_flag(p, "served_model_name", default=None, help="model id in the API (default: --model_name_or_path)")
-    add_sampling_flags(p)
     add_flag(p, "max_batch_size", type=int, default=32, help="engine rows decoded together at most")
     add_flag(p, "max_wait_ms", type=float, default=5.0,
              help="how long the oldest queued request waits for others to share its batch")
@@ -45,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "shutdown_timeout", type=float, default=30.0,
              help="seconds to finish queued and running requests after SIGTERM before failing them")
     add_flag(p, "log_level", default="warning", help="uvicorn log level: critical, error, warning, info, debug")
+    add_sampling_flags(p, "serve")
     p.set_defaults(func=cmd_serve)
 
 
@@ -61,6 +60,15 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def defaults_from_args(args: argparse.Namespace):
+    """The server's defaults for what a request leaves out: every sampling, decoding and
+    lockstep flag of the command line."""
+    from .backend import Defaults
+
+    return Defaults(sampler=args.sampler, sampler_options=sampler_options(args), overrides=config_overrides(args),
+                    lockstep=values(args, "lockstep"))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -69,12 +77,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UnmaskError(f"unmask serve needs the serve extra ({e.name} is missing): pip install 'unmask[serve]'") from None
     from ..session import Session
-    from .backend import Backend, Defaults
+    from .backend import Backend
     from .batcher import Batcher
 
     model = args.model_name_or_path or DEFAULT_MODEL
     session = Session.load(model, device=resolve_device(args.device), dtype=args.dtype)
-    defaults = Defaults(sampler=args.sampler, sampler_options=sampler_options(args), overrides=config_overrides(args))
+    defaults = defaults_from_args(args)
     backend = Backend(session, args.served_model_name or model, defaults)
     backend.check_defaults()
     batcher = Batcher(backend, max_batch_size=args.max_batch_size, max_wait=args.max_wait_ms / 1000.0,

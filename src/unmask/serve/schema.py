@@ -13,7 +13,6 @@ value (``presence_penalty: 0``, ``logprobs: null``, ...), for the same reason.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -76,20 +75,12 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
 
 @lru_cache(maxsize=1)
 def sampling_field_types() -> dict[str, type]:
-    """JSON type of every CLI sampling flag, read from the CLI parser itself so that a flag added
-    to ``unmask sample`` is accepted (and type-checked) by the server too."""
-    from ..cli import CONFIG_FLAGS, SAMPLER_OPTION_FLAGS, add_sampling_flags, parse_bool
+    """JSON type of every request field the option table gives the server (``server=True``
+    rows: sampler, decoding and lockstep settings), so an option added to the table is accepted
+    and type-checked here too."""
+    from ..options import server_fields
 
-    parser = argparse.ArgumentParser(add_help=False)
-    add_sampling_flags(parser)
-    allowed = {"sampler", *SAMPLER_OPTION_FLAGS, *CONFIG_FLAGS} - set(SERVER_ONLY)
-    out: dict[str, type] = {}
-    for action in parser._actions:
-        if action.dest not in allowed:
-            continue
-        kind = action.type
-        out[action.dest] = bool if kind is parse_bool else (kind if kind in (int, float) else str)
-    return out
+    return {k: v for k, v in server_fields().items() if k not in SERVER_ONLY}
 
 
 def check_type(name: str, value: Any, kind: Any) -> Any:

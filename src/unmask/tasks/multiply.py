@@ -89,6 +89,10 @@ class MultiplyTask(SyntheticTask):
         target = [False] + [i not in OPERATOR_POSITIONS for i in range(self.seq_len)]
         return ids, target
 
+    def sample_extras(self, item: dict[str, Any], trace) -> dict[str, Any]:
+        """Whether a product digit was decoded before the last factor digit."""
+        return {"product_first": product_before_factors([p for _, p, _ in trace.order])}
+
     def prompt_ids(self, item: dict[str, Any] | None = None, tokenizer=None) -> list[int]:
         bos, mask = self._special_ids(tokenizer)
         return [bos] + [self.char_ids["*"] if i == 2 else self.char_ids["="] if i == 5 else mask

@@ -338,6 +338,32 @@ class SudokuTask(SyntheticTask):
             target[i + 1] = False
         return ids, target
 
+    example_difficulty = {"givens": (28, 32)}
+
+    def item_from_text(self, text: str) -> dict[str, Any]:
+        """81 cells, ``0`` or ``.`` = blank."""
+        text = text.strip()
+        try:
+            parse_grid(text)
+        except ValueError as e:
+            raise UnmaskError(f"not a Sudoku puzzle: {e}") from e
+        return {"puzzle": text}
+
+    def item_prompt_ids(self, item: dict[str, Any], tokenizer=None) -> list[int]:
+        return self.prompt_ids(item, tokenizer)  # the puzzle is the canvas: nothing to overlay
+
+    def render(self, answer: str) -> str:
+        """A 9x9 grid with box rules."""
+        if len(answer) != 81:
+            return answer
+        lines = []
+        for r in range(9):
+            row = answer[9 * r : 9 * r + 9]
+            lines.append(" ".join(row[0:3]) + " | " + " ".join(row[3:6]) + " | " + " ".join(row[6:9]))
+            if r in (2, 5):
+                lines.append("------+-------+------")
+        return "\n".join(lines)
+
     def prompt_ids(self, item: dict[str, Any], tokenizer=None) -> list[int]:
         bos, mask = self._special_ids(tokenizer)
         grid = parse_grid(item["puzzle"])

@@ -165,6 +165,48 @@ class SyntheticTask:
             except (KeyError, ValueError, TypeError, IndexError) as e:
                 raise UnmaskError(f"{where} is not a {self.name} item ({type(e).__name__}: {e})") from None
 
+    # ---------------------------------------------------------------- the CLI's view of a task
+    #: the difficulty of the built-in example (``unmask sample`` without a prompt)
+    example_difficulty: dict[str, Any] = {}
+
+    def example_item(self, seed: int) -> dict[str, Any]:
+        """The built-in example item (what ``unmask sample`` decodes without ``--prompt``)."""
+        return self.make_dataset(1, seed=seed, **self.example_difficulty)[0]
+
+    def item_from_text(self, text: str) -> dict[str, Any]:
+        """An item from a user's canvas text: the answer's length, ``?`` or ``_`` where the model
+        must fill, every other character pinned."""
+        from ..errors import UnmaskError
+
+        text = text.strip()
+        if len(text) != self.seq_len:
+            raise UnmaskError(f"a {self.name} prompt has {self.seq_len} characters ('?' = to fill), got {len(text)}")
+        return {"puzzle": text}
+
+    def item_prompt_ids(self, item: dict[str, Any], tokenizer=None) -> list[int]:
+        """The canvas of an item, with a user's pinned characters (``item_from_text``) laid on it."""
+        ids = list(self.prompt_ids(item, tokenizer))
+        if "puzzle" not in item:
+            return ids
+        from ..errors import UnmaskError
+
+        for i, ch in enumerate(item["puzzle"]):
+            if ch in "?_":
+                continue
+            try:
+                ids[1 + i] = self.char_ids[ch]
+            except KeyError:
+                raise UnmaskError(f"character {ch!r} is not in the {self.name} alphabet") from None
+        return ids
+
+    def render(self, answer: str) -> str:
+        """The answer as ``unmask sample`` prints it."""
+        return answer
+
+    def sample_extras(self, item: dict[str, Any], trace) -> dict[str, Any]:
+        """Task-specific figures of one decoded item for ``unmask sample`` (none by default)."""
+        return {}
+
     # ---------------------------------------------------------------- shared helpers
     def make_dataset(self, n: int, seed: int, **difficulty: Any) -> list[dict[str, Any]]:
         """``n`` test items, a pure function of ``(seed, difficulty, task params)``."""

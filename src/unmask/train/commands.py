@@ -6,8 +6,14 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .trainer import add_train_arguments, run_train
+    from .arguments import add_train_arguments
 
     p = sub.add_parser("train", help="train a tiny masked diffusion model on a synthetic task")
     add_train_arguments(p)
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .trainer import run_train
+
+    return run_train(args)

@@ -1,0 +1,42 @@
+"""Weights & Biases logging, in one place for sample, compare, eval and sweep.
+
+wandb is optional (the ``wandb`` extra) and imported only when a run asks for it (``--wandb``);
+every command logs to the same default project (:data:`unmask.options.WANDB_DEFAULT_PROJECT`),
+so the runs of one study end up side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UnmaskError
+from .options import WANDB_DEFAULT_PROJECT
+
+
+def _wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise UnmaskError("--wandb needs the wandb package: pip install wandb") from None
+    return wandb
+
+
+def start(project: str | None, name: str, config: dict[str, Any], run_id: str | None = None):
+    """A W&B run (resumed when ``run_id`` names an existing one, as an eval resumes)."""
+    kw: dict[str, Any] = {"project": project or WANDB_DEFAULT_PROJECT, "name": name, "config": config}
+    if run_id is not None:
+        kw.update(id=run_id, resume="allow")
+    return _wandb().init(**kw)
+
+
+def numbers(row: dict[str, Any]) -> dict[str, float]:
+    """The numeric figures of a row (what W&B can chart)."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def log_rows(project: str | None, name: str, config: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """One run with one logged step per row (sample: one row; compare: one per sampler)."""
+    run = start(project, name, config)
+    for row in rows:
+        run.log(numbers(row))
+    run.finish()
