@@ -61,7 +61,7 @@ class ImageChatRepl(ChatRepl):
 def cmd_chat_image(args) -> int:
     """``unmask chat --vq_model_path VQ``: the chat loop with ``/image``."""
     from ..cli import config_overrides, resolve_device, sampler_options
-    from ..lockstep_run import options_from_args
+    from ..options import lockstep_options
     from ..models.magvitv2 import load_magvitv2
     from ..session import Session
     from .mmu import require_mmada
@@ -74,5 +74,5 @@ def cmd_chat_image(args) -> int:
     vq = load_magvitv2(args.vq_model_path, device=device)
     conv = ImageConversation(session, vq, sampler=args.sampler, sampler_options=sampler_options(args),
                              overrides=config_overrides(args), chat_template=args.chat_template,
-                             system_prompt=args.system_prompt, lockstep=options_from_args(args))
+                             system_prompt=args.system_prompt, lockstep=lockstep_options(args))
     return ImageChatRepl(conv, visualize=bool(args.visualize), json_output=args.json).run()

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("t2i", help="text-to-image with MMaDA (every sampler; grid for --n > 1)")
     add_model_flags(p)
+    add_flag(p, "device", default="auto", help="cpu, cuda, cuda:1, mps ... (auto: cuda when available)")
+    add_flag(p, "dtype", default="auto", help="float32 | bfloat16 | float16 | auto (as stored)")
     add_flag(p, "vq_model_path", required=True, help="MAGVIT-v2 folder (e.g. showlab/magvitv2)")
     add_flag(p, "prompt", required=True, help="what to draw")
     add_flag(p, "out", required=True, help="image file (.png, .jpg, ...); a grid when --n > 1")
