@@ -113,6 +113,7 @@ SUBCOMMAND_MODULES = (
     "unmask.chat.commands",
     "unmask.viz.commands",
     "unmask.serve.commands",
+    "unmask.rl.commands",
 )
 
 SAMPLER_OPTION_FLAGS = (
