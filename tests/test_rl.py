@@ -142,7 +142,8 @@ BASE = ["--model_name_or_path", "tiny-judge", "--group_size", "4", "--prompts_pe
 
 def test_two_processes_agree_with_one(tmp_path: Path) -> None:
     """The same global batch (2 prompts x 4) on one process and on two (one prompt each)."""
-    args = BASE + ["--max_steps", "2", "--estimator", "trajectory"]
+    # beta 0 also exercises skipping zero-advantage rows, which must not desynchronise the processes
+    args = BASE + ["--max_steps", "2", "--estimator", "trajectory", "--beta", "0"]
     one = _run([sys.executable, "-m", "unmask.rl", *args], tmp_path / "one")
     assert one.returncode == 0, one.stderr
     two = _run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",

@@ -273,8 +273,17 @@ class GRPOTrainer:
         t_roll = time.perf_counter() - t0
         rewards = torch.tensor(self.rewards([items[i] for i in owners], completions), dtype=torch.float32)
         adv = group_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards)
+        premature = self._premature(rolls)
         world = self.acc.num_processes
         n_global = cfg.prompts_per_step * cfg.group_size
+        n_local = len(rolls)
+        if cfg.beta == 0:
+            # without a KL term a row whose advantage is zero has a zero gradient: skip its
+            # forward/backward (most groups agree once a task is mostly solved); the loss is still
+            # normalised by the global batch, so the update is the same as scoring every row
+            keep = [j for j in range(len(rolls)) if float(adv[j]) != 0.0] or [0]  # every process must backward
+            rolls, seeds = [rolls[j] for j in keep], [seeds[j] for j in keep]
+            adv = adv[keep]
         chunks = [range(lo, min(lo + cfg.micro_batch, len(rolls))) for lo in range(0, len(rolls), cfg.micro_batch)]
         policy = self.acc.unwrap_model(self.model)
         # old (rollout-time) and reference log-probs for each iteration's estimator draw
@@ -310,14 +319,34 @@ class GRPOTrainer:
             self.opt.zero_grad(set_to_none=True)
         groups = rewards.reshape(-1, cfg.group_size)
         local = torch.tensor([float(rewards.sum()), float((groups.std(dim=1) == 0).sum()), sums["loss"], sums["kl"],
-                              sums["clip_frac"], float(len(rolls))], device=self.acc.device)
+                              sums["clip_frac"], float(n_local), float(sum(premature)), float(len(premature))],
+                             device=self.acc.device)
         tot = self.acc.reduce(local, reduction="sum") if world > 1 else local
         n = float(tot[5])
-        return {
+        row = {
             "step": step + 1, "reward": float(tot[0]) / n, "zero_adv_groups": int(tot[1]),
             "loss": float(tot[2]) / n, "kl": float(tot[3]) / n, "clip_frac": float(tot[4]) / n,
             "grad_norm": float(grad_norm), "rollout_s": round(t_roll, 2), "step_s": round(time.perf_counter() - t0, 2),
         }
+        if float(tot[7]) > 0:
+            row["premature"] = float(tot[6]) / float(tot[7])
+        return row
+
+    def _premature(self, rolls: list[Rollout]) -> list[bool]:
+        """Per rollout: was the answer region started before half of the reasoning region was
+        written (tasks with R/A regions, e.g. judge; the same reading as ``unmask compare``)."""
+        regions = self.task.regions() if self.task is not None and hasattr(self.task, "regions") else None
+        if not regions or "R" not in regions or "A" not in regions:
+            return []
+        from types import SimpleNamespace
+
+        from ..compare import premature_answer
+
+        out = []
+        for r in rolls:
+            order = [[s, p, t] for s, (pos, tok) in enumerate(r.steps) for p, t in zip(pos, tok)]
+            out.append(bool(premature_answer(SimpleNamespace(order=order), regions)))
+        return out
 
     # ------------------------------------------------------------------ loop
     def train(self) -> Path:
