@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="trajectory: score this many random steps per completion (default: all)")
     add_flag(g, "order_term", type=parse_bool, default=None,
              help="trajectory + confidence sampler: add the probability of the chosen position (default: on when it applies)")
+    add_flag(g, "position_temperature", type=float, default=0.0,
+             help="> 0: rollouts draw each cell from softmax(max prob / tau) (exploring confidence decoding; "
+                  "the trajectory estimator scores the drawn order); 0: the sampler as named")
     add_flag(g, "beta", type=float, default=0.02, help="KL penalty to the frozen reference (0: no reference model)")
     add_flag(g, "clip_eps", type=float, default=0.2, help="GRPO ratio clipping epsilon")
     add_flag(g, "iterations", type=int, default=1, help="optimiser steps per batch of rollouts (mu)")

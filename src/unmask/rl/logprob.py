@@ -125,6 +125,7 @@ def trajectory_logp(
     select: bool = False,
     steps_per_completion: int | None = None,
     seeds: Sequence[int] | None = None,
+    position_temperature: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step log-probs ``[N, S]`` of the rollouts' traces (see the module docstring).
 
@@ -165,7 +166,9 @@ def trajectory_logp(
     tgt, tok = tgt.to(dev), tok.to(dev)
     per_pos = logp_t.gather(-1, tok[..., None]).squeeze(-1)
     step_logp = torch.where(tgt, per_pos, torch.zeros_like(per_pos)).sum(-1)  # [R]
-    if select:
+    if position_temperature > 0:
+        step_logp = step_logp + soft_order_logp(logits, ids.to(dev), attn.to(dev), tgt, mask_id, position_temperature)
+    elif select:
         step_logp = step_logp + _selection_logp(logits, logp_t, ids.to(dev), attn.to(dev), tgt, tok, mask_id)
     units = [step_logp[[j for j, o in enumerate(owner) if o == i]] for i in range(len(rollouts))]
     return _gather_units(units)
@@ -185,3 +188,24 @@ def _selection_logp(logits, logp_t, ids, attn, tgt, tok, mask_id) -> torch.Tenso
     others = (ids == mask_id) & attn.bool() & ~tgt
     single = tgt.sum(-1) == 1
     return torch.where(others, torch.log(q), torch.zeros_like(q)).sum(-1) * single
+
+
+def soft_order_logp(logits, ids, attn, tgt, mask_id, position_temperature: float) -> torch.Tensor:
+    """log-probability that :class:`unmask.rl.sampler.SoftConfidenceSampler` drew the committed
+    cells: Plackett-Luce over ``max prob / tau`` of the masked cells (one cell: a softmax).
+    Differentiable through every cell's top probability, which is what lets GRPO lower the
+    certainty of a cell that is written too early."""
+    score = torch.softmax(logits, dim=-1).max(-1).values / position_temperature  # [R, T]
+    masked = (ids == mask_id) & attn.bool()
+    score = score.masked_fill(~masked, float("-inf"))
+    out = torch.zeros(ids.shape[0], device=ids.device)
+    remaining = score
+    for _ in range(int(tgt.sum(-1).max())):  # Plackett-Luce: the committed cells one after another
+        pick = (tgt & torch.isfinite(remaining)).float().argmax(-1)
+        has = (tgt & torch.isfinite(remaining)).any(-1)
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        lse = torch.logsumexp(remaining, dim=-1)
+        out = out + torch.where(has, remaining[rows, pick] - lse, torch.zeros_like(lse))
+        remaining = remaining.clone()
+        remaining[rows[has], pick[has]] = float("-inf")
+    return out

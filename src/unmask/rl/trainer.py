@@ -58,6 +58,7 @@ class RLConfig:
     p_mask_prompt: float = 0.15
     trajectory_steps: int | None = None
     order_term: bool | None = None
+    position_temperature: float = 0.0
     scale_rewards: bool = True
     micro_batch: int = 64
     seed: int = 0
@@ -89,12 +90,19 @@ class RLConfig:
         if self.task and self.prompts:
             raise UnmaskError("give --task or --prompts, not both")
         make_sampler(self.sampler, **self.sampler_options)  # a typo in the name fails here
+        if self.position_temperature < 0:
+            raise UnmaskError(f"--position_temperature must be >= 0, got {self.position_temperature}")
+        if self.position_temperature > 0 and (self.sampler != "confidence" or self.estimator != "trajectory"):
+            raise UnmaskError("--position_temperature draws confidence-ordered rollouts: it needs --sampler confidence "
+                              "and --estimator trajectory (which scores the drawn order)")
         if self.use_order_term() and (self.estimator != "trajectory" or self.temperature <= 0
                                       or (self.tokens_per_step or 1) != 1 or self.sampler != "confidence"):
             raise UnmaskError("--order_term needs --estimator trajectory, --sampler confidence, --temperature > 0 "
                               "and one token per step")
 
     def use_order_term(self) -> bool:
+        if self.position_temperature > 0:
+            return False  # the soft sampler's order is scored by soft_order_logp instead
         if self.order_term is not None:
             return bool(self.order_term)
         return (self.estimator == "trajectory" and self.sampler == "confidence" and self.temperature > 0
@@ -244,8 +252,14 @@ class GRPOTrainer:
             overrides["steps"] = cfg.decode_steps
         policy = self.acc.unwrap_model(self.model)
         policy.eval()
+        sampler: Any = cfg.sampler
+        if cfg.position_temperature > 0:
+            from .sampler import SoftConfidenceSampler
+
+            sampler = SoftConfidenceSampler(cfg.position_temperature)
         with torch.no_grad():
-            out = generate(policy, rows, cfg.sampler, **overrides, **cfg.sampler_options)
+            out = generate(policy, rows, sampler, **overrides, **({} if cfg.position_temperature > 0
+                                                                 else cfg.sampler_options))
         policy.train()
         rolls = [Rollout.from_trace(t) for t in out.traces]
         if self.task is not None and cfg.reward == "task":
@@ -263,7 +277,8 @@ class GRPOTrainer:
             return one_step_logp(model, rolls, self.mask_id, self.banned, cfg.p_mask_prompt, mseeds)
         return trajectory_logp(model, rolls, self.mask_id, self.banned, temperature=cfg.temperature,
                                select=cfg.use_order_term(), steps_per_completion=cfg.trajectory_steps,
-                               seeds=[s * 31 + iteration for s in seeds])
+                               seeds=[s * 31 + iteration for s in seeds],
+                               position_temperature=cfg.position_temperature)
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.cfg
