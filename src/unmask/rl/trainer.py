@@ -117,7 +117,10 @@ class GRPOTrainer:
     """Owns the policy, the frozen reference, the optimiser and the reward workers."""
 
     def __init__(self, cfg: RLConfig) -> None:
-        from accelerate import Accelerator
+        try:
+            from accelerate import Accelerator
+        except ImportError:
+            raise UnmaskError("unmask rl runs on accelerate: pip install 'unmask[rl]'") from None
 
         cfg.check()
         self.cfg = cfg
