@@ -162,6 +162,23 @@ def test_a_few_steps_give_finite_losses_and_move_the_weights(tmp_path: Path, est
     assert (out / "task.json").exists() and (out / "tokenizer.json").exists()
 
 
+def test_lora_trains_adapters_only_and_exports_merged_weights(tmp_path: Path) -> None:
+    from unmask.models.loading import load_model
+    from unmask.models.registry import resolve_model_path
+    from unmask.rl.trainer import GRPOTrainer
+
+    before = load_model(resolve_model_path("tiny-judge"), dtype=torch.float32).state_dict()
+    trainer = GRPOTrainer(_cfg(tmp_path, max_steps=1, lora_rank=4, lr=1e-2))
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    out = trainer.train()
+    after = load_model(out, dtype=torch.float32).state_dict()
+    assert set(after) == set(before)
+    moved = [k for k in before if not torch.allclose(after[k], before[k], atol=1e-2)]
+    assert moved and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "attn_out.weight",
+                                     "ff_proj.weight", "up_proj.weight", "ff_out.weight")) for k in moved), moved
+
+
 def _run(args: list[str], out: Path, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(args + ["--out", str(out)], env=_env(), capture_output=True, text=True, timeout=600, **kw)
 

@@ -72,6 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "weight_decay", type=float, default=0.0, help="AdamW weight decay")
     add_flag(g, "max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
     add_flag(g, "micro_batch", type=int, default=64, help="completions per forward/backward chunk (memory)")
+    add_flag(g, "lora_rank", type=int, default=0, help="> 0: train LoRA adapters of this rank (peft) instead of all weights")
+    add_flag(g, "lora_alpha", type=float, default=16.0, help="LoRA scaling alpha (the update is alpha/rank * B A)")
     add_flag(g, "seed", type=int, default=0, help="seed of prompts, rollouts and estimator masks")
     add_flag(g, "save_every", type=int, default=10, help="steps between checkpoints (and at the end)")
     add_flag(g, "save_dtype", default=None, help="dtype of the exported model/ (default: the source's)")

@@ -59,6 +59,8 @@ class RLConfig:
     trajectory_steps: int | None = None
     order_term: bool | None = None
     position_temperature: float = 0.0
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
     scale_rewards: bool = True
     micro_batch: int = 64
     seed: int = 0
@@ -87,6 +89,8 @@ class RLConfig:
             raise UnmaskError(f"--temperature must be >= 0, got {self.temperature}")
         if self.trajectory_steps is not None and self.trajectory_steps < 1:
             raise UnmaskError(f"--trajectory_steps must be at least 1, got {self.trajectory_steps}")
+        if self.lora_rank < 0:
+            raise UnmaskError(f"--lora_rank must be >= 0, got {self.lora_rank}")
         if self.task and self.prompts:
             raise UnmaskError("give --task or --prompts, not both")
         make_sampler(self.sampler, **self.sampler_options)  # a typo in the name fails here
@@ -157,6 +161,10 @@ class GRPOTrainer:
             shutil.rmtree(self.out)
         self.acc.wait_for_everyone()
         model = load_model(self.folder, dtype=torch.float32)
+        if cfg.lora_rank:
+            from .lora import add_lora
+
+            model = add_lora(model, cfg.lora_rank, cfg.lora_alpha)
         model.train()
         self.ref = None
         if cfg.beta > 0:
@@ -408,7 +416,15 @@ class GRPOTrainer:
             folder = self.out / "model.tmp"
             if folder.exists():
                 shutil.rmtree(folder)
-            save_model(policy, folder, dtype=self.save_dtype)
+            if self.cfg.lora_rank:  # fold the adapters in: model/ is a plain checkpoint
+                from ..models.loading import build_model
+                from .lora import merged_state_dict
+
+                plain = build_model(policy.config)
+                plain.load_state_dict(merged_state_dict(policy))
+                save_model(plain, folder, dtype=self.save_dtype)
+            else:
+                save_model(policy, folder, dtype=self.save_dtype)
             for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                          "task.json", "vocab.json", "merges.txt"):
                 if (self.folder / name).exists():
