@@ -106,6 +106,24 @@ _WORKER_REWARD: Callable | None = None
 def _init_worker(spec: RewardSpec) -> None:
     global _WORKER_REWARD
     _WORKER_REWARD = build(spec)
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """A worker whose trainer was killed (SIGKILL leaves no chance to shut the pool down) would
+    idle forever as an orphan: watch the parent and leave when it is gone."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _score(args: tuple[dict[str, Any], Any]) -> float:

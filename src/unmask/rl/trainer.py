@@ -386,6 +386,12 @@ class GRPOTrainer:
                         if ln.strip() and json.loads(ln).get("step", 0) <= self.start_step]
             metrics.write_text("".join(ln + "\n" for ln in kept))
             (self.out / "rl_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            # `kill PID` ends the run through the finally below, so the reward workers go too
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             for step in range(self.start_step, cfg.max_steps):
                 row = self.train_step(step)
