@@ -95,6 +95,7 @@ SUBCOMMAND_MODULES = (
     "unmask.eval.writing_judge",
     "unmask.multimodal.commands",
     "unmask.eval.image_metrics",
+    "unmask.rl.commands",
 )
 
 #: derived from the option table (kept for the server and older callers)

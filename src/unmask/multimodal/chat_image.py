@@ -61,8 +61,8 @@ class ImageChatRepl(ChatRepl):
 def cmd_chat_image(args) -> int:
     """``unmask chat --vq_model_path VQ``: the chat loop with ``/image``."""
     from ..cli import config_overrides, resolve_device, sampler_options
-    from ..options import lockstep_options
     from ..models.magvitv2 import load_magvitv2
+    from ..options import lockstep_options
     from ..session import Session
     from .mmu import require_mmada
 

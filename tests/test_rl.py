@@ -1,0 +1,258 @@
+"""GRPO for masked diffusion models (unmask.rl): the arithmetic by hand, a few real steps on
+tiny-judge, two processes against one, resume after a kill, and bad configurations."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unmask.rl.grpo import group_advantages, grpo_loss
+from unmask.rl.logprob import Rollout, one_step_logp, trajectory_logp
+
+ROOT = Path(__file__).resolve().parents[1]
+PAD, MASK, A, B = 0, 1, 2, 3
+BANNED = torch.tensor([PAD, MASK])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+# ------------------------------------------------------------------ arithmetic
+def test_group_advantage_is_zero_when_a_group_agrees() -> None:
+    rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    adv = group_advantages(rewards, group_size=4)
+    assert torch.equal(adv[:4], torch.zeros(4))
+    assert torch.allclose(adv[4:], torch.tensor([-1.0, 1.0, -1.0, 1.0]), atol=1e-3)
+    centred = group_advantages(rewards, group_size=4, scale=False)
+    assert torch.allclose(centred[4:], torch.tensor([-0.5, 0.5, -0.5, 0.5]))
+
+
+def test_grpo_loss_clips_and_penalises_by_hand() -> None:
+    lp = torch.tensor([[math.log(1.5)], [math.log(1.5)]])
+    old = torch.zeros(2, 1)
+    ref = torch.zeros(2, 1)
+    adv = torch.tensor([1.0, -1.0])
+    loss, st = grpo_loss(lp, old, ref, adv, torch.ones(2, 1, dtype=torch.bool), clip_eps=0.2, beta=0.0)
+    # ratio 1.5: a positive advantage is capped at 1.2, a negative one is not (pessimistic bound)
+    assert torch.allclose(loss, torch.tensor([-1.2, 1.5]))
+    assert torch.allclose(st["clip_frac"], torch.ones(2))
+    loss_kl, st = grpo_loss(lp, old, ref, adv, torch.ones(2, 1, dtype=torch.bool), clip_eps=0.2, beta=0.5)
+    kl = 2 / 3 + math.log(1.5) - 1  # k3: exp(ref - lp) - (ref - lp) - 1
+    assert torch.allclose(st["kl"], torch.full((2,), kl))
+    assert torch.allclose(loss_kl - loss, torch.full((2,), 0.5 * kl))
+
+
+class _CountingModel(torch.nn.Module):
+    """Logits a hand can follow: at a masked cell ``logit(b) - logit(a) = log m`` with ``m`` the
+    number of masks in the row, so ``p(b) = m / (m + 1)``."""
+
+    def __init__(self, tilt: float = 0.0) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.tilt = tilt  # adds tilt * position to logit(b): cells differ in certainty
+
+    def forward(self, ids, attention_mask=None):
+        m = (ids == MASK).sum(-1, keepdim=True).float()  # [N, 1]
+        logits = torch.zeros(*ids.shape, 4) + self.w
+        pos = torch.arange(ids.shape[1]).float()
+        logits[..., B] = torch.log(m.clamp_min(1)).expand(ids.shape) + self.tilt * pos
+        return SimpleNamespace(logits=logits)
+
+
+def test_one_step_estimate_by_hand() -> None:
+    model = _CountingModel()
+    roll = Rollout(initial=[A, MASK, MASK], final=[A, B, A], steps=[([2], [A]), ([1], [B])])
+    lp, mask = one_step_logp(model, [roll], MASK, BANNED, p_mask_prompt=0.0, seeds=[0])
+    # both completion cells scored from the all-masked canvas (m = 2): p(b) = 2/3, p(a) = 1/3
+    assert mask.tolist() == [[True, True]]
+    assert torch.allclose(lp, torch.tensor([[math.log(2 / 3), math.log(1 / 3)]]))
+    # prompt masking: the given 'a' at index 1 is hidden too (m = 2 instead of 1)
+    roll2 = Rollout(initial=[A, A, MASK], final=[A, A, B], steps=[([2], [B])])
+    assert float(torch.rand(3, generator=torch.Generator().manual_seed(5))[1]) < 0.99  # precondition
+    lp0, _ = one_step_logp(model, [roll2], MASK, BANNED, p_mask_prompt=0.0, seeds=[5])
+    lp1, _ = one_step_logp(model, [roll2], MASK, BANNED, p_mask_prompt=0.99, seeds=[5])
+    assert torch.allclose(lp0, torch.tensor([[math.log(1 / 2)]]))
+    assert torch.allclose(lp1, torch.tensor([[math.log(2 / 3)]]))
+
+
+def test_trajectory_estimate_by_hand() -> None:
+    model = _CountingModel()
+    # step 0 writes b at cell 2 (m = 2: p = 2/3); step 1 writes a at cell 1 (m = 1: p = 1/2)
+    roll = Rollout(initial=[A, MASK, MASK], final=[A, A, B], steps=[([2], [B]), ([1], [A])])
+    lp, _ = trajectory_logp(model, [roll], MASK, BANNED, temperature=1.0, select=False)
+    assert torch.allclose(lp, torch.tensor([[math.log(2 / 3), math.log(1 / 2)]]))
+    # order term at step 0: cell 1's own draw must be less confident than 2/3: only 'a' (1/3) is
+    lp_sel, _ = trajectory_logp(model, [roll], MASK, BANNED, temperature=1.0, select=True)
+    assert torch.allclose(lp_sel, torch.tensor([[math.log(2 / 3) + math.log(1 / 3), math.log(1 / 2)]]))
+    # a subset of steps keeps the per-step values
+    lp_one, m_one = trajectory_logp(model, [roll], MASK, BANNED, steps_per_completion=1, seeds=[3])
+    value = float(lp_one[0, 0].detach())
+    assert int(m_one.sum()) == 1
+    assert min(abs(value - math.log(2 / 3)), abs(value - math.log(1 / 2))) < 1e-6
+
+
+def test_soft_order_estimate_by_hand() -> None:
+    """Exploring confidence rollouts: the chosen cell's chance is a softmax of max prob / tau."""
+    model = _CountingModel(tilt=math.log(2))
+    # m = 2: cell 1 has p(b) = 4/5, cell 2 has p(b) = 8/9; the rollout writes cell 2 first, then cell 1
+    roll = Rollout(initial=[A, MASK, MASK], final=[A, B, B], steps=[([2], [B]), ([1], [B])])
+    tau = 0.5
+    lp, _ = trajectory_logp(model, [roll], MASK, BANNED, position_temperature=tau)
+    s1, s2 = (4 / 5) / tau, (8 / 9) / tau
+    pick2 = s2 - math.log(math.exp(s1) + math.exp(s2))
+    # step 1: m = 1, cell 1 alone: p(b) = 2/3 (logit log 1 + log 2), certain choice
+    expected = torch.tensor([[math.log(8 / 9) + pick2, math.log(2 / 3)]])
+    assert torch.allclose(lp, expected, atol=1e-6)
+    # and the gradient reaches the model (the order term is differentiable)
+    lp.sum().backward()
+    assert model.w.grad is not None
+
+
+def test_soft_confidence_sampler_is_greedy_confidence_at_small_tau() -> None:
+    from unmask.rl.sampler import SoftConfidenceSampler
+
+    probs = torch.tensor([[0.5, 0.5], [0.9, 0.1], [0.6, 0.4]])
+    view = SimpleNamespace(probs=probs, n=3, k=1, generator=torch.Generator().manual_seed(0))
+    assert SoftConfidenceSampler(1e-3).select(view).index.tolist() == [1]
+    picks = {int(SoftConfidenceSampler(10.0).select(SimpleNamespace(
+        probs=probs, n=3, k=1, generator=torch.Generator().manual_seed(s))).index[0]) for s in range(40)}
+    assert picks == {0, 1, 2}  # a warm draw explores every cell
+
+
+# ------------------------------------------------------------------ real steps
+def _cfg(out: Path, **kw):
+    from unmask.rl.trainer import RLConfig
+
+    base = dict(model_name_or_path="tiny-judge", out=str(out), group_size=4, prompts_per_step=2, max_steps=2,
+                lr=1e-3, reward="rl_reward_helper:filler_first_share", reward_workers=0, save_every=1)
+    base.update(kw)
+    return RLConfig(**base)
+
+
+@pytest.mark.parametrize("estimator, tau", [("one_step", 0.0), ("trajectory", 0.0), ("trajectory", 0.1)])
+def test_a_few_steps_give_finite_losses_and_move_the_weights(tmp_path: Path, estimator: str, tau: float) -> None:
+    from unmask.models.loading import load_model
+    from unmask.models.registry import resolve_model_path
+    from unmask.rl.trainer import GRPOTrainer
+
+    before = load_model(resolve_model_path("tiny-judge"), dtype=torch.float32).state_dict()
+    trainer = GRPOTrainer(_cfg(tmp_path, estimator=estimator, trajectory_steps=6, position_temperature=tau))
+    out = trainer.train()
+    rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
+    assert rows[0]["zero_adv_groups"] < 2 and rows[0]["grad_norm"] > 0
+    after = load_model(out, dtype=torch.float32).state_dict()
+    assert max(float((after[k] - before[k]).abs().max()) for k in before) > 1e-3
+    assert (out / "task.json").exists() and (out / "tokenizer.json").exists()
+
+
+def test_lora_trains_adapters_only_and_exports_merged_weights(tmp_path: Path) -> None:
+    from unmask.models.loading import load_model
+    from unmask.models.registry import resolve_model_path
+    from unmask.rl.trainer import GRPOTrainer
+
+    before = load_model(resolve_model_path("tiny-judge"), dtype=torch.float32).state_dict()
+    trainer = GRPOTrainer(_cfg(tmp_path, max_steps=1, lora_rank=4, lr=1e-2))
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    out = trainer.train()
+    after = load_model(out, dtype=torch.float32).state_dict()
+    assert set(after) == set(before)
+    moved = [k for k in before if not torch.allclose(after[k], before[k], atol=1e-2)]
+    assert moved and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "attn_out.weight",
+                                     "ff_proj.weight", "up_proj.weight", "ff_out.weight")) for k in moved), moved
+
+
+def _run(args: list[str], out: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(args + ["--out", str(out)], env=_env(), capture_output=True, text=True, timeout=600, **kw)
+
+
+BASE = ["--model_name_or_path", "tiny-judge", "--group_size", "4", "--prompts_per_step", "2", "--lr", "1e-3",
+        "--reward", "rl_reward_helper:filler_first_share", "--reward_workers", "0", "--micro_batch", "3"]
+
+
+def test_two_processes_agree_with_one(tmp_path: Path) -> None:
+    """The same global batch (2 prompts x 4) on one process and on two (one prompt each)."""
+    # beta 0 also exercises skipping zero-advantage rows, which must not desynchronise the processes
+    args = BASE + ["--max_steps", "2", "--estimator", "trajectory", "--beta", "0"]
+    one = _run([sys.executable, "-m", "unmask.rl", *args], tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = _run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "unmask.rl", *args], tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    m1 = [json.loads(ln) for ln in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(ln) for ln in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward"] for r in m1] == [r["reward"] for r in m2]
+    for a, b in zip(m1, m2):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    w1 = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model"]
+    w2 = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["model"]
+    for k in w1:
+        assert torch.allclose(w1[k], w2[k], atol=1e-5), k
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "unmask.rl", *BASE, "--max_steps", "4"]
+    full = _run(args, tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        ck = out / "checkpoint.pt"
+        if ck.exists() and torch.load(ck, weights_only=False)["step"] >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step_at_kill = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert 2 <= step_at_kill <= 4
+    resumed = _run(args, out)
+    assert resumed.returncode == 0, resumed.stderr
+    if step_at_kill < 4:
+        assert f"resuming from {out / 'checkpoint.pt'} at step {step_at_kill}" in resumed.stderr
+    rows = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4]
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(out / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--group_size", "1"], "--group_size must be at least 2"),
+    (["--reward", "no_such_module_xyz:fn"], "cannot import no_such_module_xyz"),
+    (["--sampler", "confidense"], "unknown sampler 'confidense'"),
+])
+def test_bad_configs_give_one_error_line(tmp_path: Path, extra: list[str], needle: str) -> None:
+    res = _run([sys.executable, "-m", "unmask", "rl", "--model_name_or_path", "tiny-judge", *extra], tmp_path / "x")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.stderr
+
+
+def test_help_documents_every_flag() -> None:
+    res = subprocess.run([sys.executable, "-m", "unmask", "rl", "--help"], env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0
+    from unmask.rl.trainer import RLConfig
+
+    for name in RLConfig.__dataclass_fields__:
+        flag = "sampler_option" if name == "sampler_options" else name
+        assert f"--{flag}" in res.stdout, flag
