@@ -207,8 +207,8 @@ CASES: list[tuple[str, list[str], str, bytes | None]] = [
     # ---- the hang and silent NaN/inf options (issue 22) ----
     ("judge_prompt_partial_question", ["sample", "--model_name_or_path", "tiny-judge", "--prompt",
                                        "4123567?=6|????????????????????????|?"], "starts with the whole question", None),
-    ("judge_prompt_wrong_length", ["sample", "--model_name_or_path", "tiny-judge", "--prompt", "41235670=6|??"],
-     "a judge prompt has 37 characters", None),
+    ("judge_prompt_wrong_length", ["sample", "--model_name_or_path", "tiny-judge", "--prompt", "41235670=6|" + "?" * 27],
+     "a judge prompt has at most 37 characters", None),
     ("temperature_inf", ["sample", "--temperature", "inf"], "--temperature must be a finite number", None),
     ("temperature_nan", ["sample", "--temperature", "nan"], "--temperature must be a finite number", None),
     ("temperature_neg", ["sample", "--temperature", "-1"], "--temperature must be >= 0", None),

@@ -209,14 +209,15 @@ class Session:
     # ------------------------------------------------------------------ task models
     def task_item(self, prompt: str | None) -> dict[str, Any]:
         """The built-in example of the model's task, or an item built from the user's text:
-        Sudoku takes 81 cells (``0`` or ``.`` = blank); the unconditional tasks take a canvas
-        of their answer length with ``?`` or ``_`` where the model must fill."""
+        Sudoku takes 81 cells (``0`` or ``.`` = blank); the other tasks take a canvas of their
+        answer length with ``?`` or ``_`` where the model must fill; a shorter text is padded with
+        blanks (``task.canvas_from_text``, the server's rule too)."""
         task = self.task
-        if prompt is None:
+        text = task.canvas_from_text(prompt or "")  # the rule the server uses too
+        if not text:
             if task.name == "sudoku":
                 return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED, givens=(28, 32))[0]
             return task.make_dataset(1, seed=BUILTIN_EXAMPLE_SEED)[0]
-        text = prompt.strip()
         if task.name == "sudoku":
             from .tasks.sudoku import parse_grid
 
@@ -225,8 +226,6 @@ class Session:
             except ValueError as e:
                 raise UnmaskError(f"not a Sudoku puzzle: {e}") from e
             return {"puzzle": text}
-        if len(text) != task.seq_len:
-            raise UnmaskError(f"a {task.name} prompt has {task.seq_len} characters ('?' = to fill), got {len(text)}")
         return {"puzzle": text}
 
     def task_prompt_ids(self, item: dict[str, Any]) -> list[int]:

@@ -1,0 +1,101 @@
+"""Places where the docs and the code disagreed (issue 32, items 3-6 and 9-11): one test each."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import write_task_model
+
+from unmask import generate
+from unmask.cli import main
+from unmask.errors import UnmaskError
+from unmask.session import Session
+
+
+# ---------------------------------------------------------------- item 5: no silent zero score
+@pytest.mark.parametrize("model", ["tiny-multiply", "tiny-judge", "tiny-sudoku", "tiny-nae-sat"])
+def test_score_refuses_what_cannot_be_a_completion(model):
+    s = Session.load(model)
+    item = s.task.make_dataset(1, seed=0)[0]
+    out = generate(s.model, [s.task_prompt_ids(item)], "leftright", max_new_tokens=0,
+                   suppress_token_ids=tuple(s.task.suppressed_ids()))
+    assert out.generated[0] == []  # a task model's answer is the canvas
+    with pytest.raises(UnmaskError, match="out.sequences"):
+        s.task.score(item, out.generated[0])
+    with pytest.raises(UnmaskError, match="cannot score"):
+        s.task.score(item, out.sequences[0][:5])
+    with pytest.raises(UnmaskError, match="empty text"):
+        s.task.score(item, "")
+    scores = s.task.score(item, out.sequences[0])  # the canvas (with or without BOS) scores
+    assert scores == s.task.score(item, out.sequences[0][1:]) and "correct" in scores
+
+
+# ---------------------------------------------------------------- item 6: progress on stderr
+def test_compare_progress_goes_to_stderr_not_the_table(tmp_path, capsys):
+    folder = write_task_model(tmp_path / "m", "multiply")
+    assert main(["compare", "--task", "multiply", "--model_name_or_path", str(folder), "--n", "4",
+                 "--samplers", "random,confidence"]) == 0
+    cap = capsys.readouterr()
+    assert "random: 4/4" in cap.err and "confidence: 4/4" in cap.err
+    assert "4/4" not in cap.out and "random" in cap.out  # stdout: the table only
+
+
+# ---------------------------------------------------------------- item 11: one prompt rule
+def test_cli_accepts_the_short_task_prompts_the_server_accepts(capsys):
+    import json
+
+    assert main(["sample", "--model_name_or_path", "tiny-multiply", "--prompt", "12*34=", "--sampler", "leftright",
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["answer"].startswith("12*34=") and len(d["answer"]) == 10
+    s = Session.load("tiny-multiply")
+    assert s.task_item("12*34=") == s.task_item(" 12*34=????\n") == {"puzzle": "12*34=????"}
+    assert s.task_item("") == s.task_item(None)  # empty: the built-in example, as in the server
+    assert main(["sample", "--model_name_or_path", "tiny-multiply", "--prompt", "12*34=123456"]) == 2
+    assert "at most 10 characters" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- item 3: stale tiny-judge statements
+def test_train_help_and_eval_table_list_every_synthetic_task(capsys):
+    import re
+    from pathlib import Path
+
+    from unmask.models.registry import BUILTIN
+    from unmask.tasks.synthetic import task_names
+
+    root = Path(__file__).resolve().parent.parent
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    table = (root / "docs" / "evaluation.md").read_text()
+    first_cells = " ".join(line.split("|")[1] for line in table.splitlines() if line.startswith("| `"))
+    for name in task_names():
+        assert re.search(rf"task name: .*\b{name}\b", help_text), f"train --help does not list {name}"
+        assert f"`{name}`" in first_cells, f"docs/evaluation.md's task table has no {name} row"
+    readme = (root / "README.md").read_text()
+    for model in BUILTIN:  # every built-in model ships: no "no tiny-x shipped yet" left behind
+        assert not re.search(rf"no {model} shipped", readme)
+
+
+# ---------------------------------------------------------------- item 10: training outputs
+def test_train_outputs_permissions_card_title_and_threads_on_resume(tmp_path, capsys):
+    import torch
+
+    from unmask.train.trainer import main as train_main
+
+    tiny = ["--task", "multiply", "--n_layers", "1", "--d_model", "16", "--n_heads", "2", "--batch_size", "8",
+            "--warmup_steps", "1", "--log_every", "2", "--eval_every", "100", "--eval_size", "8", "--decode_eval", "4",
+            "--max_steps", "4"]
+    out = tmp_path / "my-multiply"
+    try:
+        assert train_main([*tiny, "--out", str(out), "--threads", "1", "--stop_at_step", "2"]) == 0
+        assert train_main(["--out", str(out), "--resume"]) == 0  # no --threads: the run's value is kept
+        assert "threads=1" in [ln for ln in capsys.readouterr().out.splitlines() if "start_step=2" in ln][0]
+        ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+        assert ckpt["step"] == 4 and ckpt["config"]["threads"] == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
+    model = out / "model"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == modes["task.json"], modes
+    assert (model / "MODEL_CARD.md").read_text().startswith("# my-multiply: ")
