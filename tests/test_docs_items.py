@@ -99,3 +99,60 @@ def test_train_outputs_permissions_card_title_and_threads_on_resume(tmp_path, ca
     modes = {p.name: p.stat().st_mode & 0o777 for p in model.iterdir()}
     assert modes["model.safetensors"] == modes["config.json"] == modes["task.json"], modes
     assert (model / "MODEL_CARD.md").read_text().startswith("# my-multiply: ")
+
+
+# ---------------------------------------------------------------- item 9: pictures
+def _capture_figures(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figs, real = [], Figure.savefig
+
+    def savefig(self, *a, **k):
+        figs.append(self)
+        self.canvas.draw()
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return figs
+
+
+def test_max_frames_counts_the_frames_after_the_first():
+    from unmask.viz.pictures import frame_schedule
+
+    for n, m in [(25, 10), (10, 4), (7, 7), (3, 10), (1000, 200)]:
+        b = frame_schedule(n, m)
+        assert b[0] == 0 and b[-1] == n and len(b) - 1 == min(n, m), (n, m, b)
+        assert all(x < y for x, y in zip(b, b[1:]))
+
+
+def test_order_png_has_distinct_swatches_and_whole_step_ticks(tmp_path, monkeypatch):
+    from unmask.viz.pictures import FILLED_RGB, MASKED_RGB
+
+    assert sum((a - b) ** 2 for a, b in zip(FILLED_RGB, MASKED_RGB)) ** 0.5 > 80
+    trace = tmp_path / "t.json"
+    assert main(["sample", "--model_name_or_path", "tiny-multiply", "--sampler", "leftright", "--save_trace",
+                 str(trace)]) == 0
+    figs = _capture_figures(monkeypatch)
+    assert main(["viz", str(trace), "--out", str(tmp_path / "o.png")]) == 0
+    labels = [t.get_text().replace("\u2212", "-") for f in figs for ax in f.axes for t in ax.get_yticklabels()]
+    assert labels and all(lbl == "" or float(lbl).is_integer() for lbl in labels), labels
+
+
+def test_sweep_plot_legend_beside_the_panel_and_identical_series_distinct(tmp_path, monkeypatch):
+    from unmask.eval.plots import plot_accuracy_vs_nfe, plot_entropy_vs_accuracy
+
+    rows = [{"model": "m", "task": "t", "sampler": s, "mean_nfe": nfe, "accuracy": 1.0, "accuracy_stderr": 0.0,
+             "mean_cumulative_entropy": 0.5, "metrics": ""} for s in ("a", "b", "c") for nfe in (4, 8)]
+    figs = _capture_figures(monkeypatch)
+    plot_accuracy_vs_nfe(rows, tmp_path / "a.png")
+    plot_entropy_vs_accuracy(rows, tmp_path / "e.png")
+    for fig in figs:
+        ax = fig.axes[0]
+        legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend.x0 >= box.x1, "the legend covers the lines"
+        lines = [h[0] if isinstance(h, tuple) else h for h in ax.get_legend_handles_labels()[0]]
+        styles = {(ln.get_marker(), ln.get_linestyle(), ln.get_markersize()) for ln in lines}
+        assert len(styles) == 3, styles
