@@ -156,3 +156,19 @@ def test_sweep_plot_legend_beside_the_panel_and_identical_series_distinct(tmp_pa
         lines = [h[0] if isinstance(h, tuple) else h for h in ax.get_legend_handles_labels()[0]]
         styles = {(ln.get_marker(), ln.get_linestyle(), ln.get_markersize()) for ln in lines}
         assert len(styles) == 3, styles
+
+
+def test_an_offline_network_failure_names_what_it_tried(monkeypatch, capsys):
+    requests = pytest.importorskip("requests")
+    import unmask.eval.runner as runner
+
+    def offline(spec):
+        raise requests.exceptions.ConnectionError(
+            "HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: "
+            "/api/datasets/openai/gsm8k (Caused by NameResolutionError('Failed to resolve'))")
+
+    monkeypatch.setattr(runner, "run_eval", offline)
+    assert main(["eval", "--model_name_or_path", "tiny-sudoku", "--task", "gsm8k"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: no network")
+    assert "huggingface.co/api/datasets/openai/gsm8k" in err and "Offline" in err
