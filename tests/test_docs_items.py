@@ -172,3 +172,32 @@ def test_an_offline_network_failure_names_what_it_tried(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: no network")
     assert "huggingface.co/api/datasets/openai/gsm8k" in err and "Offline" in err
+
+
+def test_a_cancelled_stream_wait_leaves_no_pending_task():
+    """Starlette cancels a streaming response's task when the client leaves; the queue read that
+    Watch.next started must be cancelled with it (it outlived the request and showed up at
+    shutdown as asyncio's 'Task was destroyed but it is pending!')."""
+    import asyncio
+    import contextlib
+    from types import SimpleNamespace
+
+    pytest.importorskip("starlette")
+    from unmask.serve.app import Watch
+
+    class Request:
+        async def receive(self):
+            await asyncio.Event().wait()  # the client never says it left
+
+    async def scenario():
+        job = SimpleNamespace(events=asyncio.Queue(), finished=False)
+        async with Watch(Request(), job, SimpleNamespace(cancel=lambda j: None)) as watch:
+            waiting = asyncio.ensure_future(watch.next())
+            await asyncio.sleep(0.01)
+            waiting.cancel()  # what Starlette does on a disconnect
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+        await asyncio.sleep(0.01)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(scenario()) == []
