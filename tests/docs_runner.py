@@ -257,7 +257,12 @@ __wait_server() { for _ in $(seq 600); do
 
 
 # ---------------------------------------------------------------------------------------- evaluators
+STANDIN_NAME = re.compile(r"""(?:--model_name_or_path[ =]|["'])(?:llada|dream|sdar|trado)\b""")
+
+
 def _record(example, used: list[str]) -> None:
+    if STANDIN_NAME.search(example.parsed):
+        used = [*used, "8B model -> tiny stand-in (MODEL_STANDINS)"]
     Stats.run += 1
     if used:
         Stats.substituted += 1
