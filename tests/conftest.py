@@ -42,3 +42,18 @@ def tiny_llada_wpe(tmp_path_factory):
 @pytest.fixture(scope="session", params=["llada", "dream", "llada_wpe"])
 def tiny_model(request, tiny_llada, tiny_dream, tiny_llada_wpe):
     return {"llada": tiny_llada, "dream": tiny_dream, "llada_wpe": tiny_llada_wpe}[request.param]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The docs run's counts (tests/test_docs.py): blocks run, run with substitutions, opted out."""
+    import sys
+
+    runner = sys.modules.get("docs_runner")
+    if runner is None or not (runner.Stats.run or runner.Stats.skipped):
+        return
+    s = runner.Stats
+    terminalreporter.write_line(
+        f"docs: {s.run} blocks run ({s.substituted} with substitutions), {s.compared} output blocks compared, "
+        f"{len(s.skipped)} opted out (UNMASK_DOCS_SIZE={runner.size()})")
+    for line in s.skipped:
+        terminalreporter.write_line(f"  opted out: {line}")

@@ -207,8 +207,8 @@ CASES: list[tuple[str, list[str], str, bytes | None]] = [
     # ---- the hang and silent NaN/inf options (issue 22) ----
     ("judge_prompt_partial_question", ["sample", "--model_name_or_path", "tiny-judge", "--prompt",
                                        "4123567?=6|????????????????????????|?"], "starts with the whole question", None),
-    ("judge_prompt_wrong_length", ["sample", "--model_name_or_path", "tiny-judge", "--prompt", "41235670=6|??"],
-     "a judge prompt has 37 characters", None),
+    ("judge_prompt_wrong_length", ["sample", "--model_name_or_path", "tiny-judge", "--prompt", "41235670=6|" + "?" * 27],
+     "a judge prompt has at most 37 characters", None),
     ("temperature_inf", ["sample", "--temperature", "inf"], "--temperature must be a finite number", None),
     ("temperature_nan", ["sample", "--temperature", "nan"], "--temperature must be a finite number", None),
     ("temperature_neg", ["sample", "--temperature", "-1"], "--temperature must be >= 0", None),
@@ -265,8 +265,10 @@ CASES: list[tuple[str, list[str], str, bytes | None]] = [
     ("unknown_flag", ["sample", "--treshold", "0.9"], "unrecognized arguments: --treshold", None),
     ("max_new_tokens_task", ["sample", "--max_new_tokens", "5"], "fill a fixed canvas", None),
     ("max_new_tokens_neg", ["sample", "--max_new_tokens", "-1"], "--max_new_tokens must be >= 0", None),
-    ("sudoku_prompt_short", ["sample", "--prompt", "123"], "not a Sudoku puzzle", None),
-    ("nae_prompt_wrong_len", ["sample", *NAE, "--prompt", "01"], "characters", None),
+    # a shorter prompt is padded with blanks (the server's rule); a longer one is refused
+    ("sudoku_prompt_long", ["sample", "--prompt", "1" * 82], "a sudoku prompt has at most 81 characters", None),
+    ("sudoku_prompt_bad_char", ["sample", "--prompt", "12x"], "not a Sudoku puzzle", None),
+    ("nae_prompt_wrong_len", ["sample", *NAE, "--prompt", "0" * 61], "at most 60 characters", None),
     ("nae_prompt_bad_char", ["sample", *NAE, "--prompt", "x" * 60], "not in the nae_sat alphabet", None),
     ("prompt_invalid_utf8", ["sample", *NAE, "--prompt", "caf\udce9"], "--prompt is not valid UTF-8", None),
     ("prompt_nul", ["sample", *NAE, "--prompt", "a\x00b"], "--prompt contains a NUL byte", None),

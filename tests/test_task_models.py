@@ -34,11 +34,11 @@ def test_user_sudoku_keeps_givens(tmp_path, capsys):
 
 def test_bad_task_prompts(tmp_path, capsys):
     folder = write_task_model(tmp_path / "s", "sudoku")
-    assert main(["sample", "--model_name_or_path", str(folder), "--prompt", "12345"]) == 2
+    assert main(["sample", "--model_name_or_path", str(folder), "--prompt", "12345x"]) == 2
     assert "not a Sudoku puzzle" in capsys.readouterr().err
     folder = write_task_model(tmp_path / "m", "multiply")
-    assert main(["sample", "--model_name_or_path", str(folder), "--prompt", "12*3"]) == 2
-    assert "multiply prompt has 10 characters" in capsys.readouterr().err
+    assert main(["sample", "--model_name_or_path", str(folder), "--prompt", "12*34=123456"]) == 2
+    assert "multiply prompt has at most 10 characters" in capsys.readouterr().err
     assert main(["sample", "--model_name_or_path", str(folder), "--prompt", "12*34=????"]) == 0
     assert "12*34=" in capsys.readouterr().out
 

@@ -79,7 +79,7 @@ def test_gif_groups_steps_when_there_are_too_many(text_traces, tmp_path):
     out = tmp_path / "short.gif"
     assert _viz(str(text_traces["leftright"]), "--out", str(out), "--max_frames", "4", "--columns", "4") == 0
     with Image.open(out) as im:
-        assert im.n_frames == len(frame_schedule(NEW, 4)) == 5  # start + ceil(10 / 3) groups
+        assert im.n_frames == len(frame_schedule(NEW, 4)) == 5  # start + 4 groups of 2-3 steps
         assert im.size == gif_frame_size(NEW, 0, 4)
 
 

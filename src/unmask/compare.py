@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,9 @@ def run_compare(session, items: list[dict[str, Any]], samplers: list[str], sampl
                     r_ok += score.get("r_correct", 0.0)
                     a_cons += score.get("a_consistent", 0.0)
             if progress:
-                print(f"  {name}: {min(lo + batch_size, len(items))}/{len(items)}", flush=True)
+                # progress is a diagnostic: on stderr, so `unmask compare ... > table.md` keeps only
+                # the table (a line like "random: 4/4" on stdout reads like a score)
+                print(f"  {name}: {min(lo + batch_size, len(items))}/{len(items)}", file=sys.stderr, flush=True)
         n = len(items)
         lo_ci, hi_ci = wilson(correct, n)
         if mode is not None and not name.lower().startswith("lockstep"):

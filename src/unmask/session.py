@@ -194,11 +194,14 @@ class Session:
 
     # ------------------------------------------------------------------ task models
     def task_item(self, prompt: str | None) -> dict[str, Any]:
-        """The built-in example of the model's task, or an item built from the user's text (the
-        task decides how: :meth:`~unmask.tasks.synthetic.SyntheticTask.item_from_text`)."""
-        if prompt is None:
+        """The built-in example of the model's task, or an item built from the user's text. The
+        text first goes through ``task.canvas_from_text`` (the server's rule too: whitespace
+        dropped, a shorter text padded with blanks, an empty one = the built-in example); the task
+        then decides what the canvas means (:meth:`~unmask.tasks.synthetic.SyntheticTask.item_from_text`)."""
+        text = self.task.canvas_from_text(prompt or "")
+        if not text:
             return self.task.example_item(BUILTIN_EXAMPLE_SEED)
-        return self.task.item_from_text(prompt)
+        return self.task.item_from_text(text)
 
     def task_prompt_ids(self, item: dict[str, Any]) -> list[int]:
         return self.task.item_prompt_ids(item, self.tokenizer)

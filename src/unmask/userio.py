@@ -84,7 +84,37 @@ def ensure_dir(path: str | Path, what: str = "output folder") -> Path:
     return p
 
 
+_NETWORK_ERRORS = {"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "gaierror", "MaxRetryError",
+                   "NewConnectionError", "OfflineModeIsEnabled", "ProxyError", "SSLError"}
+
+
+def network_error_line(e: BaseException) -> str | None:
+    """For an error raised because the network is unreachable (a dataset or model download by a
+    library such as lm-eval/datasets/requests): one line naming what was tried and what to do
+    offline. None for any other error. A bare ``ConnectionError`` told the user nothing."""
+    import re
+
+    if not {c.__name__ for c in type(e).__mro__} & _NETWORK_ERRORS:
+        return None
+    text = str(e)
+    url = getattr(getattr(e, "request", None), "url", None)
+    m = re.search(r"host='([^']+)'(?:, port=\d+)?\).*?url: (\S+)", text)
+    if not url and m:
+        url = f"{m.group(1)}{m.group(2)}"
+    m = re.search(r"https?://[^\s'\")]+", text)
+    if not url and m:
+        url = m.group(0)
+    tried = f"tried to reach {url}" if url else f"a network request failed ({text.splitlines()[0][:200] if text else '?'})"
+    return (f"no network: {tried} ({type(e).__name__}). Offline, use a packaged task "
+            "(`unmask eval --list_tasks`) or --data FILE.jsonl; for a lm-eval task or a hub model, put it in "
+            "the local Hugging Face cache on a machine with network first, then set HF_HUB_OFFLINE=1 "
+            "HF_DATASETS_OFFLINE=1")
+
+
 def os_error_line(e: OSError) -> str:
     """One line for an I/O error that escaped the checks above (the CLI's safety net)."""
+    network = network_error_line(e)
+    if network is not None:
+        return network
     name = f" {e.filename}" if getattr(e, "filename", None) else ""
     return f"{_os_reason(e)}:{name}".rstrip(":")

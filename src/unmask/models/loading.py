@@ -10,6 +10,7 @@ and wrongly shaped tensors are all reported by name in one :class:`UnmaskError`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,14 @@ def _short(items: list[str], limit: int = 8) -> str:
     return head + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
+def _save_weights(state: dict[str, torch.Tensor], path: Path, like: Path) -> None:
+    """``save_file``, then the permissions of ``like`` (a file just written the ordinary way):
+    safetensors creates its file with mode 0600 whatever the umask, which left a model folder
+    whose weights other users cannot read while its config and tokenizer are 0644."""
+    save_file(state, str(path), metadata={"format": "pt"})
+    os.chmod(path, like.stat().st_mode & 0o777)
+
+
 def save_model(
     model: DiffusionLM,
     folder: str | Path,
@@ -191,7 +200,7 @@ def save_model(
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     total = sum(t.numel() * t.element_size() for t in state.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
-        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        _save_weights(state, folder / "model.safetensors", folder / "config.json")
         return folder
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -206,7 +215,7 @@ def save_model(
     weight_map = {}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{n:05d}.safetensors"
-        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        _save_weights(shard, folder / name, folder / "config.json")
         weight_map.update({k: name for k in shard})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")

@@ -194,10 +194,16 @@ class Watch:
         if not self.job.events.empty():
             return self.job.events.get_nowait()
         get = asyncio.ensure_future(self.job.events.get())
-        await asyncio.wait({get, self.gone}, return_when=asyncio.FIRST_COMPLETED)
-        if get.done():
+        try:
+            await asyncio.wait({get, self.gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Starlette may cancel this wait itself when the client leaves (it watches for the
+            # disconnect too): the queue read must not outlive it, or asyncio reports "Task was
+            # destroyed but it is pending!" when the server shuts down
+            if not get.done():
+                get.cancel()
+        if not get.cancelled():
             return get.result()
-        get.cancel()
         self.batcher.cancel(self.job)
         return None
 

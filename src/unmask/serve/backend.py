@@ -282,16 +282,8 @@ class Backend:
     def task_canvas(self, text: str, param: str = "prompt") -> list[int]:
         """The canvas of a task model for a prompt text (see the module docstring)."""
         task = self.task
-        text = "".join(text.split())
-        try:
-            if not text:
-                item = self.session.task_item(None)
-            else:
-                if len(text) > task.seq_len:
-                    raise UnmaskError(f"a {task.name} canvas has {task.seq_len} characters, got {len(text)}")
-                fill = "0" if task.name == "sudoku" else "?"
-                item = self.session.task_item(text + fill * (task.seq_len - len(text)))
-            ids = self.session.task_prompt_ids(item)
+        try:  # the same rule as `unmask sample --prompt` (SyntheticTask.canvas_from_text)
+            ids = self.session.task_prompt_ids(self.session.task_item(text))
         except UnmaskError as e:
             raise bad_request(str(e), param) from None
         if self.mask_id not in ids:

@@ -246,7 +246,7 @@ class JudgeTask(SyntheticTask):
     def score(self, item: dict[str, Any], answer: str | Sequence[int]) -> dict[str, float]:
         """``correct`` (A right), ``r_correct`` (every state of the walk right and well formed) and
         ``a_consistent`` (A is the right verdict for the final state R wrote, right or wrong)."""
-        text = answer if isinstance(answer, str) else self.parse(answer)
+        text = self.completion_text(answer)
         if len(text) != self.seq_len:
             return {"correct": 0.0, "r_correct": 0.0, "a_consistent": 0.0}
         r, a = self.split(text)

@@ -102,5 +102,5 @@ class MultiplyTask(SyntheticTask):
         return self.answer_text(text_or_ids)
 
     def verify(self, item: dict[str, Any] | None, answer: str | Sequence[int]) -> bool:
-        text = answer if isinstance(answer, str) else self.parse(answer)
+        text = self.completion_text(answer)
         return is_valid_equation(text)

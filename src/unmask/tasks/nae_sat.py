@@ -79,7 +79,7 @@ class NAESatTask(SyntheticTask):
 
     def score(self, item: dict[str, Any] | None, answer: str | Sequence[int]) -> dict[str, float]:
         """``obs_accuracy`` (0 for a malformed answer) and ``correct`` (all observations hold)."""
-        text = answer if isinstance(answer, str) else self.parse(answer)
+        text = self.completion_text(answer)
         if len(text) != self.seq_len or any(ch not in "01" for ch in text):
             return {"correct": 0.0, "obs_accuracy": 0.0}
         latents = [int(ch) for ch in text[: self.n]]

@@ -265,6 +265,8 @@ class SudokuTask(SyntheticTask):
     examples that are unique-solution puzzles with ``unique_givens`` clues, made on the fly at
     about 7 ms each; default 0)."""
 
+    blank_char = "0"
+
     name = "sudoku"
     alphabet = "0123456789."
     answer_alphabet = "123456789"  # what a decoder may write into a masked cell
@@ -374,7 +376,7 @@ class SudokuTask(SyntheticTask):
         return self.answer_text(text_or_ids)
 
     def verify(self, item: dict[str, Any], answer: str | Sequence[int]) -> bool:
-        text = answer if isinstance(answer, str) else self.parse(answer)
+        text = self.completion_text(answer)
         if len(text) != 81 or any(ch not in "123456789" for ch in text):
             return False
         grid = [int(ch) for ch in text]
@@ -385,7 +387,7 @@ class SudokuTask(SyntheticTask):
 
     def score(self, item: dict[str, Any], answer: str | Sequence[int]) -> dict[str, float]:
         """``correct``; ``cell_accuracy`` on the blanks against the stored solution."""
-        text = answer if isinstance(answer, str) else self.parse(answer)
+        text = self.completion_text(answer)
         out = {"correct": float(self.verify(item, text))}
         if "solution" in item and len(text) == 81:
             puzzle = parse_grid(item["puzzle"])

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
+from ..errors import UnmaskError
 from ..tokenizer import BOS, MASK, build_char_tokenizer
 
 
@@ -113,7 +114,39 @@ class SyntheticTask:
         ids = [int(i) for i in text_or_ids]
         if len(ids) == self.canvas_len and ids[0] == self.bos_id:
             ids = ids[1:]
+        elif len(ids) != self.seq_len:
+            raise UnmaskError(self._not_a_completion(f"{len(ids)} token ids"))
         return self.decode_ids(ids)
+
+    #: what a user's prompt may leave out: the cells after a shorter text are filled with this
+    blank_char = "?"
+
+    def canvas_from_text(self, text: str) -> str:
+        """The canvas a user's prompt stands for, the one rule of ``unmask sample --prompt`` and of
+        the server's prompts: whitespace is dropped (a Sudoku may be sent as 9 lines), a shorter
+        text is padded with blanks to fill (``12*34=`` asks for the product), a longer one is an
+        error. An empty text returns ``""`` (the caller uses the built-in example)."""
+        text = "".join(text.split())
+        if len(text) > self.seq_len:
+            raise UnmaskError(f"a {self.name} prompt has at most {self.seq_len} characters "
+                              f"('{self.blank_char}' = to fill), got {len(text)}")
+        return text + self.blank_char * (self.seq_len - len(text)) if text else ""
+
+    def completion_text(self, answer: str | Sequence[int]) -> str:
+        """The answer text ``score``/``verify`` grade. A text is taken as given (a wrong one scores
+        0); an empty text or ids of the wrong length cannot be a completion of this task and raise,
+        because scoring them as a silent 0 hides a caller's mistake (typically ``out.generated``,
+        which is empty for a task model: its answer is the canvas, ``out.sequences``)."""
+        if isinstance(answer, str):
+            if not answer.strip():
+                raise UnmaskError(self._not_a_completion("an empty text"))
+            return answer
+        return self.parse(answer)
+
+    def _not_a_completion(self, got: str) -> str:
+        return (f"{self.name}: cannot score {got}: a completion is the whole canvas, {self.canvas_len} ids "
+                f"(or the {self.seq_len} answer ids or their text); task models decode with max_new_tokens=0, "
+                "so pass out.sequences[i], not out.generated[i] (which is empty)")
 
     # ---------------------------------------------------------------- hooks
     def sample(self, rng: random.Random, **difficulty: Any) -> dict[str, Any]:
@@ -145,7 +178,6 @@ class SyntheticTask:
         """Refuse items from a user's file that would decode or score wrongly: a puzzle that is
         not text of the canvas length, a solution/reference of the wrong type or length (a short
         solution used to crash the scorer, a numeric one to score as a silent 0)."""
-        from ..errors import UnmaskError
 
         for i, item in enumerate(items):
             where = f"{source}: item {i}"

@@ -23,7 +23,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     ``unmask train`` subcommand). Defaults of ``None`` mean "take it from the checkpoint when
     resuming, else the documented default" so ``--resume`` needs no other flag."""
     g = parser.add_argument_group("task and output")
-    g.add_argument("--task", default=None, help="synthetic task name: sudoku, multiply, nae_sat")
+    from ..tasks.synthetic import task_names  # the registry, so a new task is listed without an edit here
+
+    g.add_argument("--task", default=None, help="synthetic task name: " + ", ".join(task_names()))
     g.add_argument("--task_param", action="append", type=_task_param, default=None, metavar="KEY=VALUE",
                    help="task parameter, repeatable (e.g. --task_param n=12 --task_param p=48)")
     g.add_argument("--out", required=True, help="output folder (ckpt.pt, model/, log.jsonl, loss.png)")
@@ -53,7 +55,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="fraction of rows that mask only the task's derived tokens (product digits, NAE-SAT "
                         "observations) with the rest visible (default 0; see diffusion_loss)")
     g = parser.add_argument_group("runtime")
-    g.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default 2; --resume keeps the run's: a different count "
+                        "changes float summation order, so the resumed run would not be bit-exact)")
     g.add_argument("--eval_every", type=int, default=None, help="held-out evaluation period in steps (default 500)")
     g.add_argument("--eval_size", type=int, default=None, help="held-out examples per mask rate (default 256)")
     g.add_argument("--decode_eval", type=int, default=None,

@@ -66,7 +66,7 @@ from .arguments import add_train_arguments  # noqa: E402,F401 - re-exported (pyt
 DEFAULTS: dict[str, Any] = {
     "n_layers": 4, "d_model": 128, "n_heads": 4, "mlp_hidden_size": None, "positions": "rope", "seed": 0, "max_steps": 10000,
     "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 200, "grad_clip": 1.0, "objective": "discrete",
-    "derived_frac": 0.0, "eval_every": 500, "eval_size": 256, "decode_eval": 48, "log_every": 50,
+    "derived_frac": 0.0, "eval_every": 500, "eval_size": 256, "decode_eval": 48, "log_every": 50, "threads": 2,
 }
 # settings a resumed run must keep (changing them would change what the checkpoint means)
 FROZEN_ON_RESUME = ("task", "task_param", "n_layers", "d_model", "n_heads", "mlp_hidden_size", "positions", "seed", "batch_size",
@@ -349,10 +349,12 @@ def plot_loss(log_path: Path, png: Path) -> None:
 
 
 def model_card(task: SyntheticTask, model: DiffusionLM, cfg: dict[str, Any], step: int, elapsed: float,
-               last_eval: dict[str, Any] | None, command: str) -> str:
+               last_eval: dict[str, Any] | None, command: str, name: str | None = None) -> str:
+    """The card of an exported model. ``name`` (the run folder's name) titles it: a user's own run
+    is not one of the shipped ``tiny-*`` models (whose runs were ``runs/tiny-<task>``)."""
     n_params = model.num_parameters()
     lines = [
-        f"# tiny-{task.name}: a {n_params / 1e6:.2f}M-parameter masked diffusion model",
+        f"# {name or 'tiny-' + task.name}: a {n_params / 1e6:.2f}M-parameter masked diffusion model",
         "",
         f"A LLaDA-architecture (bidirectional, no time embedding) model trained from scratch on CPU on the "
         f"synthetic `{task.name}` task of `unmask.tasks`. Canvas: `[BOS]` + {task.seq_len} tokens; "
@@ -460,7 +462,6 @@ def run_train(args: argparse.Namespace) -> int:
     """Entry point behind ``python -m unmask.train`` / ``unmask train``; returns an exit code."""
     from ..userio import ensure_dir
 
-    torch.set_num_threads(max(1, args.threads))
     if args.init_from and args.resume:
         raise UnmaskError("--init_from starts a new run; it cannot be combined with --resume")
     out = ensure_dir(args.out, "--out")
@@ -478,6 +479,10 @@ def run_train(args: argparse.Namespace) -> int:
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     cfg = resolve_config(args, saved["config"] if saved else None)
     check_train_config(cfg)
+    if saved and args.threads is not None and args.threads != saved["config"].get("threads", DEFAULTS["threads"]):
+        print(f"note: --threads {args.threads} differs from the run's {saved['config'].get('threads')}: "
+              "the resumed steps may differ in the last bits from an uninterrupted run", file=sys.stderr, flush=True)
+    torch.set_num_threads(cfg["threads"])
     try:
         task = get_task(cfg["task"], **dict(cfg["task_param"]))
     except (KeyError, TypeError, ValueError) as e:
@@ -526,7 +531,8 @@ def run_train(args: argparse.Namespace) -> int:
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                  "elapsed": elapsed + (time.time() - t_start), "config": cfg, "commands": commands}
         _atomic_torch_save(state, ckpt_path)
-        card = model_card(task, model, cfg, step, state["elapsed"], last_eval, " && ".join(commands))
+        card = model_card(task, model, cfg, step, state["elapsed"], last_eval, " && ".join(commands),
+                          out.resolve().name)
         export_model_folder(model, task, out, card)
         plot_loss(log_path, out / "loss.png")
         print(f"[ckpt] step {step} -> {ckpt_path}", flush=True)

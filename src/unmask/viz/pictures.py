@@ -44,7 +44,7 @@ MAX_TRACES = 4
 
 MASKED_RGB = (228, 228, 228)
 GIVEN_RGB = (255, 255, 255)
-FILLED_RGB = (246, 240, 240)
+FILLED_RGB = (250, 200, 140)  # light orange: told apart from the grey of still masked
 NEW_OUTLINE = (220, 30, 30)
 BG_RGB = (255, 255, 255)
 TEXT_DARK = (30, 30, 30)
@@ -259,13 +259,15 @@ def gif_frame_size(n_cells: int, grid: int = 0, columns: int = 16) -> tuple[int,
 
 def frame_schedule(n_steps: int, max_frames: int) -> list[int]:
     """Step boundaries of the frames: frame k shows every commit with step < bounds[k]. The
-    first frame is the initial canvas; long decodings are grouped so at most ``max_frames``
-    frames follow it."""
+    first frame is the initial canvas; then one frame per step, or, for a longer decoding,
+    exactly ``max_frames`` frames that each group consecutive steps as evenly as possible (a
+    ceil-sized chunk would give fewer frames than asked: 9 for 25 steps and ``--max_frames 10``)."""
     if max_frames < 1:
         raise UnmaskError(f"max_frames must be >= 1, got {max_frames}")
-    chunk = max(1, math.ceil(n_steps / max_frames))
-    bounds = list(range(0, n_steps, chunk)) + [n_steps]
-    return bounds if bounds[0] == 0 and len(bounds) > 1 else [0, n_steps]
+    if n_steps <= 0:
+        return [0, 0]
+    frames = min(n_steps, max_frames)
+    return [k * n_steps // frames for k in range(frames + 1)]
 
 
 def _fit(draw, text: str, font, width: int) -> str:
@@ -489,6 +491,10 @@ def _draw_heatmap(fig, ax, tf: TraceFile, order: Order, vmax: int, colorbar: boo
     origin = f" (generation starts at {tf.trace.prompt_length})" if lo == tf.trace.prompt_length else ""
     ax.set_xlabel("position" + origin)
     ax.set_ylabel("step")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{tf.label}\n{_stats_line(tf, order)}", fontsize=10)
     if colorbar:
         _colorbar(fig, ax, vmax)
@@ -511,9 +517,12 @@ def _legend_handles(order: Order) -> list:
 def _colorbar(fig, ax, vmax: int) -> None:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
 
     sm = ScalarMappable(norm=Normalize(0, max(1, vmax - 1)), cmap="viridis")
-    fig.colorbar(sm, ax=ax, label="step at which the position was decoded")
+    bar = fig.colorbar(sm, ax=ax, label="step at which the position was decoded")
+    bar.locator = MaxNLocator(integer=True)  # steps are whole numbers: no 0.5 ticks on short decodings
+    bar.update_ticks()
 
 
 def _draw_board(fig, ax, tf: TraceFile, order: Order, side: int, vmax: int, labeler: TokenLabeler,
