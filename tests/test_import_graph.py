@@ -52,7 +52,8 @@ def _reaches(graph, a: str, b: str) -> bool:
 
 
 @pytest.mark.parametrize("a,b", [("unmask.session", "unmask.decoding.lockstep"),
-                                 ("unmask.models.loading", "unmask.models.checkpoint_check")])
+                                 ("unmask.models.loading", "unmask.models.checkpoint_check"),
+                                 ("unmask.viz.pictures", "unmask.viz.regions")])
 def test_no_cycle(graph, a, b):
     assert not (_reaches(graph, a, b) and _reaches(graph, b, a)), f"{a} and {b} import each other"
 

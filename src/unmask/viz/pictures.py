@@ -29,7 +29,7 @@ from typing import Any
 
 from ..decoding.trace import Trace
 from ..errors import UnmaskError
-from .regions import REGION_RGB, region_summary
+from .regions import REGION_RGB, draw_fill_rates, mark_regions, region_summary
 
 # ---------------------------------------------------------------------------- layout constants
 CELL_W, CELL_H = 46, 26  # text cell (px)
@@ -604,8 +604,6 @@ def save_comparison(tfs: Sequence[TraceFile], out: str | Path, labeler: TokenLab
         else:
             _draw_heatmap(fig, axes[i], tf, order, vmax, colorbar=last)
             if tf.trace.regions:
-                from .regions import mark_regions
-
                 mark_regions(axes[i], tf.trace)
     ax = fig.add_subplot(gs[1, :])
     for tf, order in zip(tfs, orders):
@@ -630,6 +628,21 @@ def _save_figure(fig, out: str | Path, dpi: int) -> dict[str, Any]:
     fig.savefig(out, dpi=dpi)  # no bbox_inches="tight": the pixel size stays what the layout says
     w, h = fig.get_size_inches()
     return {"size": (round(w * dpi), round(h * dpi)), "frames": 1}
+
+
+def save_lockstep_picture(tf, out: str | Path, dpi: int = 100) -> dict[str, Any]:
+    """Heat map with R and A marked (top) and the per-step fill rate of each region (bottom). It lives
+    here, not in :mod:`.regions`, so that the region helpers never import the picture module."""
+    Figure = _matplotlib()
+    order = decoding_order(tf.trace)
+    w, h = STATIC_SINGLE
+    fig = Figure(figsize=(w, h * 1.5), dpi=dpi, layout="constrained")
+    gs = fig.add_gridspec(2, 1, height_ratios=[3, 2])
+    ax = fig.add_subplot(gs[0])
+    _draw_heatmap(fig, ax, tf, order, order.n_steps)
+    mark_regions(ax, tf.trace)
+    draw_fill_rates(fig.add_subplot(gs[1]), tf.trace)
+    return _save_figure(fig, out, dpi)
 
 
 def _check_count(tfs: Sequence[TraceFile]) -> None:
@@ -660,7 +673,7 @@ def render(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] |
     if suffix == ".gif":
         return save_gif(tfs, out, labeler, grid=grid, columns=columns, max_frames=max_frames, frame_ms=frame_ms)
     if len(tfs) == 1:
-        from .regions import has_regions, save_lockstep_picture
+        from .regions import has_regions
 
         if has_regions(tfs[0].trace) and not grid_side(tfs[0], grid):
             return save_lockstep_picture(tfs[0], out, dpi=dpi)

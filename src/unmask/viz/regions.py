@@ -2,16 +2,13 @@
 each one filled.
 
 A lockstep trace carries its region spans (``Trace.regions``, row-local) and, per commit, every
-region's fill fraction (``StepRecord.fill``). :func:`save_lockstep_picture` draws the usual
+region's fill fraction (``StepRecord.fill``). :func:`unmask.viz.pictures.save_lockstep_picture` draws the usual
 step-by-position heat map with R and A marked, and under it the fill fraction of each region per
 step, with the step at which A was first committed. The GIF frames and the live terminal view use
 :data:`REGION_RGB` / :func:`region_summary` to label the regions the same way.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 from ..decoding.lockstep import fill_curves, lockstep_metrics
 from ..decoding.trace import Trace
@@ -72,19 +69,3 @@ def draw_fill_rates(ax, trace: Trace) -> None:
                  f"({met['nfe_per_step']:.2f} per step)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-
-
-def save_lockstep_picture(tf, out: str | Path, dpi: int = 100) -> dict[str, Any]:
-    """Heat map with R and A marked (top) and the per-step fill rate of each region (bottom)."""
-    from .pictures import STATIC_SINGLE, _draw_heatmap, _matplotlib, _save_figure, decoding_order
-
-    Figure = _matplotlib()
-    order = decoding_order(tf.trace)
-    w, h = STATIC_SINGLE
-    fig = Figure(figsize=(w, h * 1.5), dpi=dpi, layout="constrained")
-    gs = fig.add_gridspec(2, 1, height_ratios=[3, 2])
-    ax = fig.add_subplot(gs[0])
-    _draw_heatmap(fig, ax, tf, order, order.n_steps)
-    mark_regions(ax, tf.trace)
-    draw_fill_rates(fig.add_subplot(gs[1]), tf.trace)
-    return _save_figure(fig, out, dpi)
