@@ -37,7 +37,7 @@ from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
 from . import block_causal as bcm
 from . import compat as _compat
-from .guards import check_model_logits, check_processed_logits, check_token_ids
+from .guards import check_model_logits, check_token_ids, nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
@@ -273,6 +273,8 @@ class Engine:
         self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
         self.compat = _compat.OFF
         self._block_entry = False  # compat block_entry_commit applies (resolved per generate call)
+        self._pad_free = False  # no row of the current call is padded (the model gets no mask)
+        self._bad: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ setup
     def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
@@ -367,7 +369,7 @@ class Engine:
         """Uncached forward of whole canvases ``xs`` (owned by canvas rows ``ids``), counted as
         such: the model's output with logits for ``[start, end)``."""
         self._count(rows, ids, xs.shape[1])
-        return self.model.predict(xs, ams, start=start, end=end, **self._predict_kw, **kw)
+        return self.model.predict(xs, self._mask_arg(ams), start=start, end=end, **self._predict_kw, **kw)
 
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
         """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
@@ -390,6 +392,7 @@ class Engine:
         ``own_end``: ``end`` is the phase window's end, and each row stops at its own window's end.
         ``step``: a step's forward (not a lookahead), where a compat block-entry mode applies."""
         total = xs.shape[1]
+        ams = self._mask_arg(ams)
         keys = []
         for ri in ids:
             rs, re_ = self._windows.get(ri, (start, end))
@@ -412,12 +415,17 @@ class Engine:
                 return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end,
                                           **self._predict_kw).logits
             sel = torch.tensor(js, device=xs.device)
-            lg = self.model.predict(xs[sel], ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_,
+            lg = self.model.predict(xs[sel], None if ams is None else ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_,
                                     **self._predict_kw).logits
             if out is None:
                 out = lg.new_zeros((len(ids), end - start, lg.shape[-1]))
             out[sel, s_ - start : e_ - start] = lg
         return out
+
+    def _mask_arg(self, ams: torch.Tensor) -> torch.Tensor | None:
+        """The attention mask to hand the model: None when no row of the batch is padded, so the
+        forward needs no mask and never asks the device whether one is all ones."""
+        return None if self._pad_free else ams
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
         logits = logits.float()
@@ -448,6 +456,7 @@ class Engine:
         device = self.model.device
         lengths = [len(p) for p in prompts]
         prompt_len = max(lengths)
+        self._pad_free = min(lengths) == prompt_len
         max_new = cfg.max_new_tokens
         bc = 0  # block length of a block-causal model (0: not one)
         if self.block_causal:
@@ -650,12 +659,11 @@ class Engine:
         if not act_list:
             return x, None
         raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
-        check_model_logits(raw)
         logits = self._process(raw, cfg, stop_ids)
         if cfg.logits_hook is not None:
             logits = call_logits_hook(cfg.logits_hook, global_step,
                                       x[torch.tensor(act_list, device=device)], logits, ws)
-        check_processed_logits(logits, "the logits hook" if cfg.logits_hook is not None else "processing")
+        self._bad: list[torch.Tensor] = []  # each view's finiteness flag (see guards.nonfinite)
         # the named regions' fill on the canvas these logits saw (lockstep's trace)
         seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
         groups = []  # (region, its index, rows deciding there, their views)
@@ -666,6 +674,8 @@ class Engine:
                 views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
                                     seen.get(act_list[j])) for j in sub]
                 groups.append((reg, rk, [act_list[j] for j in sub], views))
+        if self._bad and bool(torch.stack(self._bad).any()):  # one sync for every view of the stage
+            raise_nonfinite(logits, cfg.logits_hook is not None)
         if cfg.beam_size > 1:  # plain blocks only: one region per stage
             for reg, rk, ids, views in groups:
                 x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
@@ -714,6 +724,7 @@ class Engine:
         lg = logits[elig]  # [n, V]
         probs = torch.softmax(lg, dim=-1)
         ent = entropy_from_logits(lg)
+        self._bad.append(nonfinite(ent))  # NaN/+inf/all -inf at a read position (checked per stage)
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
         if self.compat.active:
@@ -833,10 +844,13 @@ class Engine:
         # full-vocabulary entropies, and the finiteness check, only where they are read: the
         # still-masked positions (the next step reads the winner's logits only there too)
         read = raw[masked]
-        check_model_logits(read, "the model (lookahead)")
         ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
         if read.shape[0]:
-            ent[masked] = entropy_from_logits(self._process(read, cfg, stop_ids))
+            ent_read = entropy_from_logits(self._process(read, cfg, stop_ids))
+            if bool(nonfinite(ent_read)):
+                check_model_logits(read, "the model (lookahead)")
+                raise_nonfinite(read, False)
+            ent[masked] = ent_read
         outside = None
         if scope == "padded":  # the seeds' dual cache: each mask outside the window counts ln V
             outside = (xb == self.mask_id).sum(1) - masked.sum(1)
