@@ -47,7 +47,7 @@ ROWS: list[tuple[str, int, float, dict[str, Any]]] = [
     ("confidence", 8, 0.0, {}),
     ("confidence", 1, 0.7, {}),
     ("confidence", 4, 0.7, {}),
-    ("info_gain", 1, 0.0, {"candidates": 4}),
+    ("info_gain", 1, 0.0, {"candidate_number": 4}),
 ]
 
 SYNC_NAMES = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero")
@@ -139,7 +139,7 @@ def run_row(model, sampler_name: str, batch: int, temperature: float, opts: dict
         restore()
     med = statistics.median
     return {
-        "sampler": sampler_name + (f" (N={opts['candidates']})" if "candidates" in opts else ""),
+        "sampler": sampler_name + (f" (N={opts['candidate_number']})" if "candidate_number" in opts else ""),
         "batch": batch, "temperature": temperature, "steps": steps_, "nfe": out.nfe,
         "engine_ms_step": 1000 * (med(cpu) - med(mcpu)) / steps_,
         "model_ms_step": 1000 * med(mcpu) / steps_,
@@ -169,7 +169,7 @@ def main() -> None:
         rows = []
         for spec in args.rows:
             name, b, t = spec.split(":")
-            rows.append((name, int(b), float(t), {"candidates": 4} if name == "info_gain" else {}))
+            rows.append((name, int(b), float(t), {"candidate_number": 4} if name == "info_gain" else {}))
     model = random_llada(n_layers=1, d_model=64, n_heads=4, mlp_hidden=128, vocab=VOCAB, seed=0)
     model._bench_timer = ForwardTimer(model)
     results = []

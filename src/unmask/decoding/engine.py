@@ -35,6 +35,7 @@ import torch
 
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
+from . import batched as _batched
 from . import block_causal as bcm
 from . import compat as _compat
 from .guards import check_model_logits, check_token_ids, nonfinite, raise_nonfinite
@@ -86,6 +87,7 @@ class GenerationConfig:
     max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
     plan: Any = None  # a decoding.plan.Planner; None = semi-autoregressive blocks (BlockPlanner)
     compat: str | None = None  # reference-compatibility modes/behaviours (see decoding/compat.py)
+    compile: bool = False  # torch.compile the model's forward (see decoding/compiled.py)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
@@ -122,6 +124,8 @@ class GenerationConfig:
             d["plan"] = plan.config()
         if d.get("compat") is None:
             d.pop("compat")  # off: leave result keys of earlier runs unchanged
+        if not d.get("compile"):
+            d.pop("compile", None)  # changes no token: not part of a result key when off
         if isinstance(d.get("seed"), tuple):
             d["seed"] = list(d["seed"])
         return d
@@ -247,6 +251,9 @@ class _Row:
     score: float = 0.0  # cumulative objective (beam search)
     next_logits: torch.Tensor | None = None  # winner's lookahead logits, reused by the next step
     stalled: bool = False  # compat: the reference would stop decoding this block for the row
+    #: per region of the phase: (window-local masked positions, their probs) of the row's last
+    #: view, for samplers with ``needs_previous_probs`` (kept on the device)
+    prev_probs: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -280,16 +287,15 @@ class Engine:
     def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
         """Count each row's masks per region of the phase with one device-to-host copy; the loop's
         bookkeeping reads these Python ints (no per-row tensor work or synchronisation)."""
-        masked = (x == self.mask_id).cpu()
-        self._left = {}
+        masked = x == self.mask_id
+        pos = torch.arange(x.shape[1], device=x.device)
+        per_region = []
         for reg in phase.regions:
-            spans = reg.spans
-            if all(sp == spans[0] for sp in spans):
-                s, e = spans[0]
-                counts = masked[:, s:e].sum(1).tolist() if e > s else [0] * len(spans)
-            else:
-                counts = [int(masked[r, s:e].sum()) if e > s else 0 for r, (s, e) in enumerate(spans)]
-            self._left[id(reg)] = counts
+            lo = torch.tensor([s for s, _ in reg.spans], device=x.device)
+            hi = torch.tensor([e for _, e in reg.spans], device=x.device)
+            per_region.append((masked & (pos >= lo[:, None]) & (pos < hi[:, None])).sum(1))
+        counts = torch.stack(per_region).tolist()  # the one device-to-host copy
+        self._left = {id(reg): c for reg, c in zip(phase.regions, counts)}
 
     def _masks_in(self, x: torch.Tensor, row: int, region: Region, exact: bool = False) -> int:
         """Masks left in ``region`` for canvas row ``row`` (as of the last refresh unless ``exact``)."""
@@ -441,6 +447,11 @@ class Engine:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
+        if cfg.compile:
+            from .compiled import compiled_forward
+
+            with compiled_forward(self.model):
+                return self.generate(prompts, replace(cfg, compile=False))
         self.compat = _compat.resolve(cfg.compat, self.model)
         self._block_entry = _compat.uses_block_entry(self.compat, self.model, cfg.use_cache)
         top_k = _compat.effective_top_k(self.compat, cfg.top_k)
@@ -502,15 +513,16 @@ class Engine:
                                  trace=Trace(prompt_length=len(p), max_new_tokens=cfg.max_new_tokens),
                                  alive=(j == 0 or cfg.beam_size == 1)))
         x[:, prompt_len:] = self.mask_id
-        if not bool((x == self.mask_id).any()):
+        # the setup reads the prompts (Python lists) and the canvas while it is still on the host
+        if not max_new and not any(self.mask_id in p for p in prompts):
             raise UnmaskError("nothing to decode: max_new_tokens is 0 and the prompt has no mask tokens")
-        x, am = x.to(device), am.to(device)
         for row in rows:
-            row.trace.initial_tokens = x[row.index, row.pad :].tolist()
+            row.trace.initial_tokens = [int(t) for t in prompts[row.group]] + [self.mask_id] * max_new
         planner = bcm.AlignedBlockPlanner(bc) if bc else (cfg.plan or BlockPlanner())
         planner.check(cfg, self.sampler)
-        layout = Layout(x=x.cpu(), pads=[r.pad for r in rows], groups=[r.group for r in rows],
+        layout = Layout(x=x.clone(), pads=[r.pad for r in rows], groups=[r.group for r in rows],
                         prompt_len=prompt_len, mask_id=self.mask_id)
+        x, am = x.to(device), am.to(device)
         phases = planner.plan(layout, cfg)
         for phase in phases:
             for reg in phase.regions:
@@ -548,6 +560,9 @@ class Engine:
             self._refresh_masks(x, phase)
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
                                    for row in rows for k, reg in enumerate(phase.regions)}
+            fast = _batched.eligible_for(self, phase, cfg)
+            if fast:
+                self._span_all = _batched._spans(phase, list(range(b)), ws, we, x.device)
             for row in rows:
                 row.sched = {}
                 for ri_, reg in enumerate(phase.regions):
@@ -560,11 +575,17 @@ class Engine:
                         row.sched[ri_] = _Sched(sched, block_steps=reg.steps or len(sched))
                 row.next_logits = None
                 row.stalled = False
+                row.prev_probs = {}
             while True:
                 live = [r.index for r in rows if r.alive and not r.done and not r.stalled
                         and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
                 if not live:
                     break
+                if fast:  # the vectorised step (decoding/batched.py): one host copy per step
+                    x = _batched.step(self, phase, live, x, am, ws, we, global_step, cache_state, cfg, rows,
+                                      stop_ids, prompt_len)
+                    global_step += 1
+                    continue
                 committed: set[int] = set()
                 for stage in phase.stages():  # all regions at once (Jacobi) or one by one (Gauss-Seidel)
                     x, stage_logits = self._stage(stage, phase, live, committed, x, am, ws, we, global_step,
@@ -597,7 +618,7 @@ class Engine:
                                                 block_length=bc)
 
         seconds = time.perf_counter() - t0
-        x_cpu = x.cpu()
+        x_host = x.tolist()  # the call's one copy of the final canvas
         sequences, generated, traces = [], [], []
         for g in range(len(prompts)):
             group = [r for r in rows if r.group == g and r.alive]
@@ -607,8 +628,8 @@ class Engine:
                 best = min(group, key=lambda r: (r.trace.cumulative_entropy, r.index))
             else:
                 best = group[0]
-            seq = x_cpu[best.index, best.pad :].tolist()
-            gen = x_cpu[best.index, prompt_len:].tolist()
+            seq = x_host[best.index][best.pad :]
+            gen = x_host[best.index][prompt_len:]
             cut = next((i for i, t in enumerate(gen) if t in stop_ids), len(gen))
             sequences.append(seq)
             generated.append(gen[:cut])
@@ -704,6 +725,8 @@ class Engine:
         fresh = {}
         if need:
             out = self._forward(x, am, need, s, e, cache_state, cfg, rows)
+            if len(need) == len(act_list):
+                return out
             fresh = {ri: out[j] for j, ri in enumerate(need)}
         parts = []
         for ri in act_list:
@@ -730,6 +753,14 @@ class Engine:
         if self.compat.active:
             probs, conf, ref_ent = _compat.view_scores(self.compat, lg, tokens, cfg.temperature, cfg.top_k, cfg.top_p)
             ent = ent if ref_ent is None else ref_ent
+        prev = None
+        if self.sampler.needs_previous_probs:
+            # every position masked now was masked (and in view) on the row's previous step of
+            # this block: its row in the stored probabilities is found by a sorted search
+            stored = row.prev_probs.get(rk)
+            if stored is not None:
+                prev = stored[1][torch.searchsorted(stored[0], elig)]
+            row.prev_probs[rk] = (elig, probs)
         k = None
         extra: dict[str, Any] = {"seen_fill": seen} if seen else {}
         gate = region.gate
@@ -762,6 +793,7 @@ class Engine:
                 extra["gate"] = "fallback"
             extra["eligible"] = int(passed.numel())
             elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
+            prev = None if prev is None else prev[keep]
         gen = row.generator
 
         def resample() -> torch.Tensor:
@@ -770,7 +802,7 @@ class Engine:
         return StepView(
             logits=lg, probs=probs, positions=elig + ws, tokens=tokens, confidence=conf, entropy=ent, k=k,
             generator=row.generator, step=row.step, block_start=rs, temperature=cfg.temperature,
-            resample=resample, extra=extra,
+            resample=resample, extra=extra, previous_probs=prev,
         )
 
     def _decide(self, groups, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[list[Action]]:
