@@ -30,6 +30,7 @@ import torch
 from ..samplers.base import BatchView, entropy_from_logits
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook
+from .processors import filter_logits, inverse_cdf_draw
 from .trace import StepRecord, TokenRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,22 +60,20 @@ def _spans(phase: Phase, rows: list[int], ws: int, we: int, device) -> torch.Ten
     return ((ar >= lo[:, None]) & (ar < hi[:, None])).to(device)
 
 
-def _propose(logits: torch.Tensor, eligible_rows: list[torch.Tensor], counts: list[int], cfg, generators):
-    """Tokens ``[A, W]``: the argmax at temperature 0; otherwise each row's eligible positions get
-    the per-row path's draw (:func:`propose_tokens` with the row's generator, in position order)."""
-    from .engine import propose_tokens
-
-    tokens = logits.argmax(-1)
+def _propose(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, generators) -> torch.Tensor:
+    """Tokens ``[A, W]``: the argmax at temperature 0; otherwise the per-row path's draw (one float64
+    uniform per eligible position from the row's generator, in position order, then an inverse-CDF
+    draw on the device; see :mod:`unmask.decoding.processors`) for every row at once."""
     if cfg.temperature == 0:
-        return tokens
-    a, w, v = logits.shape
-    flat = logits.view(a * w, v)
-    for i, (pos, n, gen) in enumerate(zip(eligible_rows, counts, generators)):
+        return logits.argmax(-1)
+    a = logits.shape[0]
+    table = torch.zeros((a, max(1, max(counts, default=0))), dtype=torch.float64)
+    for i, (n, gen) in enumerate(zip(counts, generators)):
         if n:
-            idx = pos[:n] + i * w
-            tokens.view(-1)[idx] = propose_tokens(flat.index_select(0, idx), cfg.temperature, cfg.top_k,
-                                                  cfg.top_p, gen)
-    return tokens
+            table[i, :n] = torch.rand(n, generator=gen, dtype=torch.float64)
+    rank = (elig.long().cumsum(1) - 1).clamp_(min=0)
+    u = table.to(logits.device).gather(1, rank)
+    return inverse_cdf_draw(filter_logits(logits, cfg.top_k, cfg.top_p), cfg.temperature, u)
 
 
 def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: torch.Tensor, ws: int, we: int,
@@ -104,9 +103,7 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
     # confidence needs); a NaN, +inf or all -inf position makes its whole row NaN, so the guard
     # reads the confidences only
     probs = torch.softmax(logits, dim=-1)
-    # each row's eligible positions first, in position order (no host sync: counts are known)
-    order_e = torch.sort((~elig).to(torch.int8), dim=1, stable=True).indices
-    tokens = _propose(logits, list(order_e), counts, cfg, gens)
+    tokens = _propose(logits, elig, counts, cfg, gens)
     conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
     bad = nonfinite(conf, elig)
 
@@ -142,7 +139,7 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
 
     if cfg.tokens_hook is not None:
         x = call_tokens_hook(cfg.tokens_hook, global_step, x, logits, ws)
-    done_new = _stops(engine, x, rows, prompt_len, cfg, stop_ids)
+    done_new = _stops(engine, x, rows, prompt_len, cfg, stop_ids)[0]
 
     # the mask count of every row's region after this step (all rows: a hook may touch any)
     all_span = engine._span_all
@@ -181,12 +178,16 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
     return x
 
 
-def _stops(engine: Engine, x: torch.Tensor, rows, prompt_len: int, cfg, stop_ids: list[int]) -> torch.Tensor:
-    """``eos_fill`` and ``stop_at_eos`` for every row at once, on the device (the per-row
-    ``Engine._handle_stops`` rule). Returns ``[B]`` bool: rows that finished now."""
+def _stops(engine: Engine, x: torch.Tensor, rows, prompt_len: int, cfg,
+           stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eos_fill`` and ``stop_at_eos`` for every row at once, on the device: a row that is not
+    done and holds a stop token gets every mask after its first stop set to EOS (``eos_fill``),
+    and finishes when no mask is left before that stop (``stop_at_eos``; its remaining masks
+    become EOS). Returns ``[B]`` bool tensors: rows that finished now, rows whose masks were filled."""
     b = x.shape[0]
     if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
-        return torch.zeros(b, dtype=torch.bool, device=x.device)
+        none = torch.zeros(b, dtype=torch.bool, device=x.device)
+        return none, none
     gen = x[:, prompt_len:]
     g = gen.shape[1]
     open_ = torch.tensor([not r.done for r in rows], device=x.device)
@@ -203,4 +204,4 @@ def _stops(engine: Engine, x: torch.Tensor, rows, prompt_len: int, cfg, stop_ids
         done = has & ~(masked & (ar < q[:, None])).any(1)
         fill |= masked & done[:, None]
     gen.masked_fill_(fill, engine.eos_id)  # a view of x: written in place
-    return done
+    return done, fill.any(1)

@@ -41,6 +41,7 @@ from . import compat as _compat
 from .guards import check_model_logits, check_token_ids, nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
+from .processors import apply_processors, default_processors, filter_logits, propose_tokens  # noqa: F401 (re-exported)
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
 from .trace import StepRecord, TokenRecord, Trace
 
@@ -188,40 +189,6 @@ def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
     return seeds
 
 
-def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Top-k then nucleus (top-p) filtering on fp32 logits ``[n, V]`` (removed entries = -inf).
-    The most likely token always survives."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True, stable=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        remove = cum > top_p
-        remove[..., 1:] = remove[..., :-1].clone()  # keep the first token that crosses top_p
-        remove[..., 0] = False
-        logits = logits.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
-    return logits
-
-
-def propose_tokens(
-    logits: torch.Tensor,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """The token the engine proposes at each position: argmax at temperature 0, else a draw from
-    softmax(filtered logits / temperature) by the Gumbel-max trick in float64 (low-precision
-    Gumbel noise is known to hurt quality)."""
-    filtered = filter_logits(logits, top_k, top_p)
-    if temperature == 0:
-        return filtered.argmax(-1)
-    u = torch.rand(filtered.shape, generator=generator, dtype=torch.float64).to(filtered.device)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    return (filtered.double() / temperature + gumbel).argmax(-1)
-
-
 @dataclass
 class _Sched:
     """A scheduled region's per-row step counts and progress."""
@@ -281,6 +248,8 @@ class Engine:
         self.compat = _compat.OFF
         self._block_entry = False  # compat block_entry_commit applies (resolved per generate call)
         self._pad_free = False  # no row of the current call is padded (the model gets no mask)
+        #: logits processors applied after the config's own (e.g. a model family's vocabulary slice)
+        self.extra_processors: list = []
         self._bad: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ setup
@@ -434,14 +403,10 @@ class Engine:
         return None if self._pad_free else ams
 
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
-        logits = logits.float()
-        if not self.compat.mask_softmax:
-            logits[..., self.mask_id] = float("-inf")
-        if cfg.suppress_token_ids:
-            logits[..., list(cfg.suppress_token_ids)] = float("-inf")
-        if cfg.eos_penalty:
-            logits[..., stop_ids] -= cfg.eos_penalty
-        return logits
+        """Raw logits -> the fp32 scores samplers see: the config's processors (see
+        :mod:`unmask.decoding.processors`), then any a caller appended to ``extra_processors``."""
+        procs = default_processors(cfg, self.mask_id, stop_ids, keep_mask=self.compat.mask_softmax)
+        return apply_processors(logits, procs + self.extra_processors)
 
     # ------------------------------------------------------------------ main
     @torch.no_grad()
@@ -1010,10 +975,14 @@ class Engine:
         idx, chosen = idx[order], chosen[order]
         pos = view.positions[idx]
         x[row.index, pos] = chosen.to(x.dtype)
-        for i, p, t in zip(idx.tolist(), pos.tolist(), chosen.tolist()):
+        conf = view.probs[idx, chosen.to(idx.device)].double()
+        ent = view.entropy[idx].double()
+        # one device-to-host copy for the step's records of this row (positions and tokens are
+        # exact in float64)
+        packed = torch.stack([pos.double(), chosen.to(pos.device).double(), conf, ent]).tolist()
+        for p, t, c, h in zip(*packed):
             row.trace.tokens.append(
-                TokenRecord(step=row.step, position=p - row.pad, token=int(t),
-                            confidence=float(view.probs[i, t]), entropy=float(view.entropy[i]))
+                TokenRecord(step=row.step, position=int(p) - row.pad, token=int(t), confidence=c, entropy=h)
             )
         info = {k_: v for k_, v in action.info.items() if k_ != "kind"}
         rec = StepRecord(step=row.step, block=phase.index, committed=int(idx.numel()),
@@ -1032,35 +1001,18 @@ class Engine:
         return chosen
 
     def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> bool:
-        """Apply ``eos_fill`` and ``stop_at_eos``; returns whether the canvas changed."""
+        """Apply ``eos_fill`` and ``stop_at_eos`` (on the device, see ``batched._stops``, with one
+        host copy of which rows finished or were filled); returns whether the canvas changed."""
         if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
             return False
-        changed = False
-        gen = x[:, prompt_len:]
-        is_stop = torch.zeros_like(gen, dtype=torch.bool)
-        for t in stop_ids:
-            is_stop |= gen == t
+        done, filled = _batched._stops(self, x, rows, prompt_len, cfg, stop_ids)
+        done_h, filled_h = torch.stack([done, filled]).tolist()
         for row in rows:
-            if row.done:
-                continue
-            hits = is_stop[row.index].nonzero()
-            if hits.numel() == 0:
-                continue
-            q = int(hits[0])
-            masked = gen[row.index] == self.mask_id
-            if cfg.eos_fill:
-                after = masked.clone()
-                after[: q + 1] = False
-                if bool(after.any()):
-                    gen[row.index][after] = self.eos_id
-                    row.next_logits = None
-                    changed = True
-            if cfg.stop_at_eos and not bool(masked[:q].any()):
-                rest = gen[row.index] == self.mask_id
-                gen[row.index][rest] = self.eos_id
+            if filled_h[row.index]:
+                row.next_logits = None
+            if done_h[row.index]:
                 row.done = True
-                changed = True
-        return changed
+        return any(done_h) or any(filled_h)
 
 
 def generate(
