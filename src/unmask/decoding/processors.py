@@ -99,7 +99,8 @@ def inverse_cdf_draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) 
     total = cdf[..., -1:]
     target = u.to(device=cdf.device, dtype=torch.float64).unsqueeze(-1) * total
     target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))  # stay below the top
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # (clamped: NaN logits give a NaN CDF and an index past the end; the step's guard reports them)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
 
 
 def propose_tokens(
