@@ -66,14 +66,27 @@ def _propose(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, g
     draw on the device; see :mod:`unmask.decoding.processors`) for every row at once."""
     if cfg.temperature == 0:
         return logits.argmax(-1)
-    a = logits.shape[0]
-    table = torch.zeros((a, max(1, max(counts, default=0))), dtype=torch.float64)
+    a, w, v = logits.shape
+    rows_h, ranks_h, draws = [], [], []
     for i, (n, gen) in enumerate(zip(counts, generators)):
         if n:
-            table[i, :n] = torch.rand(n, generator=gen, dtype=torch.float64)
-    rank = (elig.long().cumsum(1) - 1).clamp_(min=0)
-    u = table.to(logits.device).gather(1, rank)
-    return inverse_cdf_draw(filter_logits(logits, cfg.top_k, cfg.top_p), cfg.temperature, u)
+            rows_h += [i] * n
+            ranks_h += range(n)
+            draws.append(torch.rand(n, generator=gen, dtype=torch.float64))
+    tokens = torch.zeros((a, w), dtype=torch.long, device=logits.device)
+    if not draws:
+        return tokens
+    # only the eligible positions are drawn: each row's j-th eligible position (found on the
+    # device; which rows and how many are known on the host) takes the row's j-th uniform
+    order = torch.sort((~elig).to(torch.int8), dim=1, stable=True).indices
+    r_idx = torch.tensor(rows_h, device=logits.device)
+    pos = order[r_idx, torch.tensor(ranks_h, device=logits.device)]
+    flat = r_idx * w + pos
+    picked = logits.view(a * w, v).index_select(0, flat)
+    drawn = inverse_cdf_draw(filter_logits(picked, cfg.top_k, cfg.top_p), cfg.temperature,
+                             torch.cat(draws).to(logits.device))
+    tokens.view(-1).index_copy_(0, flat, drawn)
+    return tokens
 
 
 def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: torch.Tensor, ws: int, we: int,
