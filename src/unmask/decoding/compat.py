@@ -132,7 +132,7 @@ def view_scores(
 
     ``logits`` are the processed fp32 logits of the eligible positions ``[n, V]``. ``None`` for
     the entropy means: keep the engine's."""
-    from .engine import filter_logits
+    from .processors import filter_logits
 
     if opts.dream_scores:
         lg = logits / temperature if temperature > 0 else logits
@@ -185,7 +185,7 @@ def entry_tokens(logits: torch.Tensor, opts: CompatOptions, temperature: float, 
                  top_p: float | None, generator: torch.Generator) -> torch.Tensor:
     """The token committed at a block's first position from the refresh forward's logits ``[V]``
     (Dream's ``sample_tokens`` over the full vocabulary, mask token included)."""
-    from .engine import propose_tokens
+    from .processors import propose_tokens
 
     return propose_tokens(logits[None], temperature, top_k, top_p, generator)[0]
 

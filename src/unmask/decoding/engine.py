@@ -35,11 +35,13 @@ import torch
 
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits
+from . import batched as _batched
 from . import block_causal as bcm
 from . import compat as _compat
-from .guards import check_model_logits, check_processed_logits, check_token_ids
+from .guards import check_model_logits, check_token_ids, nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook, dream_hook_aliases
 from .plan import BlockPlanner, Layout, Phase, Region
+from .processors import apply_processors, default_processors, filter_logits, propose_tokens  # noqa: F401 (re-exported)
 from .schedule import SCHEDULES, block_schedule, fixed_schedule
 from .trace import StepRecord, TokenRecord, Trace
 
@@ -86,6 +88,7 @@ class GenerationConfig:
     max_lookahead_rows: int | None = None  # split lookahead batches larger than this (memory)
     plan: Any = None  # a decoding.plan.Planner; None = semi-autoregressive blocks (BlockPlanner)
     compat: str | None = None  # reference-compatibility modes/behaviours (see decoding/compat.py)
+    compile: bool = False  # torch.compile the model's forward (see decoding/compiled.py)
     logits_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     tokens_hook: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
@@ -122,6 +125,8 @@ class GenerationConfig:
             d["plan"] = plan.config()
         if d.get("compat") is None:
             d.pop("compat")  # off: leave result keys of earlier runs unchanged
+        if not d.get("compile"):
+            d.pop("compile", None)  # changes no token: not part of a result key when off
         if isinstance(d.get("seed"), tuple):
             d["seed"] = list(d["seed"])
         return d
@@ -184,40 +189,6 @@ def _seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
     return seeds
 
 
-def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Top-k then nucleus (top-p) filtering on fp32 logits ``[n, V]`` (removed entries = -inf).
-    The most likely token always survives."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True, stable=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        remove = cum > top_p
-        remove[..., 1:] = remove[..., :-1].clone()  # keep the first token that crosses top_p
-        remove[..., 0] = False
-        logits = logits.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
-    return logits
-
-
-def propose_tokens(
-    logits: torch.Tensor,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """The token the engine proposes at each position: argmax at temperature 0, else a draw from
-    softmax(filtered logits / temperature) by the Gumbel-max trick in float64 (low-precision
-    Gumbel noise is known to hurt quality)."""
-    filtered = filter_logits(logits, top_k, top_p)
-    if temperature == 0:
-        return filtered.argmax(-1)
-    u = torch.rand(filtered.shape, generator=generator, dtype=torch.float64).to(filtered.device)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    return (filtered.double() / temperature + gumbel).argmax(-1)
-
-
 @dataclass
 class _Sched:
     """A scheduled region's per-row step counts and progress."""
@@ -247,6 +218,9 @@ class _Row:
     score: float = 0.0  # cumulative objective (beam search)
     next_logits: torch.Tensor | None = None  # winner's lookahead logits, reused by the next step
     stalled: bool = False  # compat: the reference would stop decoding this block for the row
+    #: per region of the phase: (window-local masked positions, their probs, the sampler's
+    #: ``Action.state`` for them) of the row's last view, for samplers with ``needs_previous_probs`` (kept on the device)
+    prev_probs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -255,6 +229,21 @@ class _Child:
     action: Action
     score: float
     next_logits: torch.Tensor | None
+
+
+def _align_previous(stored, positions: torch.Tensor, width: int):
+    """A row's previous-step probs and sampler state at ``positions`` (window-local), aligned on
+    the device without a host sync: a window-sized slot map sends each position to its row in the
+    last view; a position that was not in that view (a lockstep gate held it back) gets zeros."""
+    p_pos, p_probs, p_state = stored
+    slot = torch.full((width,), -1, dtype=torch.long, device=positions.device)
+    slot[p_pos] = torch.arange(p_pos.shape[0], device=positions.device)
+    j = slot[positions]
+    have = j >= 0
+    j = j.clamp(min=0)
+    probs = p_probs[j] * have[:, None]
+    state = None if p_state is None else p_state[j] * have
+    return probs, state
 
 
 class Engine:
@@ -273,21 +262,24 @@ class Engine:
         self._predict_kw: dict[str, Any] = {}  # extra model.predict arguments (block-causal: block_length)
         self.compat = _compat.OFF
         self._block_entry = False  # compat block_entry_commit applies (resolved per generate call)
+        self._pad_free = False  # no row of the current call is padded (the model gets no mask)
+        #: logits processors applied after the config's own (e.g. a model family's vocabulary slice)
+        self.extra_processors: list = []
+        self._bad: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ setup
     def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
         """Count each row's masks per region of the phase with one device-to-host copy; the loop's
         bookkeeping reads these Python ints (no per-row tensor work or synchronisation)."""
-        masked = (x == self.mask_id).cpu()
-        self._left = {}
+        masked = x == self.mask_id
+        pos = torch.arange(x.shape[1], device=x.device)
+        per_region = []
         for reg in phase.regions:
-            spans = reg.spans
-            if all(sp == spans[0] for sp in spans):
-                s, e = spans[0]
-                counts = masked[:, s:e].sum(1).tolist() if e > s else [0] * len(spans)
-            else:
-                counts = [int(masked[r, s:e].sum()) if e > s else 0 for r, (s, e) in enumerate(spans)]
-            self._left[id(reg)] = counts
+            lo = torch.tensor([s for s, _ in reg.spans], device=x.device)
+            hi = torch.tensor([e for _, e in reg.spans], device=x.device)
+            per_region.append((masked & (pos >= lo[:, None]) & (pos < hi[:, None])).sum(1))
+        counts = torch.stack(per_region).tolist()  # the one device-to-host copy
+        self._left = {id(reg): c for reg, c in zip(phase.regions, counts)}
 
     def _masks_in(self, x: torch.Tensor, row: int, region: Region, exact: bool = False) -> int:
         """Masks left in ``region`` for canvas row ``row`` (as of the last refresh unless ``exact``)."""
@@ -367,7 +359,7 @@ class Engine:
         """Uncached forward of whole canvases ``xs`` (owned by canvas rows ``ids``), counted as
         such: the model's output with logits for ``[start, end)``."""
         self._count(rows, ids, xs.shape[1])
-        return self.model.predict(xs, ams, start=start, end=end, **self._predict_kw, **kw)
+        return self.model.predict(xs, self._mask_arg(ams), start=start, end=end, **self._predict_kw, **kw)
 
     def _forward(self, x, am, row_ids: list[int], start, end, cache_state, cfg, rows):
         """Aligned logits ``[A, end - start, V]`` for the given rows, managing the phase cache."""
@@ -390,6 +382,7 @@ class Engine:
         ``own_end``: ``end`` is the phase window's end, and each row stops at its own window's end.
         ``step``: a step's forward (not a lookahead), where a compat block-entry mode applies."""
         total = xs.shape[1]
+        ams = self._mask_arg(ams)
         keys = []
         for ri in ids:
             rs, re_ = self._windows.get(ri, (start, end))
@@ -412,27 +405,33 @@ class Engine:
                 return self.model.predict(xs, ams, cache=cache, start=start, end=window_end, logits_end=end,
                                           **self._predict_kw).logits
             sel = torch.tensor(js, device=xs.device)
-            lg = self.model.predict(xs[sel], ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_,
+            lg = self.model.predict(xs[sel], None if ams is None else ams[sel], cache=cache, start=s_, end=window_end, logits_end=e_,
                                     **self._predict_kw).logits
             if out is None:
                 out = lg.new_zeros((len(ids), end - start, lg.shape[-1]))
             out[sel, s_ - start : e_ - start] = lg
         return out
 
+    def _mask_arg(self, ams: torch.Tensor) -> torch.Tensor | None:
+        """The attention mask to hand the model: None when no row of the batch is padded, so the
+        forward needs no mask and never asks the device whether one is all ones."""
+        return None if self._pad_free else ams
+
     def _process(self, logits: torch.Tensor, cfg: GenerationConfig, stop_ids: list[int]) -> torch.Tensor:
-        logits = logits.float()
-        if not self.compat.mask_softmax:
-            logits[..., self.mask_id] = float("-inf")
-        if cfg.suppress_token_ids:
-            logits[..., list(cfg.suppress_token_ids)] = float("-inf")
-        if cfg.eos_penalty:
-            logits[..., stop_ids] -= cfg.eos_penalty
-        return logits
+        """Raw logits -> the fp32 scores samplers see: the config's processors (see
+        :mod:`unmask.decoding.processors`), then any a caller appended to ``extra_processors``."""
+        procs = default_processors(cfg, self.mask_id, stop_ids, keep_mask=self.compat.mask_softmax)
+        return apply_processors(logits, procs + self.extra_processors)
 
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig) -> GenerationOutput:
         cfg.validate()
+        if cfg.compile:
+            from .compiled import compiled_forward
+
+            with compiled_forward(self.model):
+                return self.generate(prompts, replace(cfg, compile=False))
         self.compat = _compat.resolve(cfg.compat, self.model)
         self._block_entry = _compat.uses_block_entry(self.compat, self.model, cfg.use_cache)
         top_k = _compat.effective_top_k(self.compat, cfg.top_k)
@@ -448,6 +447,7 @@ class Engine:
         device = self.model.device
         lengths = [len(p) for p in prompts]
         prompt_len = max(lengths)
+        self._pad_free = min(lengths) == prompt_len
         max_new = cfg.max_new_tokens
         bc = 0  # block length of a block-causal model (0: not one)
         if self.block_causal:
@@ -493,15 +493,16 @@ class Engine:
                                  trace=Trace(prompt_length=len(p), max_new_tokens=cfg.max_new_tokens),
                                  alive=(j == 0 or cfg.beam_size == 1)))
         x[:, prompt_len:] = self.mask_id
-        if not bool((x == self.mask_id).any()):
+        # the setup reads the prompts (Python lists) and the canvas while it is still on the host
+        if not max_new and not any(self.mask_id in p for p in prompts):
             raise UnmaskError("nothing to decode: max_new_tokens is 0 and the prompt has no mask tokens")
-        x, am = x.to(device), am.to(device)
         for row in rows:
-            row.trace.initial_tokens = x[row.index, row.pad :].tolist()
+            row.trace.initial_tokens = [int(t) for t in prompts[row.group]] + [self.mask_id] * max_new
         planner = bcm.AlignedBlockPlanner(bc) if bc else (cfg.plan or BlockPlanner())
         planner.check(cfg, self.sampler)
-        layout = Layout(x=x.cpu(), pads=[r.pad for r in rows], groups=[r.group for r in rows],
+        layout = Layout(x=x.clone(), pads=[r.pad for r in rows], groups=[r.group for r in rows],
                         prompt_len=prompt_len, mask_id=self.mask_id)
+        x, am = x.to(device), am.to(device)
         phases = planner.plan(layout, cfg)
         for phase in phases:
             for reg in phase.regions:
@@ -539,6 +540,9 @@ class Engine:
             self._refresh_masks(x, phase)
             self._initial_masks = {(row.index, k): self._masks_in(x, row.index, reg)
                                    for row in rows for k, reg in enumerate(phase.regions)}
+            fast = _batched.eligible_for(self, phase, cfg)
+            if fast:
+                self._span_all = _batched._spans(phase, list(range(b)), ws, we, x.device)
             for row in rows:
                 row.sched = {}
                 for ri_, reg in enumerate(phase.regions):
@@ -551,12 +555,17 @@ class Engine:
                         row.sched[ri_] = _Sched(sched, block_steps=reg.steps or len(sched))
                 row.next_logits = None
                 row.stalled = False
-            self._prev: dict[tuple[int, int], tuple] = {}  # (row, region) -> last view's positions, probs, state
+                row.prev_probs = {}
             while True:
                 live = [r.index for r in rows if r.alive and not r.done and not r.stalled
                         and any(self._masks_in(x, r.index, reg) for reg in phase.regions)]
                 if not live:
                     break
+                if fast:  # the vectorised step (decoding/batched.py): one host copy per step
+                    x = _batched.step(self, phase, live, x, am, ws, we, global_step, cache_state, cfg, rows,
+                                      stop_ids, prompt_len)
+                    global_step += 1
+                    continue
                 committed: set[int] = set()
                 for stage in phase.stages():  # all regions at once (Jacobi) or one by one (Gauss-Seidel)
                     x, stage_logits = self._stage(stage, phase, live, committed, x, am, ws, we, global_step,
@@ -589,7 +598,7 @@ class Engine:
                                                 block_length=bc)
 
         seconds = time.perf_counter() - t0
-        x_cpu = x.cpu()
+        x_host = x.tolist()  # the call's one copy of the final canvas
         sequences, generated, traces = [], [], []
         for g in range(len(prompts)):
             group = [r for r in rows if r.group == g and r.alive]
@@ -599,8 +608,8 @@ class Engine:
                 best = min(group, key=lambda r: (r.trace.cumulative_entropy, r.index))
             else:
                 best = group[0]
-            seq = x_cpu[best.index, best.pad :].tolist()
-            gen = x_cpu[best.index, prompt_len:].tolist()
+            seq = x_host[best.index][best.pad :]
+            gen = x_host[best.index][prompt_len:]
             cut = next((i for i, t in enumerate(gen) if t in stop_ids), len(gen))
             sequences.append(seq)
             generated.append(gen[:cut])
@@ -651,12 +660,11 @@ class Engine:
         if not act_list:
             return x, None
         raw = self._step_logits(x, am, act_list, ws, we, cache_state, cfg, rows)
-        check_model_logits(raw)
         logits = self._process(raw, cfg, stop_ids)
         if cfg.logits_hook is not None:
             logits = call_logits_hook(cfg.logits_hook, global_step,
                                       x[torch.tensor(act_list, device=device)], logits, ws)
-        check_processed_logits(logits, "the logits hook" if cfg.logits_hook is not None else "processing")
+        self._bad: list[torch.Tensor] = []  # each view's finiteness flag (see guards.nonfinite)
         # the named regions' fill on the canvas these logits saw (lockstep's trace)
         seen = {ri: self._fills(x, ri, phase) for ri in act_list} if named else {}
         groups = []  # (region, its index, rows deciding there, their views)
@@ -667,6 +675,8 @@ class Engine:
                 views = [self._view(rows[act_list[j]], x, logits[j], ws, reg, rk, cfg,
                                     seen.get(act_list[j])) for j in sub]
                 groups.append((reg, rk, [act_list[j] for j in sub], views))
+        if self._bad and bool(torch.stack(self._bad).any()):  # one sync for every view of the stage
+            raise_nonfinite(logits, cfg.logits_hook is not None)
         if cfg.beam_size > 1:  # plain blocks only: one region per stage
             for reg, rk, ids, views in groups:
                 x, slots = self._beam_step(views, ids, x, am, ws, we, phase, cache_state, cfg, rows,
@@ -677,8 +687,8 @@ class Engine:
             decided = self._decide(groups, x, am, ws, we, cache_state, cfg, rows, stop_ids)
             for (reg, rk, ids, views), actions in zip(groups, decided):
                 for view, ri, action in zip(views, ids, actions):
-                    if getattr(self.sampler, "needs_previous_probs", False):
-                        self._prev[(ri, rk)] = (view.positions, view.probs, action.state)
+                    if self.sampler.needs_previous_probs:
+                        rows[ri].prev_probs[rk] = (view.positions - ws, view.probs, action.state)
                     chosen = self._commit(rows[ri], x, view, action, phase, reg, rk)
                     regions_done[ri] = regions_done.get(ri, 0) + 1
                     if self.compat.mask_softmax:
@@ -697,6 +707,8 @@ class Engine:
         fresh = {}
         if need:
             out = self._forward(x, am, need, s, e, cache_state, cfg, rows)
+            if len(need) == len(act_list):
+                return out
             fresh = {ri: out[j] for j, ri in enumerate(need)}
         parts = []
         for ri in act_list:
@@ -717,11 +729,19 @@ class Engine:
         lg = logits[elig]  # [n, V]
         probs = torch.softmax(lg, dim=-1)
         ent = entropy_from_logits(lg)
+        self._bad.append(nonfinite(ent))  # NaN/+inf/all -inf at a read position (checked per stage)
         tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
         conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
         if self.compat.active:
             probs, conf, ref_ent = _compat.view_scores(self.compat, lg, tokens, cfg.temperature, cfg.top_k, cfg.top_p)
             ent = ent if ref_ent is None else ref_ent
+        prev = prev_state = None
+        if self.sampler.needs_previous_probs:
+            # the row's last view in this block (stored after its action, with the sampler's
+            # per-position ``Action.state``), aligned to today's positions on the device
+            stored = row.prev_probs.get(rk)
+            if stored is not None:
+                prev, prev_state = _align_previous(stored, elig, logits.shape[0])
         k = None
         extra: dict[str, Any] = {"seen_fill": seen} if seen else {}
         gate = region.gate
@@ -754,6 +774,8 @@ class Engine:
                 extra["gate"] = "fallback"
             extra["eligible"] = int(passed.numel())
             elig, lg, probs, ent, tokens, conf = elig[keep], lg[keep], probs[keep], ent[keep], tokens[keep], conf[keep]
+            prev = None if prev is None else prev[keep]
+            prev_state = None if prev_state is None else prev_state[keep]
         gen = row.generator
 
         def resample() -> torch.Tensor:
@@ -762,28 +784,9 @@ class Engine:
         view = StepView(
             logits=lg, probs=probs, positions=elig + ws, tokens=tokens, confidence=conf, entropy=ent, k=k,
             generator=row.generator, step=row.step, block_start=rs, temperature=cfg.temperature,
-            resample=resample, extra=extra,
+            resample=resample, extra=extra, previous_probs=prev, previous_state=prev_state,
         )
-        if getattr(self.sampler, "needs_previous_probs", False):
-            view.previous_probs, view.previous_state = self._previous((r, rk), view.positions, ws, logits.shape[0])
         return view
-
-    def _previous(self, key: tuple[int, int], positions: torch.Tensor, ws: int, width: int):
-        """The row's previous-step probs and sampler state at ``positions``, aligned on the device
-        (no host sync): a window-sized slot map sends each canvas position to its row in the last
-        view; positions absent there get zeros."""
-        prev = self._prev.get(key)
-        if prev is None or prev[0].numel() == 0:
-            return None, None
-        p_pos, p_probs, p_state = prev
-        slot = torch.full((width,), -1, dtype=torch.long, device=positions.device)
-        slot[p_pos - ws] = torch.arange(p_pos.shape[0], device=positions.device)
-        j = slot[positions - ws]
-        have = j >= 0
-        j = j.clamp(min=0)
-        probs = p_probs[j] * have[:, None]
-        state = None if p_state is None else p_state[j] * have
-        return probs, state
 
     def _decide(self, groups, x, am, s, e, cache_state, cfg, rows, stop_ids) -> list[list[Action]]:
         """Ask the sampler, per group ``(region, index, rows, views)`` of one stage. Lookahead
@@ -856,10 +859,13 @@ class Engine:
         # full-vocabulary entropies, and the finiteness check, only where they are read: the
         # still-masked positions (the next step reads the winner's logits only there too)
         read = raw[masked]
-        check_model_logits(read, "the model (lookahead)")
         ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
         if read.shape[0]:
-            ent[masked] = entropy_from_logits(self._process(read, cfg, stop_ids))
+            ent_read = entropy_from_logits(self._process(read, cfg, stop_ids))
+            if bool(nonfinite(ent_read)):
+                check_model_logits(read, "the model (lookahead)")
+                raise_nonfinite(read, False)
+            ent[masked] = ent_read
         outside = None
         if scope == "padded":  # the seeds' dual cache: each mask outside the window counts ln V
             outside = (xb == self.mask_id).sum(1) - masked.sum(1)
@@ -987,10 +993,14 @@ class Engine:
         idx, chosen = idx[order], chosen[order]
         pos = view.positions[idx]
         x[row.index, pos] = chosen.to(x.dtype)
-        for i, p, t in zip(idx.tolist(), pos.tolist(), chosen.tolist()):
+        conf = view.probs[idx, chosen.to(idx.device)].double()
+        ent = view.entropy[idx].double()
+        # one device-to-host copy for the step's records of this row (positions and tokens are
+        # exact in float64)
+        packed = torch.stack([pos.double(), chosen.to(pos.device).double(), conf, ent]).tolist()
+        for p, t, c, h in zip(*packed):
             row.trace.tokens.append(
-                TokenRecord(step=row.step, position=p - row.pad, token=int(t),
-                            confidence=float(view.probs[i, t]), entropy=float(view.entropy[i]))
+                TokenRecord(step=row.step, position=int(p) - row.pad, token=int(t), confidence=c, entropy=h)
             )
         info = {k_: v for k_, v in action.info.items() if k_ != "kind"}
         rec = StepRecord(step=row.step, block=phase.index, committed=int(idx.numel()),
@@ -1009,35 +1019,18 @@ class Engine:
         return chosen
 
     def _handle_stops(self, x: torch.Tensor, rows: list[_Row], prompt_len: int, cfg, stop_ids: list[int]) -> bool:
-        """Apply ``eos_fill`` and ``stop_at_eos``; returns whether the canvas changed."""
+        """Apply ``eos_fill`` and ``stop_at_eos`` (on the device, see ``batched._stops``, with one
+        host copy of which rows finished or were filled); returns whether the canvas changed."""
         if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
             return False
-        changed = False
-        gen = x[:, prompt_len:]
-        is_stop = torch.zeros_like(gen, dtype=torch.bool)
-        for t in stop_ids:
-            is_stop |= gen == t
+        done, filled = _batched._stops(self, x, rows, prompt_len, cfg, stop_ids)
+        done_h, filled_h = torch.stack([done, filled]).tolist()
         for row in rows:
-            if row.done:
-                continue
-            hits = is_stop[row.index].nonzero()
-            if hits.numel() == 0:
-                continue
-            q = int(hits[0])
-            masked = gen[row.index] == self.mask_id
-            if cfg.eos_fill:
-                after = masked.clone()
-                after[: q + 1] = False
-                if bool(after.any()):
-                    gen[row.index][after] = self.eos_id
-                    row.next_logits = None
-                    changed = True
-            if cfg.stop_at_eos and not bool(masked[:q].any()):
-                rest = gen[row.index] == self.mask_id
-                gen[row.index][rest] = self.eos_id
+            if filled_h[row.index]:
+                row.next_logits = None
+            if done_h[row.index]:
                 row.done = True
-                changed = True
-        return changed
+        return any(done_h) or any(filled_h)
 
 
 def generate(

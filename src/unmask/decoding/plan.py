@@ -168,9 +168,9 @@ def block_phases(layout: Layout, cfg: GenerationConfig, start_index: int = 0,
     n = layout.rows
     spans: list[tuple[int, int]] = []
     if include_prompt:
-        prompt_masks = (layout.x[:, : layout.prompt_len] == layout.mask_id).any(0).nonzero()
-        if prompt_masks.numel():
-            spans.append((int(prompt_masks[0]), layout.prompt_len))
+        has_mask = (layout.x[:, : layout.prompt_len] == layout.mask_id).any(0).tolist()
+        if any(has_mask):
+            spans.append((has_mask.index(True), layout.prompt_len))
     size = cfg.block_size or max(1, cfg.max_new_tokens)
     for s in range(layout.prompt_len, layout.total, size):
         spans.append((s, min(s + size, layout.total)))

@@ -71,15 +71,17 @@ def attention(
     key_mask: torch.Tensor | None,
 ) -> torch.Tensor:
     """Bidirectional attention. q ``[B, H, Q, D]``, k/v ``[B, Hkv, K, D]``, key_mask ``[B, K]`` bool
-    (True = real token). Only keys are masked, so padded query rows still attend to real keys and
-    never produce NaN."""
+    (True = real token) or None (no padding). Only keys are masked, so padded query rows still
+    attend to real keys and never produce NaN. The mask is applied as given, never inspected: asking
+    whether it is all True would block on the device once per layer and forward; the caller
+    passes None when it knows there is no padding (see :meth:`DiffusionLM.forward`)."""
     n_rep = q.shape[1] // k.shape[1]
     if n_rep > 1:
         b, h, t, d = k.shape
         k = k[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
         v = v[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
     mask = None
-    if key_mask is not None and not bool(key_mask.all()):
+    if key_mask is not None:
         mask = key_mask[:, None, None, :].to(torch.bool)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
 
@@ -126,7 +128,9 @@ class DiffusionLM(nn.Module):
           (see :mod:`unmask.models.cache`). The cache is never modified.
 
         ``attention_mask`` ``[B, T_keys]`` (1 = real token, 0 = left padding) covers all key
-        positions, i.e. the whole canvas.
+        positions, i.e. the whole canvas. None means no padding: attention is unmasked (the engine
+        passes None for batches without padding, so the forward never has to ask the device
+        whether a mask is all ones).
 
         ``positions`` ``[B, T]`` overrides the rotary positions (default: counted from the first
         real token). MMaDA's text-to-image reference rotates by the absolute index, pads
@@ -143,12 +147,15 @@ class DiffusionLM(nn.Module):
             raise ValueError("return_cache is only for the full refresh forward (cache=None)")
         total = q_len if cache is None else max(cache.length, start + q_len)
         if attention_mask is None:
-            attention_mask = torch.ones(b, total, dtype=torch.long, device=input_ids.device)
-        if attention_mask.shape[-1] != total:
-            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, keys are {total}")
-        key_mask = attention_mask.to(torch.bool)
-        if positions is None:
-            positions = positions_from_mask(attention_mask)
+            key_mask = None
+            if positions is None:
+                positions = torch.arange(total, device=input_ids.device).expand(b, total)
+        else:
+            if attention_mask.shape[-1] != total:
+                raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions, keys are {total}")
+            key_mask = attention_mask.to(torch.bool)
+            if positions is None:
+                positions = positions_from_mask(attention_mask)
         positions = positions[:, start : start + q_len]
         if getattr(self, "uses_rope", True):
             cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)

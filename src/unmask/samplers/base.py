@@ -64,6 +64,62 @@ class StepView:
 
 
 @dataclass
+class BatchView:
+    """Every row's view of one step at once, for samplers with a vectorised rule (``batched``).
+
+    Tensors are ``[A, W]`` over the phase window of the A deciding rows (``eligible`` marks the
+    masked positions a row may commit; values elsewhere are meaningless). Quantities that cost a
+    pass over the vocabulary beyond the softmax are computed on first use only (:attr:`entropy`).
+    ``k`` is each row's scheduled count (already clamped to [1, eligible]), or None when the
+    sampler chooses its own (threshold, factor). ``uniform()`` gives each eligible position a
+    draw from its row's generator, in position order, exactly as the per-row path draws them.
+    """
+
+    logits: torch.Tensor  # [A, W, V] processed
+    probs: torch.Tensor  # [A, W, V] softmax(logits)
+    eligible: torch.Tensor  # [A, W] bool
+    tokens: torch.Tensor  # [A, W] proposed tokens
+    confidence: torch.Tensor  # [A, W] probability of the proposed token
+    k: torch.Tensor | None  # [A] long
+    counts: list[int]  # eligible positions per row (host ints)
+    generators: list[torch.Generator]
+    _entropy: torch.Tensor | None = None
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        if self._entropy is None:
+            self._entropy = entropy_from_logits(self.logits)
+        return self._entropy
+
+    def uniform(self) -> torch.Tensor:
+        """``[A, W]`` float32: row a's j-th eligible position gets the j-th of ``counts[a]``
+        uniforms drawn from its generator on the CPU (the per-row path's ``torch.rand(n)``)."""
+        a, w = self.eligible.shape
+        table = torch.zeros((a, max(1, max(self.counts, default=0))), dtype=torch.float32)
+        for i, (n, gen) in enumerate(zip(self.counts, self.generators)):
+            if n:
+                table[i, :n] = torch.rand(n, generator=gen, device="cpu")
+        rank = (self.eligible.long().cumsum(1) - 1).clamp_(min=0)
+        return table.to(self.eligible.device).gather(1, rank)
+
+
+def masked_top_k(scores: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``[A, W]`` bool: per row the ``k[a]`` eligible positions with the largest scores, ties to
+    the lower position: the batched form of :func:`top_k_stable` (same order, same choice)."""
+    key = -(scores if scores.dtype == torch.float64 else scores.float())
+    key = key.masked_fill(~eligible, float("inf"))
+    order = torch.sort(key, dim=1, stable=True).indices
+    return rank_below(order, k) & eligible
+
+
+def rank_below(order: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``[A, W]`` bool: positions whose rank in ``order`` (a per-row permutation) is below ``k[a]``."""
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return rank < k[:, None]
+
+
+@dataclass
 class LookaheadResult:
     """What the engine measured on the states after each candidate action (one row).
 
@@ -118,10 +174,18 @@ class Sampler:
     #: lookahead samplers implement propose()/choose() instead of select(); the engine scores all
     #: rows' candidates in one batched forward between the two calls
     needs_lookahead: ClassVar[bool] = False
+    #: True when :meth:`select_batch` implements the rule for every row at once (the engine's
+    #: vectorised step; others get the per-row path)
+    batched: ClassVar[bool] = False
     hnext_scope: str = "auto"
     #: the engine keeps each row's previous-step probabilities (and the sampler's per-position
     #: ``Action.state``) on the device and passes them as ``view.previous_probs``/``previous_state``
     needs_previous_probs: ClassVar[bool] = False
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:  # pragma: no cover - interface
+        """``[A, W]`` bool: the positions every row commits (a subset of ``view.eligible``, at
+        least one per row); must equal what :meth:`select` picks row by row."""
+        raise NotImplementedError
 
     def select(self, view: StepView) -> Action:  # pragma: no cover - interface
         raise NotImplementedError

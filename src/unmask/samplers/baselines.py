@@ -14,7 +14,7 @@ import torch
 
 from ..errors import UnmaskError
 from ..validation import check_option
-from .base import Action, Sampler, StepView, register, top_k_stable
+from .base import Action, BatchView, Sampler, StepView, masked_top_k, rank_below, register, top_k_stable
 
 
 def _k(view: StepView) -> int:
@@ -31,9 +31,14 @@ class RandomSampler(Sampler):
     stochastic = True
     options: ClassVar[tuple[str, ...]] = ()
 
+    batched = True
+
     def select(self, view: StepView) -> Action:
         u = torch.rand(view.n, generator=view.generator, device="cpu").to(view.positions.device)
         return Action(top_k_stable(u, _k(view)))
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:
+        return masked_top_k(view.uniform(), view.eligible, view.k)
 
 
 @register
@@ -79,8 +84,14 @@ class LeftRightSampler(Sampler):
     aliases = ("left_to_right", "ar", "l2r", "sequential")  # SDAR's ``sequential`` remasking
     options: ClassVar[tuple[str, ...]] = ()
 
+    batched = True
+
     def select(self, view: StepView) -> Action:
         return Action(torch.arange(_k(view), device=view.positions.device))
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:
+        rank = view.eligible.long().cumsum(1) - 1
+        return view.eligible & (rank < view.k[:, None])
 
 
 @register
@@ -92,8 +103,13 @@ class ConfidenceSampler(Sampler):
     aliases = ("low_confidence", "maskgit_plus", "top_prob", "low_confidence_static")
     options: ClassVar[tuple[str, ...]] = ()
 
+    batched = True
+
     def select(self, view: StepView) -> Action:
         return Action(top_k_stable(view.confidence, _k(view)))
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:
+        return masked_top_k(view.confidence, view.eligible, view.k)
 
 
 @register
@@ -105,9 +121,15 @@ class MarginSampler(Sampler):
     aliases = ("topk_margin", "top_prob_margin")
     options: ClassVar[tuple[str, ...]] = ()
 
+    batched = True
+
     def select(self, view: StepView) -> Action:
         top2 = view.probs.topk(2, dim=-1).values
         return Action(top_k_stable(top2[:, 0] - top2[:, 1], _k(view)))
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:
+        top2 = view.probs.topk(2, dim=-1).values
+        return masked_top_k(top2[..., 0] - top2[..., 1], view.eligible, view.k)
 
 
 @register
@@ -119,8 +141,13 @@ class EntropySampler(Sampler):
     aliases = ("neg_entropy",)
     options: ClassVar[tuple[str, ...]] = ()
 
+    batched = True
+
     def select(self, view: StepView) -> Action:
         return Action(top_k_stable(-view.entropy, _k(view)))
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:
+        return masked_top_k(-view.entropy, view.eligible, view.k)
 
 
 def _check_unit(name: str, value: float) -> float:
@@ -145,11 +172,19 @@ class ThresholdSampler(Sampler):
     #: the schedule (plus carry-over) are candidates; set together with ``uses_schedule``
     capped = False
 
+    @property
+    def batched(self) -> bool:  # type: ignore[override]
+        return not self.capped
+
     def select(self, view: StepView) -> Action:
         order = top_k_stable(view.confidence, _k(view) if self.capped else view.n)
         keep = view.confidence[order] >= self.threshold
         keep[0] = True
         return Action(order[keep])
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:
+        best = masked_top_k(view.confidence, view.eligible, torch.ones_like(view.eligible[:, 0], dtype=torch.long))
+        return view.eligible & ((view.confidence >= self.threshold) | best)
 
     def config(self) -> dict[str, Any]:
         return {"sampler": self.name, "threshold": self.threshold}
@@ -178,6 +213,18 @@ class FactorSampler(Sampler):
         passes[0] = True
         run = int(torch.cumprod(passes.int(), 0).sum())
         return Action(order[:run])
+
+    batched = True
+
+    def select_batch(self, view: BatchView) -> torch.Tensor:
+        key = (-view.confidence.float()).masked_fill(~view.eligible, float("inf"))
+        order = torch.sort(key, dim=1, stable=True).indices
+        c = view.confidence.gather(1, order)
+        n = torch.arange(1, c.shape[1] + 1, device=c.device, dtype=torch.float32)
+        passes = ((n + 1) * (1 - c) <= self.factor) & view.eligible.gather(1, order)
+        passes[:, 0] = True
+        run = torch.cumprod(passes.int(), 1).sum(1)
+        return rank_below(order, run) & view.eligible
 
     def config(self) -> dict[str, Any]:
         return {"sampler": self.name, "factor": self.factor}

@@ -1,0 +1,220 @@
+"""The vectorised step: every row's view, choice and commit as batched tensor operations.
+
+The per-row path of :class:`~unmask.decoding.engine.Engine` builds one :class:`StepView` per row in
+Python, computes full-vocabulary softmax and entropy at every eligible position, and reads results
+back to the host token by token. On a GPU each of those reads is a device synchronisation, so the
+engine's cost grew with the batch. This module runs the same algorithm for the common case:
+
+* a plain block phase (one scheduled region, no names, no gate thresholds),
+* a sampler with a vectorised rule (``Sampler.batched``: confidence, margin, entropy, threshold,
+  random, leftright, factor),
+* no compat mode, no beam search, no lookahead, no previous-step probabilities.
+
+Ragged rows (padding, different numbers of masks, different spans) are masks over the ``[A, W]``
+window, not Python loops. Per position the step computes only the argmax (or the draw), the
+softmax (for the confidence and the finiteness guard) and, where a sampler asks for it, the
+entropy; the trace's entropy is computed at the committed positions only. The
+stop rules run on the device too, and everything the host needs afterwards (the trace records,
+the rows' mask counts, which rows finished, the guard flag) comes back in **one** copy per step.
+
+The rows' tokens and traces are the per-row path's, bit for bit, at any temperature (same
+per-row generators, same draws in the same order, the same softmax and entropy per position).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..samplers.base import BatchView, entropy_from_logits
+from .guards import nonfinite, raise_nonfinite
+from .hooks import call_logits_hook, call_tokens_hook
+from .processors import filter_logits, inverse_cdf_draw
+from .trace import StepRecord, TokenRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine, GenerationConfig
+    from .plan import Phase
+
+
+def eligible_for(engine: Engine, phase: Phase, cfg: GenerationConfig) -> bool:
+    """Whether this phase can take the vectorised step (see the module docstring)."""
+    s = engine.sampler
+    if not getattr(s, "batched", False) or getattr(s, "needs_lookahead", False):
+        return False
+    if getattr(s, "needs_previous_probs", False) or engine.compat.active or cfg.beam_size > 1:
+        return False
+    if len(phase.regions) != 1:
+        return False
+    reg = phase.regions[0]
+    return reg.name is None and reg.gate.scheduled and reg.gate.after is None
+
+
+def _spans(phase: Phase, rows: list[int], ws: int, we: int, device) -> torch.Tensor:
+    """``[A, W]`` bool: which window positions belong to each row's span of the phase's region."""
+    spans = phase.regions[0].spans
+    lo = torch.tensor([spans[r][0] - ws for r in rows])
+    hi = torch.tensor([spans[r][1] - ws for r in rows])
+    ar = torch.arange(we - ws)
+    return ((ar >= lo[:, None]) & (ar < hi[:, None])).to(device)
+
+
+def _propose(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, generators) -> torch.Tensor:
+    """Tokens ``[A, W]``: the argmax at temperature 0; otherwise the per-row path's draw (one float64
+    uniform per eligible position from the row's generator, in position order, then an inverse-CDF
+    draw on the device; see :mod:`unmask.decoding.processors`) for every row at once."""
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    a, w, v = logits.shape
+    rows_h, ranks_h, draws = [], [], []
+    for i, (n, gen) in enumerate(zip(counts, generators)):
+        if n:
+            rows_h += [i] * n
+            ranks_h += range(n)
+            draws.append(torch.rand(n, generator=gen, dtype=torch.float64))
+    tokens = torch.zeros((a, w), dtype=torch.long, device=logits.device)
+    if not draws:
+        return tokens
+    # only the eligible positions are drawn: each row's j-th eligible position (found on the
+    # device; which rows and how many are known on the host) takes the row's j-th uniform
+    order = torch.sort((~elig).to(torch.int8), dim=1, stable=True).indices
+    r_idx = torch.tensor(rows_h, device=logits.device)
+    pos = order[r_idx, torch.tensor(ranks_h, device=logits.device)]
+    flat = r_idx * w + pos
+    picked = logits.view(a * w, v).index_select(0, flat)
+    drawn = inverse_cdf_draw(filter_logits(picked, cfg.top_k, cfg.top_p), cfg.temperature,
+                             torch.cat(draws).to(logits.device))
+    tokens.view(-1).index_copy_(0, flat, drawn)
+    return tokens
+
+
+def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: torch.Tensor, ws: int, we: int,
+         global_step: int, cache_state: dict[str, Any], cfg: GenerationConfig, rows, stop_ids: list[int],
+         prompt_len: int) -> torch.Tensor:
+    """One step of every live row (all of them may commit: one open scheduled region). Returns the
+    canvas; updates the rows' traces, schedules, steps and ``done`` flags and the engine's mask
+    counts from one device-to-host copy."""
+    device = x.device
+    region = phase.regions[0]
+    key = id(region)
+    a = len(live)
+    everyone = live == list(range(x.shape[0]))
+    act = None if everyone else torch.tensor(live, device=device)
+
+    raw = engine._step_logits(x, am, live, ws, we, cache_state, cfg, rows)
+    logits = engine._process(raw, cfg, stop_ids)
+    xa = x[:, ws:we] if everyone else x[act, ws:we]
+    if cfg.logits_hook is not None:
+        logits = call_logits_hook(cfg.logits_hook, global_step, x if everyone else x[act], logits, ws)
+    span = _spans(phase, live, ws, we, device)
+    elig = (xa == engine.mask_id) & span
+    counts = [engine._left[key][r] for r in live]
+    gens = [rows[r].generator for r in live]
+
+    # one fused softmax (the cheapest full-vocabulary pass on a CPU, and what every sampler's
+    # confidence needs); a NaN, +inf or all -inf position makes its whole row NaN, so the guard
+    # reads the confidences only
+    probs = torch.softmax(logits, dim=-1)
+    tokens = _propose(logits, elig, counts, cfg, gens)
+    conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
+    bad = nonfinite(conf, elig)
+
+    k = None
+    ks: list[int | None] = [None] * a
+    if engine.sampler.uses_schedule:
+        for i, r in enumerate(live):
+            sc = rows[r].sched[0]
+            n = counts[i]
+            kk = sc.schedule[sc.ptr] + sc.deficit if sc.ptr < len(sc.schedule) - 1 else n
+            ks[i] = max(1, min(kk, n))
+        k = torch.tensor(ks, device=device)
+    view = BatchView(logits=logits, probs=probs, eligible=elig, tokens=tokens, confidence=conf, k=k, counts=counts,
+                     generators=gens)
+    sel = engine.sampler.select_batch(view) & elig
+
+    # commit, then collect the committed positions (each row's first c columns, position order)
+    new = torch.where(sel, tokens.to(x.dtype), xa)
+    if everyone:
+        x[:, ws:we] = new
+    else:
+        x[act, ws:we] = new
+    c = max(ks) if k is not None else max(counts)  # host bound on any row's committed count
+    order = torch.sort((~sel).to(torch.int8), dim=1, stable=True).indices[:, :c]
+    valid = sel.gather(1, order)
+    tok_c = tokens.gather(1, order)
+    conf_c = conf.gather(1, order)
+    if view._entropy is not None:
+        ent_c = view._entropy.gather(1, order)
+    else:
+        v = logits.shape[-1]
+        ent_c = entropy_from_logits(logits.gather(1, order[..., None].expand(a, c, v)))
+
+    if cfg.tokens_hook is not None:
+        x = call_tokens_hook(cfg.tokens_hook, global_step, x, logits, ws)
+    done_new = _stops(engine, x, rows, prompt_len, cfg, stop_ids)[0]
+
+    # the mask count of every row's region after this step (all rows: a hook may touch any)
+    all_span = engine._span_all
+    left = ((x[:, ws:we] == engine.mask_id) & all_span).sum(1)
+    parts = [order.double(), tok_c.double(), conf_c.double(), ent_c.double(), valid.double()]
+    packed = torch.cat([p.reshape(-1) for p in parts]
+                       + [left.double(), done_new.double(), bad.double().reshape(1)])
+    host = packed.tolist()  # the step's one device-to-host copy
+    if host[-1]:
+        raise_nonfinite(logits, cfg.logits_hook is not None)
+    n_sel = a * c
+    pos_h, tok_h, conf_h, ent_h, val_h = (host[j * n_sel:(j + 1) * n_sel] for j in range(5))
+    b = x.shape[0]
+    left_h = host[5 * n_sel: 5 * n_sel + b]
+    done_h = host[5 * n_sel + b: 5 * n_sel + 2 * b]
+    for i, r in enumerate(live):
+        row = rows[r]
+        m = 0
+        for j in range(i * c, (i + 1) * c):
+            if not val_h[j]:
+                break
+            row.trace.tokens.append(TokenRecord(step=row.step, position=int(pos_h[j]) + ws - row.pad,
+                                                token=int(tok_h[j]), confidence=conf_h[j], entropy=ent_h[j]))
+            m += 1
+        row.trace.steps.append(StepRecord(step=row.step, block=phase.index, committed=m, kind="select", info={}))
+        sc = row.sched.get(0)
+        if sc is not None:
+            if ks[i] is not None:
+                sc.deficit = max(0, ks[i] - m)
+            sc.ptr += 1
+        row.step += 1
+    engine._left[key] = [int(v) for v in left_h]
+    for r, d in enumerate(done_h):
+        if d:
+            rows[r].done = True
+    return x
+
+
+def _stops(engine: Engine, x: torch.Tensor, rows, prompt_len: int, cfg,
+           stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eos_fill`` and ``stop_at_eos`` for every row at once, on the device: a row that is not
+    done and holds a stop token gets every mask after its first stop set to EOS (``eos_fill``),
+    and finishes when no mask is left before that stop (``stop_at_eos``; its remaining masks
+    become EOS). Returns ``[B]`` bool tensors: rows that finished now, rows whose masks were filled."""
+    b = x.shape[0]
+    if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
+        none = torch.zeros(b, dtype=torch.bool, device=x.device)
+        return none, none
+    gen = x[:, prompt_len:]
+    g = gen.shape[1]
+    open_ = torch.tensor([not r.done for r in rows], device=x.device)
+    is_stop = torch.isin(gen, torch.tensor(stop_ids, device=x.device))
+    ar = torch.arange(g, device=x.device)
+    q = torch.where(is_stop, ar, g).min(1).values  # first stop (g: none)
+    has = (q < g) & open_
+    masked = gen == engine.mask_id
+    fill = torch.zeros_like(masked)
+    if cfg.eos_fill:
+        fill |= masked & (ar > q[:, None]) & has[:, None]
+    done = torch.zeros_like(has)
+    if cfg.stop_at_eos:
+        done = has & ~(masked & (ar < q[:, None])).any(1)
+        fill |= masked & done[:, None]
+    gen.masked_fill_(fill, engine.eos_id)  # a view of x: written in place
+    return done, fill.any(1)

@@ -1,0 +1,120 @@
+"""Logits processing and token proposal: what turns a forward's raw logits into the scores and
+tokens a sampler sees.
+
+* :class:`LogitsProcessor` objects are applied in order to fp32 logits ``[..., V]`` (in place is
+  allowed). :func:`default_processors` builds the engine's list from a config (the mask token
+  out of the softmax unless a compat mode keeps it, suppressed tokens, the EOS penalty); a model
+  family that needs more (e.g. a vocabulary slice) appends its own processor instead of adding a
+  branch to the loop.
+* :func:`filter_logits` (top-k, then top-p) and :func:`propose_tokens` (argmax, or a draw at the
+  token temperature) are shared by the engine's two step paths and by the compat module.
+
+Randomness (since issue 26): a draw at temperature T > 0 is an inverse-CDF draw. Each position
+takes **one** float64 uniform from its row's generator (in position order) and the token is where
+that uniform falls in the cumulative distribution of ``softmax(filtered / T)``, accumulated in
+float64. The Gumbel-max draw it replaces needed one uniform *per vocabulary entry* (126k per
+position for LLaDA), generated on the CPU by the row's generator and copied to the device every
+step; now only the ``n`` uniforms travel and the rest runs on the model's device. Per-row seeds
+keep their promise (a row's uniforms come from its own generator, so its tokens do not depend
+on the batch). ``benchmarks/sampling_bias.py`` shows the draw unbiased at V = 126k.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+
+class LogitsProcessor(Protocol):
+    """One transformation of processed logits ``[..., V]`` (fp32); may write in place."""
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+
+class BanTokens:
+    """Set the given token ids to -inf (the mask token, ``suppress_token_ids``)."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = list(ids)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        logits[..., self.ids] = float("-inf")
+        return logits
+
+
+class Penalty:
+    """Subtract ``amount`` from the given tokens' logits (``eos_penalty`` on the stop tokens)."""
+
+    def __init__(self, ids: list[int], amount: float) -> None:
+        self.ids, self.amount = list(ids), float(amount)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        logits[..., self.ids] -= self.amount
+        return logits
+
+
+def default_processors(cfg: Any, mask_id: int, stop_ids: list[int], keep_mask: bool) -> list[LogitsProcessor]:
+    """The engine's processing for ``cfg``: mask token out (unless ``keep_mask``, a compat mode
+    that keeps it in the softmax), suppressed tokens out, stop tokens penalised."""
+    out: list[LogitsProcessor] = []
+    if not keep_mask:
+        out.append(BanTokens([mask_id]))
+    if cfg.suppress_token_ids:
+        out.append(BanTokens(list(cfg.suppress_token_ids)))
+    if cfg.eos_penalty:
+        out.append(Penalty(stop_ids, cfg.eos_penalty))
+    return out
+
+
+def apply_processors(logits: torch.Tensor, processors: list[LogitsProcessor]) -> torch.Tensor:
+    logits = logits.float()
+    for p in processors:
+        logits = p(logits)
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Top-k then nucleus (top-p) filtering on fp32 logits ``[..., V]`` (removed entries = -inf).
+    The most likely token always survives."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True, stable=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        remove = cum > top_p
+        remove[..., 1:] = remove[..., :-1].clone()  # keep the first token that crosses top_p
+        remove[..., 0] = False
+        logits = logits.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
+    return logits
+
+
+def inverse_cdf_draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
+    """Tokens ``[...]`` drawn from ``softmax(logits / temperature)`` ``[..., V]`` with the uniforms
+    ``u`` ``[...]`` in [0, 1): the first token whose cumulative probability (float64 sums)
+    exceeds ``u`` times the total. A token of probability 0 (a -inf logit) is never drawn."""
+    p = torch.softmax(logits / temperature, dim=-1)
+    cdf = torch.cumsum(p, dim=-1, dtype=torch.float64)
+    total = cdf[..., -1:]
+    target = u.to(device=cdf.device, dtype=torch.float64).unsqueeze(-1) * total
+    target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))  # stay below the top
+    # (clamped: NaN logits give a NaN CDF and an index past the end; the step's guard reports them)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
+
+
+def propose_tokens(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The token the engine proposes at each of ``n`` positions (``logits`` ``[n, V]``): the argmax
+    at temperature 0, else an inverse-CDF draw from softmax(filtered logits / temperature) with
+    ``n`` float64 uniforms from the row's ``generator`` (see the module docstring)."""
+    filtered = filter_logits(logits, top_k, top_p)
+    if temperature == 0:
+        return filtered.argmax(-1)
+    u = torch.rand(filtered.shape[:-1], generator=generator, dtype=torch.float64)
+    return inverse_cdf_draw(filtered, temperature, u)
