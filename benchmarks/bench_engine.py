@@ -14,8 +14,8 @@ Per row of the table:
   ``__int__``, ``__index__`` and ``nonzero`` on tensors (each one blocks on a GPU), counted with a
   ``torch.overrides.TorchFunctionMode`` over the whole step, model included, in a separate
   untimed run (the mode itself costs time);
-* KV bytes/step: bytes the cache layer copies (gathers and concatenations of cached keys and
-  values), from a separate untimed run.
+* KV bytes/step: bytes of cached keys and values the cache layer copies (scratch set-up,
+  the window written in place, row gathers, concatenations), from a separate untimed run.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_engine.py            # the issue's rows
     PYTHONPATH=src python benchmarks/bench_engine.py --rows confidence:1:0 --repeats 3
@@ -93,22 +93,18 @@ class ForwardTimer:
 
 
 def kv_bytes_probe():
-    """Counts bytes written by ``torch.cat`` / ``index_select`` inside the cache layer."""
+    """Bytes of cached keys/values the cache layer copies (``unmask.models.cache.COPY_STATS``: the
+    scratch set-up once per refresh, restores, the window written in place, row gathers and
+    concatenations), counted from now until the returned ``restore`` is called."""
     from unmask.models import cache as cache_mod
 
     counter = {"bytes": 0}
-    orig = cache_mod.KVCache.layer_window
+    start = cache_mod.COPY_STATS["bytes"]
 
-    def wrapped(self, layer, start, k_new, v_new):
-        k, v = orig(self, layer, start, k_new, v_new)
-        # a result that is a fresh tensor (not a view of the stored cache) was copied
-        for t, old in ((k, self.keys[layer]), (v, self.values[layer])):
-            if t.untyped_storage().data_ptr() != old.untyped_storage().data_ptr():
-                counter["bytes"] += t.numel() * t.element_size()
-        return k, v
+    def restore() -> None:
+        counter["bytes"] = cache_mod.COPY_STATS["bytes"] - start
 
-    cache_mod.KVCache.layer_window = wrapped
-    return counter, lambda: setattr(cache_mod.KVCache, "layer_window", orig)
+    return counter, restore
 
 
 def run_row(model, sampler_name: str, batch: int, temperature: float, opts: dict[str, Any], args) -> dict[str, Any]:

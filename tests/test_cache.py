@@ -63,3 +63,49 @@ def test_rows_of_a_cache_can_be_selected_and_repeated(tiny_llada):
     assert (a - b).abs().max() <= 1e-6
     rep = cache.repeat_rows(2)
     assert rep.batch_size == 6 and torch.equal(rep.keys[0][0], rep.keys[0][1])
+
+
+def _concatenated(cache, layer, start, k_new, v_new):
+    """The reference rule: stored prefix ++ window ++ stored suffix."""
+    k_old, v_old = cache.keys[layer], cache.values[layer]
+    end = start + k_new.shape[2]
+    return (torch.cat([k_old[:, :, :start], k_new, k_old[:, :, end:]], dim=2),
+            torch.cat([v_old[:, :, :start], v_new, v_old[:, :, end:]], dim=2))
+
+
+def test_window_written_in_place_equals_the_concatenation_and_leaves_the_cache_alone():
+    """Windows that move (dual block, then a wider prefix window, then one that starts earlier, as
+    Dream's shifted row does) give exactly the concatenated keys, while the stored cache keeps
+    its bytes: positions an earlier window wrote are restored from it."""
+    from unmask.models.cache import KVCache
+
+    g = torch.Generator().manual_seed(0)
+    keys = [torch.randn(2, 2, 20, 4, generator=g) for _ in range(2)]
+    values = [torch.randn(2, 2, 20, 4, generator=g) for _ in range(2)]
+    cache = KVCache(keys, values)
+    digest = cache.checksum()
+    for start, q in [(12, 4), (12, 4), (12, 8), (11, 5), (16, 4), (0, 20)]:
+        for layer in range(2):
+            k_new = torch.randn(2, 2, q, 4, generator=g)
+            v_new = torch.randn(2, 2, q, 4, generator=g)
+            k, v = cache.layer_window(layer, start, k_new, v_new)
+            ref_k, ref_v = _concatenated(cache, layer, start, k_new, v_new)
+            assert torch.equal(k, ref_k) and torch.equal(v, ref_v)
+    assert cache.checksum() == digest
+
+
+def test_a_dual_cache_step_copies_only_its_window(tiny_llada):
+    """After the first windowed forward (which sets up the scratch), a step copies the window's
+    keys and values and nothing else: the bytes no longer grow with the canvas."""
+    from unmask.models import cache as cache_mod
+
+    x, am = canvas(tiny_llada)
+    cache = tiny_llada.predict(x, am, return_cache=True).cache
+    first = tiny_llada.predict(x, am, cache=cache, start=12, end=16).logits
+    before = cache_mod.COPY_STATS["bytes"]
+    again = tiny_llada.predict(x, am, cache=cache, start=12, end=16).logits
+    copied = cache_mod.COPY_STATS["bytes"] - before
+    window = sum(2 * k[:, :, 12:16].numel() * k.element_size() for k in cache.keys)
+    assert copied == window
+    assert copied * 5 == sum(2 * k.numel() * k.element_size() for k in cache.keys)  # 4 of 20 positions
+    assert torch.equal(first, again)

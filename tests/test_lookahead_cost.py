@@ -144,15 +144,16 @@ def test_padded_objective_by_hand():
 
 
 def _record_choices(sampler):
+    """Record every row's (view, candidates, action) as the engine asks (all rows of a step at once)."""
     seen = []
-    orig = sampler.choose
+    orig = sampler.choose_many
 
-    def choose(view, cands, result):
-        action = orig(view, cands, result)
-        seen.append((view, cands, action))
-        return action
+    def choose_many(views, cands, results):
+        actions = orig(views, cands, results)
+        seen.extend(zip(views, cands, actions))
+        return actions
 
-    sampler.choose = choose
+    sampler.choose_many = choose_many
     return seen
 
 

@@ -181,6 +181,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("max_lookahead_rows", int, None, "split lookahead forwards larger than this", range=AT_LEAST_1),
     OptionSpec("compat", str, None, "reproduce a reference loop token for token: llada | fast_dllm | dream, or "
                "behaviours (mask_softmax, dream_schedule, ...; see docs/samplers.md)"),
+    OptionSpec("compile", bool, False, "torch.compile the model's forward (same tokens; pays a one-off compile, "
+               "helps on GPU; see docs/benchmarks.md)", server=False, sweep=False),
     # ------------------------------------------------------------------ lockstep (decode.*)
     OptionSpec("lockstep", str, None, "decode a reasoning region R and an answer region A in tandem: gauss_seidel "
                "(commit R, re-run the model, commit A) or jacobi (both from one forward)", group=D, key="mode",

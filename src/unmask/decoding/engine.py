@@ -266,6 +266,8 @@ class Engine:
         #: logits processors applied after the config's own (e.g. a model family's vocabulary slice)
         self.extra_processors: list = []
         self._bad: list[torch.Tensor] = []
+        #: token records committed since the last mask count, copied to the host with it
+        self._pending: list = []
 
     # ------------------------------------------------------------------ setup
     def _refresh_masks(self, x: torch.Tensor, phase: Phase) -> None:
@@ -278,8 +280,24 @@ class Engine:
             lo = torch.tensor([s for s, _ in reg.spans], device=x.device)
             hi = torch.tensor([e for _, e in reg.spans], device=x.device)
             per_region.append((masked & (pos >= lo[:, None]) & (pos < hi[:, None])).sum(1))
-        counts = torch.stack(per_region).tolist()  # the one device-to-host copy
-        self._left = {id(reg): c for reg, c in zip(phase.regions, counts)}
+        counts = torch.stack(per_region)
+        pending, self._pending = self._pending, []
+        if not pending:
+            self._left = {id(reg): c for reg, c in zip(phase.regions, counts.tolist())}  # the one copy
+            return
+        # the one device-to-host copy: the counts and the token records of the commits since the
+        # last count (float64 holds both exactly)
+        flat = torch.cat([counts.double().reshape(-1), *[p[3].reshape(-1).to(counts.device) for p in pending]])
+        host = flat.tolist()
+        b = x.shape[0]
+        self._left = {id(reg): [int(v) for v in host[i * b : (i + 1) * b]] for i, reg in enumerate(phase.regions)}
+        at = len(phase.regions) * b
+        for tokens, step, pad, packed in pending:
+            n = packed.shape[1]
+            p_, t_, c_, h_ = (host[at + i * n : at + (i + 1) * n] for i in range(4))
+            at += 4 * n
+            for p, t, c, h in zip(p_, t_, c_, h_):
+                tokens.append(TokenRecord(step=step, position=int(p) - pad, token=int(t), confidence=c, entropy=h))
 
     def _masks_in(self, x: torch.Tensor, row: int, region: Region, exact: bool = False) -> int:
         """Masks left in ``region`` for canvas row ``row`` (as of the last refresh unless ``exact``)."""
@@ -515,6 +533,7 @@ class Engine:
             x = call_tokens_hook(cfg.tokens_hook, None, x, None, 0)
 
         self.nfe = 0
+        self._pending = []
         self.forward_rows = 0
         self.forward_tokens = 0
         self.group_nfe = [0] * len(prompts)
@@ -597,6 +616,8 @@ class Engine:
                 exact = self.model.extend_cache(x, am, self._cached_rows(cache_state, everyone), ws, we,
                                                 block_length=bc)
 
+        if self._pending:  # every commit is followed by a mask count; this is a safety net
+            self._refresh_masks(x, phases[-1])
         seconds = time.perf_counter() - t0
         x_host = x.tolist()  # the call's one copy of the final canvas
         sequences, generated, traces = [], [], []
@@ -725,7 +746,11 @@ class Engine:
         and ``k``. ``logits`` cover the phase window starting at canvas index ``ws``."""
         r = row.index
         rs, re_ = region.spans[r]
-        elig = (x[r, rs:re_] == self.mask_id).nonzero().squeeze(-1) + (rs - ws)  # window-local indices
+        # the masked positions in order, window-local; their number is known on the host from the
+        # last mask count (a stable sort instead of ``nonzero``, which would block on the device)
+        n = self._left[id(region)][r]
+        open_ = (x[r, rs:re_] != self.mask_id).to(torch.int8)
+        elig = torch.argsort(open_, stable=True)[:n] + (rs - ws)
         lg = logits[elig]  # [n, V]
         probs = torch.softmax(lg, dim=-1)
         ent = entropy_from_logits(lg)
@@ -795,7 +820,11 @@ class Engine:
         sampler = self.sampler
         if not getattr(sampler, "needs_lookahead", False):
             return [[sampler.select(v) for v in views] for _, _, _, views in groups]
-        proposals = [[sampler.propose(v) for v in views] for _, _, _, views in groups]
+        flat = sampler.propose_many([v for _, _, _, views in groups for v in views])
+        proposals, at = [], 0
+        for _, _, _, views in groups:
+            proposals.append(flat[at : at + len(views)])
+            at += len(views)
         requests, where = [], []
         for g, (reg, _, ids, views) in enumerate(groups):
             for j, p in enumerate(proposals[g]):
@@ -804,14 +833,26 @@ class Engine:
                     where.append((g, j))
         if not requests:
             return proposals
-        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
-        for (g, j), (ri, view, cands, _), res in zip(where, requests, results):
-            action = sampler.choose(view, cands, res)
+        results = self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope,
+                                  defer_check=True)
+        actions = sampler.choose_many([v for _, v, _, _ in requests], [c for _, _, c, _ in requests], results)
+        # the lookahead's finiteness check rides on the objectives' host copy: every entropy it
+        # read enters some candidate's J, so a non-finite one shows as a non-finite J
+        read, ent_read = self._lookahead_read
+        if all("J" in a.info for a in actions):
+            bad = not all(math.isfinite(v) for a in actions for v in a.info["J"])
+        else:  # a sampler that reports no objectives: ask the device
+            bad = ent_read is not None and bool(nonfinite(ent_read))
+        if bad:
+            check_model_logits(read, "the model (lookahead)")
+            raise_nonfinite(read, False)
+        for (g, j), (ri, _, _, _), res, action in zip(where, requests, results, actions):
             proposals[g][j] = action
             rows[ri].next_logits = res.block_logits(action.info.get("winner", 0))
         return proposals
 
-    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str):
+    def _lookahead(self, requests, x, am, s, e, cache_state, cfg, rows, stop_ids, scope: str,
+                   defer_check: bool = False):
         """Score candidate actions: apply each to a copy of its row's canvas and run the copies in
         as few forwards as ``max_lookahead_rows`` allows (cached context reused read-only).
         Returns, per request, the entropies of the predictions at every window position (computed
@@ -860,9 +901,11 @@ class Engine:
         # still-masked positions (the next step reads the winner's logits only there too)
         read = raw[masked]
         ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
+        self._lookahead_read = (read, None)
         if read.shape[0]:
             ent_read = entropy_from_logits(self._process(read, cfg, stop_ids))
-            if bool(nonfinite(ent_read)):
+            self._lookahead_read = (read, ent_read)
+            if not defer_check and bool(nonfinite(ent_read)):
                 check_model_logits(read, "the model (lookahead)")
                 raise_nonfinite(read, False)
             ent[masked] = ent_read
@@ -884,7 +927,7 @@ class Engine:
         keep the ``beam_size`` best distinct states per prompt by cumulative objective. Returns
         the new canvas and the rows (beam slots) that committed."""
         sampler = self.sampler
-        proposals = [sampler.propose(v) for v in views]
+        proposals = sampler.propose_many(views)
         pending = [j for j, p in enumerate(proposals) if isinstance(p, list)]
         requests = [(act_list[j], views[j], proposals[j], region) for j in pending]
         results = (self._lookahead(requests, x, am, s, e, cache_state, cfg, rows, stop_ids, sampler.hnext_scope)
@@ -896,11 +939,11 @@ class Engine:
             prop = proposals[j]
             if isinstance(prop, list):
                 res = res_of[j]
-                scores = sampler.objective(views[j], prop, res)
-                for c, (cand, val) in enumerate(zip(prop, scores.tolist())):
+                scores = sampler.objective(views[j], prop, res).tolist()
+                for c, (cand, val) in enumerate(zip(prop, scores)):
                     act = Action(cand.index, cand.tokens, info={"kind": "lookahead", "winner": c,
-                                                                "J": [round(float(v), 6) for v in scores],
-                                                                "objective": float(val)})
+                                                                "J": [round(v, 6) for v in scores],
+                                                                "objective": val})
                     children.setdefault(row.group, []).append(
                         _Child(ri, act, row.score + float(val), res.block_logits(c)))
             else:
@@ -995,13 +1038,10 @@ class Engine:
         x[row.index, pos] = chosen.to(x.dtype)
         conf = view.probs[idx, chosen.to(idx.device)].double()
         ent = view.entropy[idx].double()
-        # one device-to-host copy for the step's records of this row (positions and tokens are
-        # exact in float64)
-        packed = torch.stack([pos.double(), chosen.to(pos.device).double(), conf, ent]).tolist()
-        for p, t, c, h in zip(*packed):
-            row.trace.tokens.append(
-                TokenRecord(step=row.step, position=int(p) - row.pad, token=int(t), confidence=c, entropy=h)
-            )
+        # the step's token records (positions and tokens are exact in float64) come to the host
+        # with the next mask count, one copy for every row (see :meth:`_refresh_masks`)
+        packed = torch.stack([pos.double(), chosen.to(pos.device).double(), conf, ent])
+        self._pending.append((row.trace.tokens, row.step, row.pad, packed))
         info = {k_: v for k_, v in action.info.items() if k_ != "kind"}
         rec = StepRecord(step=row.step, block=phase.index, committed=int(idx.numel()),
                          kind=action.info.get("kind", "select"), info=info)

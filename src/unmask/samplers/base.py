@@ -194,6 +194,17 @@ class Sampler:
         """The settings that change this sampler's output (used in result keys and the trace)."""
         return {"sampler": self.name}
 
+    # lookahead samplers (``needs_lookahead``): phase 1 proposes candidates, the engine scores
+    # them in one batched forward, phase 2 chooses. The ``_many`` forms take every row of a step
+    # at once so that a sampler can read its per-row results from the device in one copy
+    # (one host sync per phase, not one per row); by default they ask row by row.
+    def propose_many(self, views: list[StepView]) -> list[Action | list[Action]]:
+        return [self.propose(v) for v in views]
+
+    def choose_many(self, views: list[StepView], cands: list[list[Action]],
+                    results: list[LookaheadResult]) -> list[Action]:
+        return [self.choose(v, c, r) for v, c, r in zip(views, cands, results)]
+
 
 _REGISTRY: dict[str, type[Sampler]] = {}
 

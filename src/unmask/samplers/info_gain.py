@@ -105,12 +105,41 @@ class InfoGainSampler(Sampler):
     # -- phase 1 ---------------------------------------------------------------------------
     def propose(self, view: StepView) -> Action | list[Action]:
         """A final action (fast path, bypass, single candidate) or the candidates to score."""
-        out = self._propose(view)
-        if isinstance(out, Action):
-            out.info["objective"] = self.step_objective(view, out)
+        return self.propose_many([view])[0]
+
+    def propose_many(self, views: list[StepView]) -> list[Action | list[Action]]:
+        """:meth:`propose` for every row of a step. Each row draws its candidates from its own
+        generator, in the order one row alone would; the duplicate check needs the candidates'
+        position sets on the host, and all rows' sets come back in one copy."""
+        drafts = [self._draft(v) for v in views]
+        pending = [d for d in drafts if isinstance(d, list)]
+        if pending:
+            flat = torch.cat([torch.stack([a.index for a in d]).sort(-1).values.reshape(-1) for d in pending])
+            keys = flat.tolist()
+        out: list[Action | list[Action]] = []
+        at = 0
+        for view, d in zip(views, drafts):
+            if isinstance(d, list):
+                k = int(d[0].index.shape[0])
+                cands, seen = [], set()
+                for a in d:
+                    key = tuple(keys[at : at + k])
+                    at += k
+                    if key not in seen:  # the greedy action comes first, so it wins duplicates
+                        seen.add(key)
+                        cands.append(a)
+                if len(cands) == 1:
+                    cands[0].info["kind"] = "single"
+                    d = cands[0]
+                else:
+                    d = cands
+            if isinstance(d, Action):
+                d.info["objective"] = self.step_objective(view, d)
+            out.append(d)
         return out
 
-    def _propose(self, view: StepView) -> Action | list[Action]:
+    def _draft(self, view: StepView) -> Action | list[Action]:
+        """A final action, or the greedy action and every drawn candidate (duplicates included)."""
         n = view.n
         k = n if view.k is None else min(view.k, n)
         if k >= n:
@@ -135,21 +164,13 @@ class InfoGainSampler(Sampler):
                 greedy.info["kind"] = "margin"
                 return greedy
         cands = [greedy]
-        seen = {tuple(sorted(greedy.index.tolist()))}
         for _ in range(1, self.candidate_number):
             tokens = view.resample() if (view.temperature > 0 and view.resample is not None) else view.tokens
             conf = view.probs.gather(-1, tokens[:, None]).squeeze(-1)
             u = torch.rand(n, generator=view.generator, dtype=torch.float64).to(conf.device)
             gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
             idx = top_k_stable(conf.double() / self.position_temperature + gumbel, k)
-            key = tuple(sorted(idx.tolist()))
-            if key in seen:
-                continue
-            seen.add(key)
             cands.append(Action(idx, tokens[idx]))
-        if len(cands) == 1:
-            greedy.info["kind"] = "single"
-            return greedy
         return cands
 
     def step_objective(self, view: StepView, action: Action) -> float:
@@ -162,28 +183,39 @@ class InfoGainSampler(Sampler):
 
     # -- phase 2 ---------------------------------------------------------------------------
     def objective(self, view: StepView, cands: list[Action], result: LookaheadResult) -> torch.Tensor:
-        """J for every candidate (higher is better)."""
+        """J for every candidate (higher is better), float64 on the logits' device (no host sync)."""
         ent = result.entropy.double()
         sums = torch.where(result.masked, ent, torch.zeros_like(ent)).sum(-1)
         cnts = result.masked.sum(-1).double()
         if result.outside_masks is not None:  # scope "padded": ln V per mask outside the block
             out = result.outside_masks.double().to(sums.device)
             sums, cnts = sums + out * result.outside_entropy, cnts + out
-        h = torch.where(cnts > 0, sums / cnts.clamp_min(1), torch.zeros_like(sums)).cpu()
+        h = torch.where(cnts > 0, sums / cnts.clamp_min(1), torch.zeros_like(sums))
         if self.variant == "lookum":
             return -h
-        costs = []
-        for c in cands:
-            e = view.entropy[c.index].double()
-            costs.append(float(e.sum() if self.cost_reduction == "sum" else e.mean()))
-        return -torch.tensor(costs, dtype=torch.float64) - h
+        # every candidate commits the same number of positions: C(a) for all at once
+        e = view.entropy[torch.stack([c.index for c in cands]).to(view.entropy.device)].double()
+        costs = e.sum(-1) if self.cost_reduction == "sum" else e.mean(-1)
+        return -costs.to(h.device) - h
 
     def choose(self, view: StepView, cands: list[Action], result: LookaheadResult) -> Action:
-        j = self.objective(view, cands, result)
-        best = int(torch.argmax(j))  # first maximum: candidate 0 wins ties
-        win = cands[best]
-        return Action(win.index, win.tokens, info={"kind": "lookahead", "winner": best, "objective": float(j[best]),
-                                                   "J": [round(float(v), 6) for v in j]})
+        return self.choose_many([view], [cands], [result])[0]
+
+    def choose_many(self, views: list[StepView], cands: list[list[Action]],
+                    results: list[LookaheadResult]) -> list[Action]:
+        """The best candidate of every row; all rows' objectives come to the host in one copy."""
+        js = [self.objective(v, c, r) for v, c, r in zip(views, cands, results)]
+        flat = torch.cat([j.to(js[0].device) for j in js]).tolist()
+        out, at = [], 0
+        for c, j in zip(cands, js):
+            vals = flat[at : at + j.shape[0]]
+            at += j.shape[0]
+            best = max(range(len(vals)), key=vals.__getitem__)  # first maximum: candidate 0 wins ties
+            win = c[best]
+            out.append(Action(win.index, win.tokens, info={"kind": "lookahead", "winner": best,
+                                                           "objective": vals[best],
+                                                           "J": [round(v, 6) for v in vals]}))
+        return out
 
 
 @register
