@@ -253,6 +253,44 @@ def test_help_documents_every_flag() -> None:
     assert res.returncode == 0
     from unmask.rl.trainer import RLConfig
 
-    for name in RLConfig.__dataclass_fields__:
-        flag = "sampler_option" if name == "sampler_options" else name
-        assert f"--{flag}" in res.stdout, flag
+    for name in set(RLConfig.__dataclass_fields__) - {"sampler_options", "decoding"}:
+        assert f"--{name}" in res.stdout, name
+    from unmask.options import options_for
+
+    for o in options_for("rl"):  # the option table's rows (sampler options, generation fields)
+        assert f"--{o.name}" in res.stdout, o.name
+    assert "--preset" in res.stdout and "--config" in res.stdout
+
+
+def test_rollout_settings_come_through_the_option_table(tmp_path: Path) -> None:
+    """The decoding rows resolve as in `unmask sample`: flag > key=value > --config > --preset >
+    default; sampler rows become sampler options, other generation rows the rollouts' overrides."""
+    from unmask.cli import parse_args
+    from unmask.rl.commands import ROLLOUT_TEMPERATURE, config_from_args
+
+    base = ["rl", "--model_name_or_path", "tiny-judge", "--out", str(tmp_path)]
+    cfg = config_from_args(parse_args(base))
+    assert cfg.temperature == ROLLOUT_TEMPERATURE and cfg.sampler == "confidence" and cfg.use_cache == "none"
+    assert cfg.decoding == {"schedule": "linear", "eos_penalty": 0.0, "eos_fill": False}  # the rows' defaults
+    conf = tmp_path / "c.yaml"
+    conf.write_text("sampler: {name: threshold, threshold: 0.8}\ngeneration: {steps: 12, block_size: 5, "
+                    "temperature: 0.7}\n")
+    cfg = config_from_args(parse_args(base + ["--config", str(conf), "generation.steps=6", "--threshold", "0.9"]))
+    assert cfg.sampler == "threshold" and cfg.sampler_options == {"threshold": 0.9}
+    assert cfg.decoding["steps"] == 6 and cfg.decoding["block_size"] == 5 and cfg.temperature == 0.7
+    # tokens_per_step from a flag replaces the config's step budget (the rows exclude each other)
+    cfg = config_from_args(parse_args(base + ["--config", str(conf), "--tokens_per_step", "2"]))
+    assert cfg.tokens_per_step == 2 and "steps" not in cfg.decoding
+    # --position_temperature is the exploring-confidence draw under confidence, a sampler option otherwise
+    cfg = config_from_args(parse_args(base + ["--position_temperature", "0.3", "--estimator", "trajectory"]))
+    assert cfg.position_temperature == 0.3 and cfg.sampler_options == {}
+    cfg = config_from_args(parse_args(base + ["--sampler", "info_gain", "--position_temperature", "0.3"]))
+    assert cfg.position_temperature == 0.0 and cfg.sampler_options == {"position_temperature": 0.3}
+
+
+def test_bad_rollout_option_is_one_error_line(tmp_path: Path) -> None:
+    res = _run([sys.executable, "-m", "unmask.rl", "--model_name_or_path", "tiny-judge", "--use_cache", "prefx"],
+               tmp_path / "x")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "prefx" in lines[0], res.stderr

@@ -42,7 +42,8 @@ class RLConfig:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     tokens_per_step: int | None = None
-    decode_steps: int | None = None
+    #: the other generation rows of the option table (steps, block_size, schedule, top_p, ...)
+    decoding: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int = 128
     use_cache: str = "none"
     group_size: int = 8
@@ -259,8 +260,7 @@ class GRPOTrainer:
             overrides["max_new_tokens"] = cfg.max_new_tokens
         if cfg.tokens_per_step is not None:
             overrides["tokens_per_step"] = cfg.tokens_per_step
-        if cfg.decode_steps is not None:
-            overrides["steps"] = cfg.decode_steps
+        overrides = {**cfg.decoding, **overrides}
         policy = self.acc.unwrap_model(self.model)
         policy.eval()
         sampler: Any = cfg.sampler
