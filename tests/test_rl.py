@@ -294,3 +294,40 @@ def test_bad_rollout_option_is_one_error_line(tmp_path: Path) -> None:
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "prefx" in lines[0], res.stderr
+
+
+class _FakeWandbRun:
+    def __init__(self, calls: list, **kw) -> None:
+        self.calls = calls
+        calls.append(("init", kw))
+
+    def log(self, row, step=None) -> None:
+        self.calls.append(("log", step, dict(row)))
+
+    def finish(self) -> None:
+        self.calls.append(("finish",))
+
+
+def test_wandb_logs_every_step_beside_metrics_jsonl_and_resumes_the_same_run(tmp_path: Path, monkeypatch) -> None:
+    """--wandb goes through unmask.tracking (as eval does): one logged step per metrics row, and a
+    resumed training continues the W&B run it started."""
+    import types
+
+    from unmask.rl.trainer import GRPOTrainer
+
+    calls: list = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: _FakeWandbRun(calls, **kw)
+    for max_steps in (1, 2):
+        trainer = GRPOTrainer(_cfg(tmp_path, max_steps=max_steps, beta=0, wandb=True, wandb_project="proj"))
+        with monkeypatch.context() as m:  # only the run sees it (accelerate probes for a real wandb)
+            m.setitem(sys.modules, "wandb", fake)
+            trainer.train()
+    rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    inits = [c[1] for c in calls if c[0] == "init"]
+    logs = [c for c in calls if c[0] == "log"]
+    assert len(inits) == 2 and inits[0]["id"] == inits[1]["id"] and inits[1]["resume"] == "allow"
+    assert inits[0]["project"] == "proj" and inits[0]["config"]["group_size"] == 4
+    assert [c[1] for c in logs] == [r["step"] for r in rows] == [1, 2]
+    assert logs[1][2]["reward"] == rows[1]["reward"] and "rollout_s" in logs[1][2]
+    assert [c[0] for c in calls].count("finish") == 2

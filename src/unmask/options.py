@@ -220,9 +220,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("threads", int, None, "torch CPU threads (default: torch's choice)", group=R, target="run",
                range=AT_LEAST_1, commands=("eval",), server=False),
     OptionSpec("wandb", bool, False, "log the figures to Weights & Biases (needs `pip install wandb`)", group=R,
-               target="run", commands=("sample", "eval", "compare"), server=False),
+               target="run", commands=("sample", "eval", "compare", "rl"), server=False),
     OptionSpec("wandb_project", str, WANDB_DEFAULT_PROJECT, "Weights & Biases project", group=R, target="run",
-               commands=("sample", "eval", "compare"), server=False),
+               commands=("sample", "eval", "compare", "rl"), server=False),
 )
 
 #: ``unmask rl`` decodes its rollouts with the shared decoding rows, so that what is trained is

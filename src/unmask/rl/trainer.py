@@ -70,6 +70,8 @@ class RLConfig:
     threads: int | None = 1
     device: str = "cpu"
     overwrite: bool = False
+    wandb: bool = False
+    wandb_project: str | None = None
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is loaded."""
@@ -392,6 +394,15 @@ class GRPOTrainer:
         if threading.current_thread() is threading.main_thread():
             # `kill PID` ends the run through the finally below, so the reward workers go too
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        bar, advance = (None, None)
+        run = None
+        if self.acc.is_main_process:
+            from ..tracking import progress_bar
+
+            run = self._wandb_run() if cfg.wandb else None
+            bar, advance = progress_bar(f"rl {self.folder.name}", cfg.max_steps)
+            if advance is not None:
+                advance(self.start_step)
         try:
             for step in range(self.start_step, cfg.max_steps):
                 row = self.train_step(step)
@@ -401,11 +412,33 @@ class GRPOTrainer:
                     with metrics.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")
                     self._log_line(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                    if run is not None:
+                        from ..tracking import numbers
+
+                        run.log(numbers(row), step=row["step"])
+                    if advance is not None:
+                        advance(1)
                 if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.max_steps:
                     self.save(step + 1)
         finally:
+            if bar is not None:
+                bar.stop()
+            if run is not None:
+                run.finish()
             self.rewards.close()
         return self.out / "model"
+
+    def _wandb_run(self):
+        """The run's W&B run (project ``--wandb_project``, named after the run folder); its id is kept
+        in ``wandb_run_id`` beside the checkpoint, so a resumed training continues the same W&B run."""
+        import uuid
+
+        from ..tracking import start
+
+        id_file = self.out / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:16]
+        id_file.write_text(run_id + "\n")
+        return start(self.cfg.wandb_project, f"rl-{self.out.name}", asdict(self.cfg), run_id=run_id)
 
     def save(self, step: int) -> None:
         """``checkpoint.pt`` (weights + optimiser, to resume) and ``model/`` (a folder that loads with
