@@ -331,3 +331,43 @@ def test_wandb_logs_every_step_beside_metrics_jsonl_and_resumes_the_same_run(tmp
     assert [c[1] for c in logs] == [r["step"] for r in rows] == [1, 2]
     assert logs[1][2]["reward"] == rows[1]["reward"] and "rollout_s" in logs[1][2]
     assert [c[0] for c in calls].count("finish") == 2
+
+
+def test_lockstep_rollouts_keep_the_answer_until_the_reasoning_is_written(tmp_path: Path) -> None:
+    """--lockstep (the option table's rows, read as `unmask sample --lockstep` reads them) decodes
+    the rollouts in lockstep over the task's R/A regions: with answer_after 1.0 no answer cell is
+    committed before the step that writes the last reasoning cell, and the step still trains."""
+    from unmask.cli import parse_args
+    from unmask.rl.commands import config_from_args
+    from unmask.rl.trainer import GRPOTrainer
+
+    args = parse_args(["rl", "--model_name_or_path", "tiny-judge", "--out", str(tmp_path), "--group_size", "2",
+                       "--prompts_per_step", "2", "--max_steps", "1", "--reward_workers", "0", "--beta", "0",
+                       "--reward", "rl_reward_helper:filler_first_share", "--estimator", "trajectory",
+                       "--trajectory_steps", "3", "--lockstep", "gauss_seidel", "decode.answer_after=1.0"])
+    cfg = config_from_args(args)
+    assert cfg.lockstep["mode"] == "gauss_seidel" and cfg.lockstep["answer_after"] == 1.0
+    assert not cfg.use_order_term()
+    trainer = GRPOTrainer(cfg)
+    items = trainer.step_items(0)
+    _, _, rolls, _ = trainer.rollouts(0, items)
+    regions = trainer.task.regions(items[0])
+    r_lo, r_hi = regions["R"]
+    a_lo, a_hi = regions["A"]
+    for roll in rolls[:2]:  # the first prompt's group
+        step_of = {p: s for s, (pos, _) in enumerate(roll.steps) for p in pos}
+        last_r = max(step_of[p] for p in range(r_lo, r_hi))
+        first_a = min(step_of[p] for p in range(a_lo, a_hi))
+        # gauss_seidel commits R, re-runs the model and commits A within one trace step
+        assert first_a >= last_r and first_a > 0, (first_a, last_r)
+    trainer.train()
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["premature"] == 0.0 and math.isfinite(row["loss"])
+
+
+def test_lockstep_region_flags_need_the_mode(tmp_path: Path) -> None:
+    res = _run([sys.executable, "-m", "unmask.rl", "--model_name_or_path", "tiny-judge", "--tau_r", "0.5"],
+               tmp_path / "x")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--lockstep" in lines[0], res.stderr

@@ -230,7 +230,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
 #: one device per process itself) and the decoders whose kept row is not one draw of the policy
 #: (a beam, best-of-N) or that reproduce a reference loop (compat)
 _NOT_RL = ("device", "dtype", "beam_size", "best_of", "compat")
-OPTIONS = tuple(o if o.commands != DECODING or o.name in _NOT_RL or o.target == "lockstep" else replace(o, commands=DECODING + ("rl",))
+OPTIONS = tuple(o if o.commands != DECODING or o.name in _NOT_RL else replace(o, commands=DECODING + ("rl",))
                 for o in OPTIONS)
 
 BY_NAME: dict[str, OptionSpec] = {o.name: o for o in OPTIONS}

@@ -65,7 +65,8 @@ DESCRIPTION = (
     "`unmask sample` (flags, --preset, --config, group.key=value; --temperature defaults to 1.0 here, so that a "
     "group's rows differ). With --sampler confidence, --position_temperature TAU > 0 draws each committed cell from "
     "softmax(max prob / TAU) (exploring confidence decoding; needs --estimator trajectory, which scores the drawn "
-    "order); with Info-Gain it is that sampler's option.")
+    "order); with Info-Gain it is that sampler's option. --lockstep decodes the rollouts in lockstep, as `unmask "
+    "sample --lockstep` does (a task's R/A regions, or prompt R --answer_separator A for --prompts).")
 
 #: the rollout temperature when no flag, preset or config sets one (the table's 0 = argmax would
 #: make the G rows of a group identical for deterministic samplers)
@@ -84,8 +85,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace):
     """The trainer's settings from the resolved arguments: the rl flags by name, the sampler rows
     as ``sampler_options``, the other generation rows as ``decoding``."""
+    from dataclasses import asdict
+
     from ..errors import UnmaskError
-    from ..options import values
+    from ..options import lockstep_options, values
     from .trainer import RLConfig
 
     if not getattr(args, "model_name_or_path", None):
@@ -101,6 +104,8 @@ def config_from_args(args: argparse.Namespace):
         kwargs.pop("position_temperature", None)
     kwargs["sampler_options"] = options
     kwargs["decoding"] = {k: v for k, v in values(args, "generation").items() if k not in fields}
+    lock = lockstep_options(args)  # the same reading as `unmask sample --lockstep`
+    kwargs["lockstep"] = asdict(lock) if lock.on else {}
     return RLConfig(**kwargs)
 
 

@@ -70,6 +70,8 @@ class RLConfig:
     threads: int | None = 1
     device: str = "cpu"
     overwrite: bool = False
+    #: LockstepOptions fields (mode, tau_r, ...): rollouts decoded in lockstep; empty = off
+    lockstep: dict[str, Any] = field(default_factory=dict)
     wandb: bool = False
     wandb_project: str | None = None
 
@@ -102,13 +104,24 @@ class RLConfig:
         if self.position_temperature > 0 and (self.sampler != "confidence" or self.estimator != "trajectory"):
             raise UnmaskError("--position_temperature draws confidence-ordered rollouts: it needs --sampler confidence "
                               "and --estimator trajectory (which scores the drawn order)")
+        if self.lockstep_options() is not None and (self.position_temperature > 0 or self.order_term):
+            raise UnmaskError("--lockstep gates which cells commit; the exploring confidence draw "
+                              "(--position_temperature) and --order_term score a plain confidence order: drop them")
         if self.use_order_term() and (self.estimator != "trajectory" or self.temperature <= 0
                                       or (self.tokens_per_step or 1) != 1 or self.sampler != "confidence"):
             raise UnmaskError("--order_term needs --estimator trajectory, --sampler confidence, --temperature > 0 "
                               "and one token per step")
 
+    def lockstep_options(self):
+        """The rollouts' :class:`~unmask.decoding.lockstep.LockstepOptions` (validated), or None."""
+        if not self.lockstep.get("mode"):
+            return None
+        from ..decoding.lockstep import LockstepOptions
+
+        return LockstepOptions(**self.lockstep)
+
     def use_order_term(self) -> bool:
-        if self.position_temperature > 0:
+        if self.position_temperature > 0 or self.lockstep.get("mode"):
             return False  # the soft sampler's order is scored by soft_order_logp instead
         if self.order_term is not None:
             return bool(self.order_term)
@@ -157,6 +170,9 @@ class GRPOTrainer:
             from ..tokenizer import load_tokenizer
 
             self.tokenizer = load_tokenizer(self.folder)
+        if cfg.lockstep_options() is not None and self.task is None and cfg.lockstep.get("answer_separator") is None:
+            raise UnmaskError("--lockstep with --prompts needs --answer_separator TEXT (e.g. '\\nAnswer: ') to place "
+                              "R and A after each prompt")
         stored = str(read_config(self.folder).get("torch_dtype", "float32"))
         self.save_dtype = cfg.save_dtype or stored
         self.out = Path(cfg.out)
@@ -263,6 +279,18 @@ class GRPOTrainer:
         if cfg.tokens_per_step is not None:
             overrides["tokens_per_step"] = cfg.tokens_per_step
         overrides = {**cfg.decoding, **overrides}
+        lock = cfg.lockstep_options()
+        if lock is not None:  # the regions as `unmask sample --lockstep` lays them out
+            if self.task is not None:
+                from ..decoding.lockstep import task_regions
+
+                spans = [task_regions(self.task, items[i]) for i in owners]
+            else:
+                from ..session import Session
+
+                rows, spans = Session(self.acc.unwrap_model(self.model), self.tokenizer).separator_canvases(rows, lock)
+                overrides["max_new_tokens"] = 0
+            overrides["plan"] = lock.plan(spans)
         policy = self.acc.unwrap_model(self.model)
         policy.eval()
         sampler: Any = cfg.sampler
