@@ -15,7 +15,7 @@ from unmask.options import BY_NAME, OPTIONS, RUN_COMMANDS, markdown, options_for
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("sample", "chat", "eval", "compare", "serve")
 #: arguments a command needs besides the option under test
-NEEDS = {"compare": ["--task", "multiply"]}
+NEEDS = {"compare": ["--task", "multiply"], "rl": ["--out", "unused"]}
 
 
 def probe(o) -> object:

@@ -253,6 +253,121 @@ def test_help_documents_every_flag() -> None:
     assert res.returncode == 0
     from unmask.rl.trainer import RLConfig
 
-    for name in RLConfig.__dataclass_fields__:
-        flag = "sampler_option" if name == "sampler_options" else name
-        assert f"--{flag}" in res.stdout, flag
+    for name in set(RLConfig.__dataclass_fields__) - {"sampler_options", "decoding"}:
+        assert f"--{name}" in res.stdout, name
+    from unmask.options import options_for
+
+    for o in options_for("rl"):  # the option table's rows (sampler options, generation fields)
+        assert f"--{o.name}" in res.stdout, o.name
+    assert "--preset" in res.stdout and "--config" in res.stdout
+
+
+def test_rollout_settings_come_through_the_option_table(tmp_path: Path) -> None:
+    """The decoding rows resolve as in `unmask sample`: flag > key=value > --config > --preset >
+    default; sampler rows become sampler options, other generation rows the rollouts' overrides."""
+    from unmask.cli import parse_args
+    from unmask.rl.commands import ROLLOUT_TEMPERATURE, config_from_args
+
+    base = ["rl", "--model_name_or_path", "tiny-judge", "--out", str(tmp_path)]
+    cfg = config_from_args(parse_args(base))
+    assert cfg.temperature == ROLLOUT_TEMPERATURE and cfg.sampler == "confidence" and cfg.use_cache == "none"
+    assert cfg.decoding == {"schedule": "linear", "eos_penalty": 0.0, "eos_fill": False}  # the rows' defaults
+    conf = tmp_path / "c.yaml"
+    conf.write_text("sampler: {name: threshold, threshold: 0.8}\ngeneration: {steps: 12, block_size: 5, "
+                    "temperature: 0.7}\n")
+    cfg = config_from_args(parse_args(base + ["--config", str(conf), "generation.steps=6", "--threshold", "0.9"]))
+    assert cfg.sampler == "threshold" and cfg.sampler_options == {"threshold": 0.9}
+    assert cfg.decoding["steps"] == 6 and cfg.decoding["block_size"] == 5 and cfg.temperature == 0.7
+    # tokens_per_step from a flag replaces the config's step budget (the rows exclude each other)
+    cfg = config_from_args(parse_args(base + ["--config", str(conf), "--tokens_per_step", "2"]))
+    assert cfg.tokens_per_step == 2 and "steps" not in cfg.decoding
+    # --position_temperature is the exploring-confidence draw under confidence, a sampler option otherwise
+    cfg = config_from_args(parse_args(base + ["--position_temperature", "0.3", "--estimator", "trajectory"]))
+    assert cfg.position_temperature == 0.3 and cfg.sampler_options == {}
+    cfg = config_from_args(parse_args(base + ["--sampler", "info_gain", "--position_temperature", "0.3"]))
+    assert cfg.position_temperature == 0.0 and cfg.sampler_options == {"position_temperature": 0.3}
+
+
+def test_bad_rollout_option_is_one_error_line(tmp_path: Path) -> None:
+    res = _run([sys.executable, "-m", "unmask.rl", "--model_name_or_path", "tiny-judge", "--use_cache", "prefx"],
+               tmp_path / "x")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "prefx" in lines[0], res.stderr
+
+
+class _FakeWandbRun:
+    def __init__(self, calls: list, **kw) -> None:
+        self.calls = calls
+        calls.append(("init", kw))
+
+    def log(self, row, step=None) -> None:
+        self.calls.append(("log", step, dict(row)))
+
+    def finish(self) -> None:
+        self.calls.append(("finish",))
+
+
+def test_wandb_logs_every_step_beside_metrics_jsonl_and_resumes_the_same_run(tmp_path: Path, monkeypatch) -> None:
+    """--wandb goes through unmask.tracking (as eval does): one logged step per metrics row, and a
+    resumed training continues the W&B run it started."""
+    import types
+
+    from unmask.rl.trainer import GRPOTrainer
+
+    calls: list = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: _FakeWandbRun(calls, **kw)
+    for max_steps in (1, 2):
+        trainer = GRPOTrainer(_cfg(tmp_path, max_steps=max_steps, beta=0, wandb=True, wandb_project="proj"))
+        with monkeypatch.context() as m:  # only the run sees it (accelerate probes for a real wandb)
+            m.setitem(sys.modules, "wandb", fake)
+            trainer.train()
+    rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    inits = [c[1] for c in calls if c[0] == "init"]
+    logs = [c for c in calls if c[0] == "log"]
+    assert len(inits) == 2 and inits[0]["id"] == inits[1]["id"] and inits[1]["resume"] == "allow"
+    assert inits[0]["project"] == "proj" and inits[0]["config"]["group_size"] == 4
+    assert [c[1] for c in logs] == [r["step"] for r in rows] == [1, 2]
+    assert logs[1][2]["reward"] == rows[1]["reward"] and "rollout_s" in logs[1][2]
+    assert [c[0] for c in calls].count("finish") == 2
+
+
+def test_lockstep_rollouts_keep_the_answer_until_the_reasoning_is_written(tmp_path: Path) -> None:
+    """--lockstep (the option table's rows, read as `unmask sample --lockstep` reads them) decodes
+    the rollouts in lockstep over the task's R/A regions: with answer_after 1.0 no answer cell is
+    committed before the step that writes the last reasoning cell, and the step still trains."""
+    from unmask.cli import parse_args
+    from unmask.rl.commands import config_from_args
+    from unmask.rl.trainer import GRPOTrainer
+
+    args = parse_args(["rl", "--model_name_or_path", "tiny-judge", "--out", str(tmp_path), "--group_size", "2",
+                       "--prompts_per_step", "2", "--max_steps", "1", "--reward_workers", "0", "--beta", "0",
+                       "--reward", "rl_reward_helper:filler_first_share", "--estimator", "trajectory",
+                       "--trajectory_steps", "3", "--lockstep", "gauss_seidel", "decode.answer_after=1.0"])
+    cfg = config_from_args(args)
+    assert cfg.lockstep["mode"] == "gauss_seidel" and cfg.lockstep["answer_after"] == 1.0
+    assert not cfg.use_order_term()
+    trainer = GRPOTrainer(cfg)
+    items = trainer.step_items(0)
+    _, _, rolls, _ = trainer.rollouts(0, items)
+    regions = trainer.task.regions(items[0])
+    r_lo, r_hi = regions["R"]
+    a_lo, a_hi = regions["A"]
+    for roll in rolls[:2]:  # the first prompt's group
+        step_of = {p: s for s, (pos, _) in enumerate(roll.steps) for p in pos}
+        last_r = max(step_of[p] for p in range(r_lo, r_hi))
+        first_a = min(step_of[p] for p in range(a_lo, a_hi))
+        # gauss_seidel commits R, re-runs the model and commits A within one trace step
+        assert first_a >= last_r and first_a > 0, (first_a, last_r)
+    trainer.train()
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["premature"] == 0.0 and math.isfinite(row["loss"])
+
+
+def test_lockstep_region_flags_need_the_mode(tmp_path: Path) -> None:
+    res = _run([sys.executable, "-m", "unmask.rl", "--model_name_or_path", "tiny-judge", "--tau_r", "0.5"],
+               tmp_path / "x")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--lockstep" in lines[0], res.stderr

@@ -43,7 +43,7 @@ from __future__ import annotations
 import argparse
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import UnmaskError
@@ -222,10 +222,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("threads", int, None, "torch CPU threads (default: torch's choice)", group=R, target="run",
                range=AT_LEAST_1, commands=("eval",), server=False),
     OptionSpec("wandb", bool, False, "log the figures to Weights & Biases (needs `pip install wandb`)", group=R,
-               target="run", commands=("sample", "eval", "compare"), server=False),
+               target="run", commands=("sample", "eval", "compare", "rl"), server=False),
     OptionSpec("wandb_project", str, WANDB_DEFAULT_PROJECT, "Weights & Biases project", group=R, target="run",
-               commands=("sample", "eval", "compare"), server=False),
+               commands=("sample", "eval", "compare", "rl"), server=False),
 )
+
+#: ``unmask rl`` decodes its rollouts with the shared decoding rows, so that what is trained is
+#: decoded exactly as ``unmask sample`` would decode it; left out are the device rows (rl places
+#: one device per process itself) and the decoders whose kept row is not one draw of the policy
+#: (a beam, best-of-N) or that reproduce a reference loop (compat)
+_NOT_RL = ("device", "dtype", "beam_size", "best_of", "compat")
+OPTIONS = tuple(o if o.commands != DECODING or o.name in _NOT_RL else replace(o, commands=DECODING + ("rl",))
+                for o in OPTIONS)
 
 BY_NAME: dict[str, OptionSpec] = {o.name: o for o in OPTIONS}
 BY_KEY: dict[str, OptionSpec] = {o.config_key: o for o in OPTIONS if o.config_key is not None}

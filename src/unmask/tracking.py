@@ -1,4 +1,4 @@
-"""Weights & Biases logging, in one place for sample, compare, eval and sweep.
+"""Progress and Weights & Biases logging, in one place for sample, compare, eval, sweep and rl.
 
 wandb is optional (the ``wandb`` extra) and imported only when a run asks for it (``--wandb``);
 every command logs to the same default project (:data:`unmask.options.WANDB_DEFAULT_PROJECT`),
@@ -7,6 +7,8 @@ so the runs of one study end up side by side.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from .errors import UnmaskError
@@ -40,3 +42,25 @@ def log_rows(project: str | None, name: str, config: dict[str, Any], rows: list[
     for row in rows:
         run.log(numbers(row))
     run.finish()
+
+
+def progress_bar(label: str, total: int):
+    """A rich progress bar on stderr (count, rate and ETA) and its ``advance(n)``; ``(None, None)``
+    when stderr is not a terminal (logs and tests stay plain) or ``UNMASK_NO_PROGRESS`` is set."""
+    if not sys.stderr.isatty() or os.environ.get("UNMASK_NO_PROGRESS"):
+        return None, None
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    tid = prog.add_task(label, total=total)
+    prog.start()
+    return prog, lambda n: prog.advance(tid, n)

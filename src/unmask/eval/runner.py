@@ -451,24 +451,10 @@ def _jsonable(v: Any) -> Any:
 
 
 def _progress_bar(label: str, total: int):
-    """A rich progress bar on stderr (sample count, rate and ETA); a no-op when not a terminal."""
-    if not sys.stderr.isatty() or os.environ.get("UNMASK_NO_PROGRESS"):
-        return None, None
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """The shared progress bar (:func:`unmask.tracking.progress_bar`)."""
+    from ..tracking import progress_bar
 
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-    tid = prog.add_task(label, total=total)
-    prog.start()
-    return prog, lambda n: prog.advance(tid, n)
+    return progress_bar(label, total)
 
 
 def run_eval(spec: EvalSpec, session=None, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:

@@ -7,30 +7,15 @@ import sys
 from collections.abc import Sequence
 
 
-def _kv(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    for cast in (int, float):
-        try:
-            return key.strip(), cast(value)
-        except ValueError:
-            pass
-    return key.strip(), value
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_flag, parse_bool
+    from ..cli import add_flag, add_sampling_flags, parse_bool
 
-    g = p.add_argument_group("model and data")
-    add_flag(g, "model_name_or_path", required=True,
-             help="policy to train: a folder or alias (tiny-judge, ...); also the frozen KL reference")
+    g = p.add_argument_group("model and data (--model_name_or_path: the policy, also the frozen KL reference)")
     add_flag(g, "out", required=True,
              help="run folder: metrics.jsonl, checkpoint.pt (resumed automatically), model/ (loads with --model_name_or_path)")
     add_flag(g, "task", default=None,
              help="synthetic task whose training split gives the prompts (default: the model folder's task.json)")
     add_flag(g, "prompts", default=None, help="JSONL file of items with a 'prompt' field (instead of --task)")
-    add_flag(g, "max_new_tokens", type=int, default=128, help="completion length for --prompts (tasks infill their canvas)")
     g = p.add_argument_group("rewards")
     add_flag(g, "reward", default="task",
              help="task (the task's score), code (sandboxed tests in item['tests']) or package.module:function "
@@ -39,14 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="with --reward task: score fields summed into the reward, NAME[:WEIGHT],... (e.g. correct:1,r_correct:0.5)")
     add_flag(g, "reward_workers", type=int, default=1,
              help="processes that compute rewards (0: in the trainer's process)")
-    g = p.add_argument_group("rollouts (decoded by unmask.generate)")
-    add_flag(g, "sampler", default="confidence", help="sampler that draws the rollouts (any unmask sampler)")
-    add_flag(g, "sampler_option", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-             help="a sampler option (repeatable), e.g. threshold=0.9")
-    add_flag(g, "temperature", type=float, default=1.0, help="token temperature of the rollouts (> 0 for distinct rows)")
-    add_flag(g, "tokens_per_step", type=int, default=None, help="tokens committed per decoding step (default: one)")
-    add_flag(g, "decode_steps", type=int, default=None, help="decoding step budget (GenerationConfig.steps)")
-    add_flag(g, "use_cache", default="none", choices=("none", "prefix", "dual"), help="KV cache mode of the rollouts")
+    g = p.add_argument_group("groups")
     add_flag(g, "group_size", type=int, default=8, help="completions per prompt, G (at least 2)")
     add_flag(g, "prompts_per_step", type=int, default=16,
              help="prompts per optimiser step (global batch = prompts x group size; a multiple of the process count)")
@@ -58,9 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="trajectory: score this many random steps per completion (default: all)")
     add_flag(g, "order_term", type=parse_bool, default=None,
              help="trajectory + confidence sampler: add the probability of the chosen position (default: on when it applies)")
-    add_flag(g, "position_temperature", type=float, default=0.0,
-             help="> 0: rollouts draw each cell from softmax(max prob / tau) (exploring confidence decoding; "
-                  "the trajectory estimator scores the drawn order); 0: the sampler as named")
     add_flag(g, "beta", type=float, default=0.02, help="KL penalty to the frozen reference (0: no reference model)")
     add_flag(g, "clip_eps", type=float, default=0.2, help="GRPO ratio clipping epsilon")
     add_flag(g, "iterations", type=int, default=1, help="optimiser steps per batch of rollouts (mu)")
@@ -74,30 +49,63 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(g, "micro_batch", type=int, default=64, help="completions per forward/backward chunk (memory)")
     add_flag(g, "lora_rank", type=int, default=0, help="> 0: train LoRA adapters of this rank (peft) instead of all weights")
     add_flag(g, "lora_alpha", type=float, default=16.0, help="LoRA scaling alpha (the update is alpha/rank * B A)")
-    add_flag(g, "seed", type=int, default=0, help="seed of prompts, rollouts and estimator masks")
     add_flag(g, "save_every", type=int, default=10, help="steps between checkpoints (and at the end)")
     add_flag(g, "save_dtype", default=None, help="dtype of the exported model/ (default: the source's)")
     add_flag(g, "threads", type=int, default=1, help="torch CPU threads per process")
     add_flag(g, "device", default="cpu", choices=("cpu", "cuda"), help="cpu, or cuda (one device per process)")
     add_flag(g, "overwrite", action="store_true", help="delete --out first instead of resuming from it")
+    # the rollouts' decoding settings: the option table's rows, as in `unmask sample` (with --preset,
+    # --config, key=value); --seed also seeds the prompts and the estimator's masks
+    add_sampling_flags(p, "rl")
+
+
+DESCRIPTION = (
+    "Train a masked diffusion model with GRPO. Several processes: `accelerate launch --num_processes N -m unmask.rl "
+    "...` (same flags). Rollouts are decoded by unmask.generate with the decoding options below, set exactly as for "
+    "`unmask sample` (flags, --preset, --config, group.key=value; --temperature defaults to 1.0 here, so that a "
+    "group's rows differ). With --sampler confidence, --position_temperature TAU > 0 draws each committed cell from "
+    "softmax(max prob / TAU) (exploring confidence decoding; needs --estimator trajectory, which scores the drawn "
+    "order); with Info-Gain it is that sampler's option. --lockstep decodes the rollouts in lockstep, as `unmask "
+    "sample --lockstep` does (a task's R/A regions, or prompt R --answer_separator A for --prompts).")
+
+#: the rollout temperature when no flag, preset or config sets one (the table's 0 = argmax would
+#: make the G rows of a group identical for deterministic samplers)
+ROLLOUT_TEMPERATURE = 1.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "rl", help="GRPO reinforcement learning with verifiable rewards (rollouts through unmask.generate)",
-        description="Train a masked diffusion model with GRPO. Several processes: "
-                    "`accelerate launch --num_processes N -m unmask.rl ...` (same flags).",
+        description=DESCRIPTION,
     )
     add_arguments(p)
     p.set_defaults(func=cmd_rl)
 
 
 def config_from_args(args: argparse.Namespace):
+    """The trainer's settings from the resolved arguments: the rl flags by name, the sampler rows
+    as ``sampler_options``, the other generation rows as ``decoding``."""
+    from dataclasses import asdict
+
+    from ..errors import UnmaskError
+    from ..options import lockstep_options, values
     from .trainer import RLConfig
 
+    if not getattr(args, "model_name_or_path", None):
+        raise UnmaskError("unmask rl needs --model_name_or_path (the policy to train)")
+    if getattr(args, "option_sources", {}).get("temperature") == "default":
+        args.temperature = ROLLOUT_TEMPERATURE
     fields = set(RLConfig.__dataclass_fields__)
-    kwargs = {k: v for k, v in vars(args).items() if k in fields}
-    kwargs["sampler_options"] = dict(args.sampler_option or [])
+    kwargs = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    options = values(args, "sampler")
+    if args.sampler == "confidence" and "position_temperature" in options:
+        kwargs["position_temperature"] = options.pop("position_temperature")  # the exploring rollouts
+    else:
+        kwargs.pop("position_temperature", None)
+    kwargs["sampler_options"] = options
+    kwargs["decoding"] = {k: v for k, v in values(args, "generation").items() if k not in fields}
+    lock = lockstep_options(args)  # the same reading as `unmask sample --lockstep`
+    kwargs["lockstep"] = asdict(lock) if lock.on else {}
     return RLConfig(**kwargs)
 
 
@@ -114,16 +122,8 @@ def cmd_rl(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m unmask.rl``, ``accelerate launch -m unmask.rl``): the same
-    parser and error convention as ``unmask rl``."""
-    from ..cli import _Parser, normalize_flags
-    from ..errors import UnmaskError
+    """Stand-alone entry (``python -m unmask.rl``, ``accelerate launch -m unmask.rl``): exactly
+    ``unmask rl`` (the same parser, option resolution and error convention)."""
+    from ..cli import main as cli_main
 
-    parser = _Parser(prog="unmask rl", description="GRPO for masked diffusion models.")
-    add_arguments(parser)
-    args = parser.parse_args(normalize_flags(sys.argv[1:] if argv is None else argv))
-    try:
-        return cmd_rl(args)
-    except UnmaskError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+    return cli_main(["rl", *(sys.argv[1:] if argv is None else argv)])

@@ -42,7 +42,8 @@ class RLConfig:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     tokens_per_step: int | None = None
-    decode_steps: int | None = None
+    #: the other generation rows of the option table (steps, block_size, schedule, top_p, ...)
+    decoding: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int = 128
     use_cache: str = "none"
     group_size: int = 8
@@ -69,6 +70,10 @@ class RLConfig:
     threads: int | None = 1
     device: str = "cpu"
     overwrite: bool = False
+    #: LockstepOptions fields (mode, tau_r, ...): rollouts decoded in lockstep; empty = off
+    lockstep: dict[str, Any] = field(default_factory=dict)
+    wandb: bool = False
+    wandb_project: str | None = None
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is loaded."""
@@ -99,13 +104,24 @@ class RLConfig:
         if self.position_temperature > 0 and (self.sampler != "confidence" or self.estimator != "trajectory"):
             raise UnmaskError("--position_temperature draws confidence-ordered rollouts: it needs --sampler confidence "
                               "and --estimator trajectory (which scores the drawn order)")
+        if self.lockstep_options() is not None and (self.position_temperature > 0 or self.order_term):
+            raise UnmaskError("--lockstep gates which cells commit; the exploring confidence draw "
+                              "(--position_temperature) and --order_term score a plain confidence order: drop them")
         if self.use_order_term() and (self.estimator != "trajectory" or self.temperature <= 0
                                       or (self.tokens_per_step or 1) != 1 or self.sampler != "confidence"):
             raise UnmaskError("--order_term needs --estimator trajectory, --sampler confidence, --temperature > 0 "
                               "and one token per step")
 
+    def lockstep_options(self):
+        """The rollouts' :class:`~unmask.decoding.lockstep.LockstepOptions` (validated), or None."""
+        if not self.lockstep.get("mode"):
+            return None
+        from ..decoding.lockstep import LockstepOptions
+
+        return LockstepOptions(**self.lockstep)
+
     def use_order_term(self) -> bool:
-        if self.position_temperature > 0:
+        if self.position_temperature > 0 or self.lockstep.get("mode"):
             return False  # the soft sampler's order is scored by soft_order_logp instead
         if self.order_term is not None:
             return bool(self.order_term)
@@ -154,6 +170,9 @@ class GRPOTrainer:
             from ..tokenizer import load_tokenizer
 
             self.tokenizer = load_tokenizer(self.folder)
+        if cfg.lockstep_options() is not None and self.task is None and cfg.lockstep.get("answer_separator") is None:
+            raise UnmaskError("--lockstep with --prompts needs --answer_separator TEXT (e.g. '\\nAnswer: ') to place "
+                              "R and A after each prompt")
         stored = str(read_config(self.folder).get("torch_dtype", "float32"))
         self.save_dtype = cfg.save_dtype or stored
         self.out = Path(cfg.out)
@@ -259,8 +278,19 @@ class GRPOTrainer:
             overrides["max_new_tokens"] = cfg.max_new_tokens
         if cfg.tokens_per_step is not None:
             overrides["tokens_per_step"] = cfg.tokens_per_step
-        if cfg.decode_steps is not None:
-            overrides["steps"] = cfg.decode_steps
+        overrides = {**cfg.decoding, **overrides}
+        lock = cfg.lockstep_options()
+        if lock is not None:  # the regions as `unmask sample --lockstep` lays them out
+            if self.task is not None:
+                from ..decoding.lockstep import task_regions
+
+                spans = [task_regions(self.task, items[i]) for i in owners]
+            else:
+                from ..session import Session
+
+                rows, spans = Session(self.acc.unwrap_model(self.model), self.tokenizer).separator_canvases(rows, lock)
+                overrides["max_new_tokens"] = 0
+            overrides["plan"] = lock.plan(spans)
         policy = self.acc.unwrap_model(self.model)
         policy.eval()
         sampler: Any = cfg.sampler
@@ -392,6 +422,15 @@ class GRPOTrainer:
         if threading.current_thread() is threading.main_thread():
             # `kill PID` ends the run through the finally below, so the reward workers go too
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        bar, advance = (None, None)
+        run = None
+        if self.acc.is_main_process:
+            from ..tracking import progress_bar
+
+            run = self._wandb_run() if cfg.wandb else None
+            bar, advance = progress_bar(f"rl {self.folder.name}", cfg.max_steps)
+            if advance is not None:
+                advance(self.start_step)
         try:
             for step in range(self.start_step, cfg.max_steps):
                 row = self.train_step(step)
@@ -401,11 +440,33 @@ class GRPOTrainer:
                     with metrics.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")
                     self._log_line(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                    if run is not None:
+                        from ..tracking import numbers
+
+                        run.log(numbers(row), step=row["step"])
+                    if advance is not None:
+                        advance(1)
                 if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.max_steps:
                     self.save(step + 1)
         finally:
+            if bar is not None:
+                bar.stop()
+            if run is not None:
+                run.finish()
             self.rewards.close()
         return self.out / "model"
+
+    def _wandb_run(self):
+        """The run's W&B run (project ``--wandb_project``, named after the run folder); its id is kept
+        in ``wandb_run_id`` beside the checkpoint, so a resumed training continues the same W&B run."""
+        import uuid
+
+        from ..tracking import start
+
+        id_file = self.out / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:16]
+        id_file.write_text(run_id + "\n")
+        return start(self.cfg.wandb_project, f"rl-{self.out.name}", asdict(self.cfg), run_id=run_id)
 
     def save(self, step: int) -> None:
         """``checkpoint.pt`` (weights + optimiser, to resume) and ``model/`` (a folder that loads with
