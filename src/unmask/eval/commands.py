@@ -50,6 +50,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .geneval import cmd_geneval
 
         return cmd_geneval(args)
+    if args.task == "shapes_geneval":  # tiny-shapes text-to-image, scored by the shapes detector
+        from .shapes_geneval import cmd_shapes_geneval
+
+        return cmd_shapes_geneval(args)
     if args.check_sandbox:
         from .sandbox import isolation_report
 
@@ -138,6 +142,9 @@ def add_eval_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "list_tasks", action="store_true", help="list the tasks and exit")
     add_flag(p, "check_sandbox", action="store_true", help="print which code-sandbox layers work on this machine and exit")
     add_sampling_flags(p, "eval")
+    add_flag(p, "vq_model_path", default=None, help="MAGVIT-v2 folder (text-to-image tasks: geneval, shapes_geneval)")
+    add_flag(p, "guidance_scale", type=float, default=None,
+             help="classifier-free guidance w of text-to-image tasks (default 3.5)")
     from .writing_judge import add_judge_flags
 
     add_judge_flags(p)

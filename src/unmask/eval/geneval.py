@@ -45,6 +45,15 @@ Generator = Callable[[str, Sequence[int]], list]
 T2I_BACKENDS: list[Callable[[argparse.Namespace], Generator | None]] = []
 
 
+def _mmada(args: argparse.Namespace) -> Generator | None:
+    from .shapes_geneval import mmada_backend
+
+    return mmada_backend(args)
+
+
+T2I_BACKENDS.append(_mmada)
+
+
 def shipped_metadata_path() -> Path:
     return Path(str(resources.files("unmask") / "data" / "geneval" / "evaluation_metadata.jsonl"))
 

@@ -1,0 +1,100 @@
+"""The tiny-shapes MDM trainer: a few steps on a tiny config (weights change, loss finite), rerun
+and resume give bit-identical weights, and the export loads and decodes like MMaDA-8B."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from tiny_mmada import tiny_magvit
+
+from unmask.models.loading import build_model, load_model
+from unmask.models.magvitv2 import save_magvitv2
+from unmask.models.mmada import MMaDA
+from unmask.multimodal.t2i import t2i
+from unmask.tasks import shapes as S
+from unmask.tasks import shapes_mdm as M
+from unmask.tokenizer import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def vq(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vq")
+    save_magvitv2(tiny_magvit(0), folder)
+    return folder
+
+
+def _run(out, vq, steps, **kw):
+    argv = ["--out", str(out), "--vq", str(vq), "--size", "test", "--steps", str(steps), "--batch_size", "3",
+            "--warmup", "1", "--save_every", "2", "--log_every", "1", "--lr", "3e-3"]
+    for k, v in kw.items():
+        argv += [f"--{k}", str(v)]
+    return M.train(M.build_parser().parse_args(argv))
+
+
+def test_alphabet_covers_every_caption():
+    chars = set("".join(r["prompt"] for r in S._all_records()))
+    assert chars == set(M.ALPHABET)
+    longest = max(len(r["prompt"]) for r in S._all_records())
+    assert longest + 3 <= M.MAX_TEXT_LEN + 1  # <|t2i|> <bos> text <eos> fits the text part
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    a, b = M.step_batch(0, 5, 4), M.step_batch(0, 5, 4)
+    assert a[0] == b[0] and (a[1] == b[1]).all()
+    assert M.step_batch(0, 6, 4)[0] != a[0] or not (M.step_batch(0, 6, 4)[1] == a[1]).all()
+
+
+def test_training_rows_follow_the_t2i_layout(vq):
+    from unmask.multimodal.prompting import EOI, IPAD, SOI, T2I
+
+    model = build_model(M.model_config("test", 64, 64), seed=0)
+    tok = M.char_tokenizer()
+    codes = torch.randint(0, 64, (4, 64), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    ids, mask, masked, start = M.training_rows(model, tok, ["a red circle"] * 4, codes, g, 0.5, M.MAX_TEXT_LEN)
+    assert start == M.MAX_TEXT_LEN + 2 and ids.shape[1] == start + 64 + 1
+    assert (ids[:, start - 1] == SOI).all() and (ids[:, -1] == EOI).all()
+    assert (ids[:, 0] == IPAD).all() and (ids == T2I).sum(1).eq(1).all()
+    img = ids[:, start : start + 64]
+    assert (masked.sum(1) >= 1).all()
+    assert (img[masked] == model.config.mask_token_id).all()
+    assert (img[~masked] == codes[~masked] + model.config.image_offset).all()
+    assert (mask[:, start:] == 1).all()
+
+
+def test_few_steps_train_resume_and_export(tmp_path, vq):
+    init = build_model(M.model_config("test", 64, 64), seed=0).state_dict()
+    full = _run(tmp_path / "a", vq, 4)
+    assert math.isfinite(full["loss"])
+    sd = full["model"].state_dict()
+    assert any(not torch.equal(sd[k], init[k]) for k in sd)  # training moved the weights
+    log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in log)
+
+    _run(tmp_path / "b", vq, 2)  # stop at step 2 (a checkpoint) ...
+    resumed = _run(tmp_path / "b", vq, 4)  # ... and resume to 4: bit-identical to the straight run
+    for k, v in resumed["model"].state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+    folder = tmp_path / "a" / "model"
+    model = load_model(folder)  # the MMaDA-8B loading path
+    assert isinstance(model, MMaDA)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    meta = json.loads((folder / "t2i.json").read_text())
+    assert meta["max_text_len"] == M.MAX_TEXT_LEN and meta["vq_sha256"] == M.vq_sha256(vq) and meta["step"] == 4
+    assert (tmp_path / "a" / "vq" / "model.safetensors").read_bytes() == (vq / "model.safetensors").read_bytes()
+    from unmask.models.magvitv2 import load_magvitv2
+
+    out = t2i(model, load_magvitv2(tmp_path / "a" / "vq"), ["two green squares"], "maskgit",
+              tokenizer=load_tokenizer(folder), steps=4, max_text_len=meta["max_text_len"], seed=0)
+    assert out.images.shape == (1, 32, 32, 3) and out.codes.shape == (1, 64)
+
+
+def test_bad_arguments_exit_2(tmp_path, capsys):
+    assert M.main(["--out", str(tmp_path / "x"), "--vq", str(tmp_path / "nowhere")]) == 2
+    assert "error: --vq" in capsys.readouterr().err
+    assert M.main(["--out", str(tmp_path / "x"), "--vq", "v", "--cond_dropout", "1.5"]) == 2
