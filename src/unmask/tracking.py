@@ -44,11 +44,9 @@ def log_rows(project: str | None, name: str, config: dict[str, Any], rows: list[
     run.finish()
 
 
-def progress_bar(label: str, total: int):
-    """A rich progress bar on stderr (count, rate and ETA) and its ``advance(n)``; ``(None, None)``
-    when stderr is not a terminal (logs and tests stay plain) or ``UNMASK_NO_PROGRESS`` is set."""
-    if not sys.stderr.isatty() or os.environ.get("UNMASK_NO_PROGRESS"):
-        return None, None
+def rich_progress(transient: bool = True):
+    """The one look of unmask's progress bars (description, bar, count, elapsed, ETA) on stderr,
+    not started; eval, rl and sweep add their tasks to it."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -59,8 +57,16 @@ def progress_bar(label: str, total: int):
         TimeRemainingColumn,
     )
 
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=transient)
+
+
+def progress_bar(label: str, total: int):
+    """A rich progress bar on stderr (count, rate and ETA) and its ``advance(n)``; ``(None, None)``
+    when stderr is not a terminal (logs and tests stay plain) or ``UNMASK_NO_PROGRESS`` is set."""
+    if not sys.stderr.isatty() or os.environ.get("UNMASK_NO_PROGRESS"):
+        return None, None
+    prog = rich_progress()
     tid = prog.add_task(label, total=total)
     prog.start()
     return prog, lambda n: prog.advance(tid, n)

@@ -345,18 +345,9 @@ class _SweepProgress:
             return cls()
         if not sys.stderr.isatty():
             return cls(n_runs=n_runs, plain=True)
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from ..tracking import rich_progress
 
-        prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
+        prog = rich_progress(transient=False)
         tid = prog.add_task("runs", total=n_runs)
         prog.start()
         return cls(prog, tid)
