@@ -271,7 +271,7 @@ def test_rollout_settings_come_through_the_option_table(tmp_path: Path) -> None:
     base = ["rl", "--model_name_or_path", "tiny-judge", "--out", str(tmp_path)]
     cfg = config_from_args(parse_args(base))
     assert cfg.temperature == ROLLOUT_TEMPERATURE and cfg.sampler == "confidence" and cfg.use_cache == "none"
-    assert cfg.decoding == {"schedule": "linear", "eos_penalty": 0.0, "eos_fill": False}  # the rows' defaults
+    assert cfg.decoding == {"schedule": "linear", "eos_penalty": 0.0, "eos_fill": False, "compile": False}  # the rows' defaults
     conf = tmp_path / "c.yaml"
     conf.write_text("sampler: {name: threshold, threshold: 0.8}\ngeneration: {steps: 12, block_size: 5, "
                     "temperature: 0.7}\n")
