@@ -61,18 +61,6 @@ def raise_nonfinite(logits: torch.Tensor, hooked: bool) -> None:
     )
 
 
-def check_processed_logits(logits: torch.Tensor, where: str = "the logits hook") -> None:
-    """After penalties, suppression and hooks: no NaN/+inf, and every position keeps at least one
-    token it may still choose (a row of all -inf has no distribution to sample from)."""
-    if bool(torch.isnan(logits).any()) or bool(torch.isposinf(logits).any()):
-        raise UnmaskError(f"{where} returned NaN or +inf logits")
-    if logits.numel() and not bool(torch.isfinite(logits).any(-1).all()):
-        raise UnmaskError(
-            f"after {where}, some position has no token left to choose (every logit is -inf): "
-            "check suppress_token_ids, eos_penalty and the hook"
-        )
-
-
 def logits_width(model: torch.nn.Module) -> int | None:
     """Number of logits the model produces per position, from its config (None when unknown)."""
     cfg: Any = getattr(model, "config", None)
