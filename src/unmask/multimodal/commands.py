@@ -21,11 +21,12 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..cli import add_flag, add_model_flags
+    from ..options import BY_NAME
 
     p = sub.add_parser("t2i", help="text-to-image with MMaDA (every sampler; grid for --n > 1)")
     add_model_flags(p)
-    add_flag(p, "device", default="auto", help="cpu, cuda, cuda:1, mps ... (auto: cuda when available)")
-    add_flag(p, "dtype", default="auto", help="float32 | bfloat16 | float16 | auto (as stored)")
+    for name in ("device", "dtype"):  # the run commands' rows, as flags of this command
+        add_flag(p, name, default=BY_NAME[name].default, help=BY_NAME[name].help)
     add_flag(p, "vq_model_path", required=True, help="MAGVIT-v2 folder (e.g. showlab/magvitv2)")
     add_flag(p, "prompt", required=True, help="what to draw")
     add_flag(p, "out", required=True, help="image file (.png, .jpg, ...); a grid when --n > 1")
