@@ -61,3 +61,16 @@ def test_no_cycle(graph, a, b):
 def test_lockstep_run_is_gone(graph):
     assert "unmask.lockstep_run" not in graph
     assert not any("unmask.lockstep_run" in deps for deps in graph.values())
+
+
+def test_decoding_modules_form_no_cycle(graph):
+    """Issue 26's split of the decoding loop: config, processors, runner, state, search, the two
+    step paths and the loop import downwards only (no module of ``unmask.decoding`` reaches
+    itself again)."""
+    mods = sorted(m for m in graph if m.startswith("unmask.decoding.") and m != "unmask.decoding")
+    assert {"unmask.decoding.config", "unmask.decoding.runner", "unmask.decoding.search",
+            "unmask.decoding.state", "unmask.decoding.engine"} <= set(mods)
+    sub = {m: {d for d in graph[m] if d in mods} for m in mods}
+    for m in mods:
+        for d in sub[m]:
+            assert not _reaches(sub, d, m), f"{m} and {d} import each other"

@@ -1,6 +1,6 @@
 """The vectorised step: every row's view, choice and commit as batched tensor operations.
 
-The per-row path of :class:`~unmask.decoding.engine.Engine` builds one :class:`StepView` per row in
+The per-row path (:mod:`unmask.decoding.rowstep`) builds one :class:`StepView` per row in
 Python, computes full-vocabulary softmax and entropy at every eligible position, and reads results
 back to the host token by token. On a GPU each of those reads is a device synchronisation, so the
 engine's cost grew with the batch. This module runs the same algorithm for the common case:
@@ -23,27 +23,24 @@ per-row generators, same draws in the same order, the same softmax and entropy p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import torch
 
 from ..samplers.base import BatchView, entropy_from_logits
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook
+from .plan import Phase
 from .processors import filter_logits, inverse_cdf_draw
+from .state import Run
+from .stopping import stops
 from .trace import StepRecord, TokenRecord
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Engine, GenerationConfig
-    from .plan import Phase
 
-
-def eligible_for(engine: Engine, phase: Phase, cfg: GenerationConfig) -> bool:
+def eligible_for(run: Run, phase: Phase) -> bool:
     """Whether this phase can take the vectorised step (see the module docstring)."""
-    s = engine.sampler
+    s = run.sampler
     if not getattr(s, "batched", False) or getattr(s, "needs_lookahead", False):
         return False
-    if getattr(s, "needs_previous_probs", False) or engine.compat.active or cfg.beam_size > 1:
+    if getattr(s, "needs_previous_probs", False) or run.compat.active or run.cfg.beam_size > 1:
         return False
     if len(phase.regions) != 1:
         return False
@@ -89,12 +86,13 @@ def _propose(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, g
     return tokens
 
 
-def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: torch.Tensor, ws: int, we: int,
-         global_step: int, cache_state: dict[str, Any], cfg: GenerationConfig, rows, stop_ids: list[int],
-         prompt_len: int) -> torch.Tensor:
-    """One step of every live row (all of them may commit: one open scheduled region). Returns the
-    canvas; updates the rows' traces, schedules, steps and ``done`` flags and the engine's mask
-    counts from one device-to-host copy."""
+def step(run: Run, live: list[int]) -> None:
+    """One step of every live row (all of them may commit: one open scheduled region). Updates the
+    canvas, the rows' traces, schedules, steps and ``done`` flags and the phase's mask counts from
+    one device-to-host copy."""
+    ph, cfg, rows, x = run.phase, run.cfg, run.rows, run.x
+    phase, ws, we = ph.phase, ph.ws, ph.we
+    global_step = run.global_step
     device = x.device
     region = phase.regions[0]
     key = id(region)
@@ -102,14 +100,14 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
     everyone = live == list(range(x.shape[0]))
     act = None if everyone else torch.tensor(live, device=device)
 
-    raw = engine._step_logits(x, am, live, ws, we, cache_state, cfg, rows)
-    logits = engine._process(raw, cfg, stop_ids)
+    raw = run.runner.step_logits(x, run.am, live, ws, we, rows)
+    logits = run.runner.process(raw)
     xa = x[:, ws:we] if everyone else x[act, ws:we]
     if cfg.logits_hook is not None:
         logits = call_logits_hook(cfg.logits_hook, global_step, x if everyone else x[act], logits, ws)
     span = _spans(phase, live, ws, we, device)
-    elig = (xa == engine.mask_id) & span
-    counts = [engine._left[key][r] for r in live]
+    elig = (xa == run.mask_id) & span
+    counts = [ph.left[key][r] for r in live]
     gens = [rows[r].generator for r in live]
 
     # one fused softmax (the cheapest full-vocabulary pass on a CPU, and what every sampler's
@@ -122,7 +120,7 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
 
     k = None
     ks: list[int | None] = [None] * a
-    if engine.sampler.uses_schedule:
+    if run.sampler.uses_schedule:
         for i, r in enumerate(live):
             sc = rows[r].sched[0]
             n = counts[i]
@@ -131,7 +129,7 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
         k = torch.tensor(ks, device=device)
     view = BatchView(logits=logits, probs=probs, eligible=elig, tokens=tokens, confidence=conf, k=k, counts=counts,
                      generators=gens)
-    sel = engine.sampler.select_batch(view) & elig
+    sel = run.sampler.select_batch(view) & elig
 
     # commit, then collect the committed positions (each row's first c columns, position order)
     new = torch.where(sel, tokens.to(x.dtype), xa)
@@ -151,12 +149,11 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
         ent_c = entropy_from_logits(logits.gather(1, order[..., None].expand(a, c, v)))
 
     if cfg.tokens_hook is not None:
-        x = call_tokens_hook(cfg.tokens_hook, global_step, x, logits, ws)
-    done_new = _stops(engine, x, rows, prompt_len, cfg, stop_ids)[0]
+        x = run.x = call_tokens_hook(cfg.tokens_hook, global_step, x, logits, ws)
+    done_new = stops(run)[0]
 
     # the mask count of every row's region after this step (all rows: a hook may touch any)
-    all_span = engine._span_all
-    left = ((x[:, ws:we] == engine.mask_id) & all_span).sum(1)
+    left = ((x[:, ws:we] == run.mask_id) & ph.span_all).sum(1)
     parts = [order.double(), tok_c.double(), conf_c.double(), ent_c.double(), valid.double()]
     packed = torch.cat([p.reshape(-1) for p in parts]
                        + [left.double(), done_new.double(), bad.double().reshape(1)])
@@ -184,37 +181,8 @@ def step(engine: Engine, phase: Phase, live: list[int], x: torch.Tensor, am: tor
                 sc.deficit = max(0, ks[i] - m)
             sc.ptr += 1
         row.step += 1
-    engine._left[key] = [int(v) for v in left_h]
+    ph.left[key] = [int(v) for v in left_h]
     for r, d in enumerate(done_h):
         if d:
             rows[r].done = True
-    return x
 
-
-def _stops(engine: Engine, x: torch.Tensor, rows, prompt_len: int, cfg,
-           stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``eos_fill`` and ``stop_at_eos`` for every row at once, on the device: a row that is not
-    done and holds a stop token gets every mask after its first stop set to EOS (``eos_fill``),
-    and finishes when no mask is left before that stop (``stop_at_eos``; its remaining masks
-    become EOS). Returns ``[B]`` bool tensors: rows that finished now, rows whose masks were filled."""
-    b = x.shape[0]
-    if not (cfg.stop_at_eos or cfg.eos_fill) or cfg.max_new_tokens == 0:
-        none = torch.zeros(b, dtype=torch.bool, device=x.device)
-        return none, none
-    gen = x[:, prompt_len:]
-    g = gen.shape[1]
-    open_ = torch.tensor([not r.done for r in rows], device=x.device)
-    is_stop = torch.isin(gen, torch.tensor(stop_ids, device=x.device))
-    ar = torch.arange(g, device=x.device)
-    q = torch.where(is_stop, ar, g).min(1).values  # first stop (g: none)
-    has = (q < g) & open_
-    masked = gen == engine.mask_id
-    fill = torch.zeros_like(masked)
-    if cfg.eos_fill:
-        fill |= masked & (ar > q[:, None]) & has[:, None]
-    done = torch.zeros_like(has)
-    if cfg.stop_at_eos:
-        done = has & ~(masked & (ar < q[:, None])).any(1)
-        fill |= masked & done[:, None]
-    gen.masked_fill_(fill, engine.eos_id)  # a view of x: written in place
-    return done, fill.any(1)

@@ -36,7 +36,7 @@ from ..errors import UnmaskError
 from .schedule import split_steps
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import GenerationConfig
+    from .config import GenerationConfig
 
 SWEEPS = ("jacobi", "gauss_seidel")
 
