@@ -29,7 +29,7 @@ from ..samplers.base import BatchView, entropy_from_logits
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook
 from .plan import Phase
-from .processors import filter_logits, inverse_cdf_draw
+from .processors import filter_logits, first_argmax, inverse_cdf_draw
 from .state import Run
 from .stopping import stops
 from .trace import StepRecord, TokenRecord
@@ -57,33 +57,58 @@ def _spans(phase: Phase, rows: list[int], ws: int, we: int, device) -> torch.Ten
     return ((ar >= lo[:, None]) & (ar < hi[:, None])).to(device)
 
 
-def _propose(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, generators) -> torch.Tensor:
-    """Tokens ``[A, W]``: the argmax at temperature 0; otherwise the per-row path's draw (one float64
-    uniform per eligible position from the row's generator, in position order, then an inverse-CDF
-    draw on the device; see :mod:`unmask.decoding.processors`) for every row at once."""
-    if cfg.temperature == 0:
-        return logits.argmax(-1)
+#: eligible positions scored per pass: bounds the step's full-vocabulary temporaries (16 x 126k
+#: fp32 = 8 MB, reused by the allocator from pass to pass) whatever the batch
+ROWS_PER_PASS = 16
+
+
+def _score(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg,
+           generators) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokens and confidences ``[A, W]`` at the eligible positions (0 elsewhere), and the step's
+    finiteness flag, computed at the eligible positions only (a block's decoded positions cost
+    nothing), :data:`ROWS_PER_PASS` positions at a time.
+
+    Per position exactly what the per-row path computes (so tokens and traces are the same bit
+    for bit): the argmax at temperature 0 (:func:`first_argmax`, the same index), otherwise the
+    inverse-CDF draw with the row's j-th float64 uniform at its j-th eligible position (see
+    :mod:`unmask.decoding.processors`); the confidence is the softmax's probability of the token.
+    A NaN, +inf or all -inf position has a NaN confidence, so the guard reads the confidences."""
     a, w, v = logits.shape
+    device = logits.device
     rows_h, ranks_h, draws = [], [], []
     for i, (n, gen) in enumerate(zip(counts, generators)):
         if n:
             rows_h += [i] * n
             ranks_h += range(n)
-            draws.append(torch.rand(n, generator=gen, dtype=torch.float64))
-    tokens = torch.zeros((a, w), dtype=torch.long, device=logits.device)
-    if not draws:
-        return tokens
-    # only the eligible positions are drawn: each row's j-th eligible position (found on the
-    # device; which rows and how many are known on the host) takes the row's j-th uniform
+            if cfg.temperature > 0:
+                draws.append(torch.rand(n, generator=gen, dtype=torch.float64))
+    tokens = torch.zeros(a * w, dtype=torch.long, device=device)
+    conf = torch.zeros(a * w, dtype=torch.float32, device=device)
+    n_all = len(rows_h)
+    if not n_all:
+        return tokens.view(a, w), conf.view(a, w), torch.zeros((), dtype=torch.bool, device=device)
+    # each row's j-th eligible position (found on the device; which rows and how many are known
+    # on the host), flat in [A * W]
     order = torch.sort((~elig).to(torch.int8), dim=1, stable=True).indices
-    r_idx = torch.tensor(rows_h, device=logits.device)
-    pos = order[r_idx, torch.tensor(ranks_h, device=logits.device)]
-    flat = r_idx * w + pos
-    picked = logits.view(a * w, v).index_select(0, flat)
-    drawn = inverse_cdf_draw(filter_logits(picked, cfg.top_k, cfg.top_p), cfg.temperature,
-                             torch.cat(draws).to(logits.device))
-    tokens.view(-1).index_copy_(0, flat, drawn)
-    return tokens
+    r_idx = torch.tensor(rows_h, device=device)
+    flat = r_idx * w + order[r_idx, torch.tensor(ranks_h, device=device)]
+    u = torch.cat(draws).to(device) if draws else None
+    flat_logits = logits.reshape(a * w, v)
+    toks, confs = [], []
+    for lo in range(0, n_all, ROWS_PER_PASS):
+        picked = flat_logits.index_select(0, flat[lo : lo + ROWS_PER_PASS])
+        if u is None:
+            tok = first_argmax(picked)
+        else:
+            tok = inverse_cdf_draw(filter_logits(picked, cfg.top_k, cfg.top_p), cfg.temperature,
+                                   u[lo : lo + ROWS_PER_PASS])
+        toks.append(tok)
+        confs.append(torch.softmax(picked, dim=-1).gather(-1, tok[:, None]).squeeze(-1))
+    tok_c = toks[0] if len(toks) == 1 else torch.cat(toks)
+    conf_c = confs[0] if len(confs) == 1 else torch.cat(confs)
+    tokens.index_copy_(0, flat, tok_c)
+    conf.index_copy_(0, flat, conf_c)
+    return tokens.view(a, w), conf.view(a, w), nonfinite(conf_c)
 
 
 def step(run: Run, live: list[int]) -> None:
@@ -110,13 +135,7 @@ def step(run: Run, live: list[int]) -> None:
     counts = [ph.left[key][r] for r in live]
     gens = [rows[r].generator for r in live]
 
-    # one fused softmax (the cheapest full-vocabulary pass on a CPU, and what every sampler's
-    # confidence needs); a NaN, +inf or all -inf position makes its whole row NaN, so the guard
-    # reads the confidences only
-    probs = torch.softmax(logits, dim=-1)
-    tokens = _propose(logits, elig, counts, cfg, gens)
-    conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
-    bad = nonfinite(conf, elig)
+    tokens, conf, bad = _score(logits, elig, counts, cfg, gens)
 
     k = None
     ks: list[int | None] = [None] * a
@@ -127,7 +146,7 @@ def step(run: Run, live: list[int]) -> None:
             kk = sc.schedule[sc.ptr] + sc.deficit if sc.ptr < len(sc.schedule) - 1 else n
             ks[i] = max(1, min(kk, n))
         k = torch.tensor(ks, device=device)
-    view = BatchView(logits=logits, probs=probs, eligible=elig, tokens=tokens, confidence=conf, k=k, counts=counts,
+    view = BatchView(logits=logits, eligible=elig, tokens=tokens, confidence=conf, k=k, counts=counts,
                      generators=gens)
     sel = run.sampler.select_batch(view) & elig
 

@@ -70,13 +70,13 @@ class BatchView:
     Tensors are ``[A, W]`` over the phase window of the A deciding rows (``eligible`` marks the
     masked positions a row may commit; values elsewhere are meaningless). Quantities that cost a
     pass over the vocabulary beyond the softmax are computed on first use only (:attr:`entropy`).
+    ``tokens`` and ``confidence`` are computed at the eligible positions only (0 elsewhere).
     ``k`` is each row's scheduled count (already clamped to [1, eligible]), or None when the
     sampler chooses its own (threshold, factor). ``uniform()`` gives each eligible position a
     draw from its row's generator, in position order, exactly as the per-row path draws them.
     """
 
     logits: torch.Tensor  # [A, W, V] processed
-    probs: torch.Tensor  # [A, W, V] softmax(logits)
     eligible: torch.Tensor  # [A, W] bool
     tokens: torch.Tensor  # [A, W] proposed tokens
     confidence: torch.Tensor  # [A, W] probability of the proposed token
@@ -84,6 +84,15 @@ class BatchView:
     counts: list[int]  # eligible positions per row (host ints)
     generators: list[torch.Generator]
     _entropy: torch.Tensor | None = None
+    _probs: torch.Tensor | None = None
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """``[A, W, V]`` softmax(logits), computed on first use (only ``margin`` reads it; the
+        step itself needs the probability of the proposed token only, at eligible positions)."""
+        if self._probs is None:
+            self._probs = torch.softmax(self.logits, dim=-1)
+        return self._probs
 
     @property
     def entropy(self) -> torch.Tensor:
