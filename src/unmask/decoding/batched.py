@@ -57,9 +57,11 @@ def _spans(phase: Phase, rows: list[int], ws: int, we: int, device) -> torch.Ten
     return ((ar >= lo[:, None]) & (ar < hi[:, None])).to(device)
 
 
-#: eligible positions scored per pass: bounds the step's full-vocabulary temporaries (16 x 126k
-#: fp32 = 8 MB, reused by the allocator from pass to pass) whatever the batch
-ROWS_PER_PASS = 16
+#: eligible positions scored per pass: bounds the step's full-vocabulary temporaries whatever the
+#: batch (8 x 126k: 4 MB fp32, 8 MB for the draw's float64 CDF). On a CPU, blocks of 16 MB and
+#: more come from fresh pages on every call (a 16-row float64 CDF costs ~7x what two 8-row ones
+#: do); smaller blocks are reused by the allocator
+ROWS_PER_PASS = 8
 
 
 def _score(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg,
@@ -164,8 +166,9 @@ def step(run: Run, live: list[int]) -> None:
     if view._entropy is not None:
         ent_c = view._entropy.gather(1, order)
     else:
-        v = logits.shape[-1]
-        ent_c = entropy_from_logits(logits.gather(1, order[..., None].expand(a, c, v)))
+        v, w = logits.shape[-1], logits.shape[1]
+        committed_rows = (torch.arange(a, device=device)[:, None] * w + order).reshape(-1)
+        ent_c = entropy_from_logits(logits.reshape(a * w, v).index_select(0, committed_rows)).view(a, c)
 
     if cfg.tokens_hook is not None:
         x = run.x = call_tokens_hook(cfg.tokens_hook, global_step, x, logits, ws)
