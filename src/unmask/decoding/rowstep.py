@@ -53,7 +53,11 @@ def stage(run: Run, regions: list[Region], live: list[int], committed: set[int])
             rk = phase.regions.index(reg)
             views = [view(run, rows[act_list[j]], logits[j], reg, rk, seen.get(act_list[j])) for j in sub]
             groups.append((reg, rk, [act_list[j] for j in sub], views))
-    if run.bad and bool(torch.stack(run.bad).any()):  # one sync for every view of the stage
+    flag = torch.stack(run.bad).any() if run.bad else None
+    # one sync for every view of the stage; a lookahead sampler's stage defers it to the mask count
+    # at its end (its proposals and lookahead run on the device and cannot fail on NaN scores)
+    deferred = getattr(run.sampler, "needs_lookahead", False)
+    if flag is not None and not deferred and bool(flag):
         raise_nonfinite(logits, cfg.logits_hook is not None)
     if cfg.beam_size > 1:  # plain blocks only: one region per stage
         for reg, rk, ids, views in groups:
@@ -72,7 +76,8 @@ def stage(run: Run, regions: list[Region], live: list[int], committed: set[int])
         for ri, n in regions_done.items():
             if n > 1:  # a lookahead saw one region's action, not the whole step's
                 rows[ri].next_logits = None
-    run.refresh_masks()
+    if run.refresh_masks(flag if deferred else None):
+        raise_nonfinite(logits, cfg.logits_hook is not None)
     return logits
 
 

@@ -104,10 +104,11 @@ class Run:
     lookahead_read: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     # ------------------------------------------------------------------ mask counts
-    def refresh_masks(self) -> None:
+    def refresh_masks(self, flag: torch.Tensor | None = None) -> bool:
         """Count each row's masks per region of the phase with one device-to-host copy; the loop's
         bookkeeping reads these Python ints (no per-row tensor work or synchronisation). The
-        token records of the commits since the last count travel in the same copy."""
+        token records of the commits since the last count travel in the same copy, and so does
+        ``flag`` (a 0-d bool, e.g. a deferred finiteness check), whose value is returned."""
         x, ph = self.x, self.phase
         masked = x == self.mask_id
         pos = torch.arange(x.shape[1], device=x.device)
@@ -118,12 +119,16 @@ class Run:
             per_region.append((masked & (pos >= lo[:, None]) & (pos < hi[:, None])).sum(1))
         counts = torch.stack(per_region)
         pending, self.pending = self.pending, []
-        if not pending:
+        if not pending and flag is None:
             ph.left = {id(reg): c for reg, c in zip(ph.phase.regions, counts.tolist())}  # the one copy
-            return
+            return False
         # float64 holds the counts and the records (positions, tokens) exactly
-        flat = torch.cat([counts.double().reshape(-1), *[p[3].reshape(-1).to(counts.device) for p in pending]])
+        head = [] if flag is None else [flag.to(device=counts.device, dtype=torch.float64).reshape(1)]
+        flat = torch.cat([*head, counts.double().reshape(-1), *[p[3].reshape(-1).to(counts.device) for p in pending]])
         host = flat.tolist()
+        bad = bool(host[0]) if head else False
+        if head:
+            host = host[1:]
         b = x.shape[0]
         ph.left = {id(reg): [int(v) for v in host[i * b : (i + 1) * b]] for i, reg in enumerate(ph.phase.regions)}
         at = len(ph.phase.regions) * b
@@ -133,6 +138,7 @@ class Run:
             at += 4 * n
             for p, t, c, h in zip(p_, t_, c_, h_):
                 tokens.append(TokenRecord(step=step, position=int(p) - pad, token=int(t), confidence=c, entropy=h))
+        return bad
 
     def masks_in(self, row: int, region: Region, exact: bool = False) -> int:
         """Masks left in ``region`` for canvas row ``row`` (as of the last count unless ``exact``)."""

@@ -109,21 +109,31 @@ class InfoGainSampler(Sampler):
 
     def propose_many(self, views: list[StepView]) -> list[Action | list[Action]]:
         """:meth:`propose` for every row of a step. Each row draws its candidates from its own
-        generator, in the order one row alone would; the duplicate check needs the candidates'
-        position sets on the host, and all rows' sets come back in one copy."""
+        generator, in the order one row alone would. The host needs the candidates' position sets
+        (the duplicate check) and, for a row that ends without a lookahead, the objective it is
+        credited with (:meth:`step_objective`); every row's come back in **one** copy (the
+        objective of a row with candidates is its greedy action's, in case all candidates turn
+        out to be duplicates of it)."""
         drafts = [self._draft(v) for v in views]
+        costs = None
+        if self.variant != "lookum":
+            costs = [self._cost(v, d if isinstance(d, Action) else d[0]) for v, d in zip(views, drafts)]
         pending = [d for d in drafts if isinstance(d, list)]
+        parts = []
+        if costs:
+            parts.append(torch.stack([c.to(costs[0].device) for c in costs]))
         if pending:
             flat = torch.cat([torch.stack([a.index for a in d]).sort(-1).values.reshape(-1) for d in pending])
-            keys = flat.tolist()
+            parts.append(flat.to(device=parts[0].device if parts else flat.device, dtype=torch.float64))
+        host = torch.cat(parts).tolist() if parts else []  # the one copy (float64 holds the indices exactly)
+        at = len(views) if costs else 0
         out: list[Action | list[Action]] = []
-        at = 0
-        for view, d in zip(views, drafts):
+        for r, (view, d) in enumerate(zip(views, drafts)):
             if isinstance(d, list):
                 k = int(d[0].index.shape[0])
                 cands, seen = [], set()
                 for a in d:
-                    key = tuple(keys[at : at + k])
+                    key = tuple(int(i) for i in host[at : at + k])
                     at += k
                     if key not in seen:  # the greedy action comes first, so it wins duplicates
                         seen.add(key)
@@ -134,7 +144,7 @@ class InfoGainSampler(Sampler):
                 else:
                     d = cands
             if isinstance(d, Action):
-                d.info["objective"] = self.step_objective(view, d)
+                d.info["objective"] = -host[r] if costs else 0.0
             out.append(d)
         return out
 
@@ -178,8 +188,12 @@ class InfoGainSampler(Sampler):
         the immediate cost is known, -C(a) for Info-Gain and 0 for LookUM."""
         if self.variant == "lookum":
             return 0.0
+        return -float(self._cost(view, action))
+
+    def _cost(self, view: StepView, action: Action) -> torch.Tensor:
+        """C(a), the entropy the action commits (sum or mean), float64 on the device."""
         e = view.entropy[action.index].double()
-        return -float(e.sum() if self.cost_reduction == "sum" else e.mean())
+        return e.sum() if self.cost_reduction == "sum" else e.mean()
 
     # -- phase 2 ---------------------------------------------------------------------------
     def objective(self, view: StepView, cands: list[Action], result: LookaheadResult) -> torch.Tensor:
