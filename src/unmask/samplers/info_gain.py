@@ -128,7 +128,7 @@ class InfoGainSampler(Sampler):
         host = torch.cat(parts).tolist() if parts else []  # the one copy (float64 holds the indices exactly)
         at = len(views) if costs else 0
         out: list[Action | list[Action]] = []
-        for r, (view, d) in enumerate(zip(views, drafts)):
+        for r, d in enumerate(drafts):
             if isinstance(d, list):
                 k = int(d[0].index.shape[0])
                 cands, seen = [], set()
