@@ -29,7 +29,7 @@ from ..samplers.base import BatchView, entropy_from_logits
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook
 from .plan import Phase
-from .processors import filter_logits, first_argmax, inverse_cdf_draw
+from .processors import Scratch, filter_logits, first_argmax, inverse_cdf_draw, softmax_into
 from .state import Run
 from .stopping import stops
 from .trace import StepRecord, TokenRecord
@@ -64,8 +64,8 @@ def _spans(phase: Phase, rows: list[int], ws: int, we: int, device) -> torch.Ten
 ROWS_PER_PASS = 8
 
 
-def _score(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg,
-           generators) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _score(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, generators,
+           scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tokens and confidences ``[A, W]`` at the eligible positions (0 elsewhere), and the step's
     finiteness flag, computed at the eligible positions only (a block's decoded positions cost
     nothing), :data:`ROWS_PER_PASS` positions at a time.
@@ -98,14 +98,17 @@ def _score(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg,
     flat_logits = logits.reshape(a * w, v)
     toks, confs = [], []
     for lo in range(0, n_all, ROWS_PER_PASS):
-        picked = flat_logits.index_select(0, flat[lo : lo + ROWS_PER_PASS])
+        idx = flat[lo : lo + ROWS_PER_PASS]
+        m = idx.shape[0]
+        picked = torch.index_select(flat_logits, 0, idx, out=scratch.get("picked", m, v, logits.dtype, device))
         if u is None:
             tok = first_argmax(picked)
         else:
             tok = inverse_cdf_draw(filter_logits(picked, cfg.top_k, cfg.top_p), cfg.temperature,
-                                   u[lo : lo + ROWS_PER_PASS])
+                                   u[lo : lo + ROWS_PER_PASS], scratch)
         toks.append(tok)
-        confs.append(torch.softmax(picked, dim=-1).gather(-1, tok[:, None]).squeeze(-1))
+        probs = softmax_into(picked, scratch.get("probs", m, v, picked.dtype, device))
+        confs.append(probs.gather(-1, tok[:, None]).squeeze(-1))
     tok_c = toks[0] if len(toks) == 1 else torch.cat(toks)
     conf_c = confs[0] if len(confs) == 1 else torch.cat(confs)
     tokens.index_copy_(0, flat, tok_c)
@@ -137,7 +140,7 @@ def step(run: Run, live: list[int]) -> None:
     counts = [ph.left[key][r] for r in live]
     gens = [rows[r].generator for r in live]
 
-    tokens, conf, bad = _score(logits, elig, counts, cfg, gens)
+    tokens, conf, bad = _score(logits, elig, counts, cfg, gens, run.scratch)
 
     k = None
     ks: list[int | None] = [None] * a

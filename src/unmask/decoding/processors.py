@@ -109,14 +109,47 @@ def first_argmax(logits: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     return start + logits.gather(-1, idx).argmax(-1)
 
 
-def inverse_cdf_draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
+class Scratch:
+    """Buffers a call reuses from step to step for its full-vocabulary temporaries.
+
+    On a CPU, a fresh block of a few MB often comes from fresh pages (the allocator hands large
+    freed blocks back to the system), so a step that allocates its ``[8, V]`` temporaries anew
+    pays page faults for every one of them, more than the arithmetic. :meth:`get` returns the
+    first ``rows`` rows of a buffer kept per name (grown when a call needs more)."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, rows: int, cols: int, dtype: torch.dtype, device) -> torch.Tensor:
+        buf = self._bufs.get(name)
+        if (buf is None or buf.shape[0] < rows or buf.shape[1] != cols or buf.dtype != dtype
+                or buf.device != torch.device(device)):
+            buf = torch.empty((rows, cols), dtype=dtype, device=device)
+            self._bufs[name] = buf
+        return buf[:rows]
+
+
+def softmax_into(logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``torch.softmax(logits, -1)`` written into ``out`` (the same kernel, the same values)."""
+    return torch.ops.aten._softmax.out(logits, -1, False, out=out)
+
+
+def inverse_cdf_draw(logits: torch.Tensor, temperature: float, u: torch.Tensor,
+                     scratch: Scratch | None = None) -> torch.Tensor:
     """Tokens ``[...]`` drawn from ``softmax(logits / temperature)`` ``[..., V]`` with the uniforms
     ``u`` ``[...]`` in [0, 1): the first token whose cumulative probability (float64 sums)
-    exceeds ``u`` times the total. A token of probability 0 (a -inf logit) is never drawn."""
-    p = torch.softmax(logits / temperature, dim=-1)
-    # float64 sums in order; the same values as ``cumsum(p, dtype=float64)``, which on a CPU
-    # converts element by element and costs about 6x more than converting first
-    cdf = torch.cumsum(p.double(), dim=-1)
+    exceeds ``u`` times the total. A token of probability 0 (a -inf logit) is never drawn.
+    ``scratch`` (2-D ``logits`` only): reuse its buffers for the temporaries (same values)."""
+    if scratch is not None and logits.dim() == 2:
+        n, v = logits.shape
+        scaled = torch.div(logits, temperature, out=scratch.get("draw_scaled", n, v, logits.dtype, logits.device))
+        p = softmax_into(scaled, scratch.get("draw_p", n, v, scaled.dtype, logits.device))
+        cdf = scratch.get("draw_cdf", n, v, torch.float64, logits.device).copy_(p).cumsum_(-1)
+    else:
+        p = torch.softmax(logits / temperature, dim=-1)
+        # float64 sums in order; the same values as ``cumsum(p, dtype=float64)``, which on a CPU
+        # converts element by element and costs about 6x more than converting first
+        cdf = torch.cumsum(p.double(), dim=-1)
     total = cdf[..., -1:]
     target = u.to(device=cdf.device, dtype=torch.float64).unsqueeze(-1) * total
     target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))  # stay below the top

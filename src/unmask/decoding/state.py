@@ -21,6 +21,7 @@ import torch
 from ..samplers.base import Action, StepView
 from . import compat as _compat
 from .plan import Phase, Region
+from .processors import Scratch
 from .runner import Runner
 from .schedule import block_schedule, fixed_schedule
 from .trace import StepRecord, TokenRecord, Trace
@@ -102,6 +103,7 @@ class Run:
     bad: list = field(default_factory=list)  # finiteness flags of the current stage's views
     #: the last lookahead's read logits and their entropies (its deferred finiteness check)
     lookahead_read: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    scratch: Scratch = field(default_factory=Scratch)  # the vectorised step's reused buffers
 
     # ------------------------------------------------------------------ mask counts
     def refresh_masks(self, flag: torch.Tensor | None = None) -> bool:
