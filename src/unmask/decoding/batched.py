@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ..samplers.base import BatchView, entropy_from_logits
+from ..samplers.base import BatchView
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook
 from .plan import Phase
@@ -116,6 +116,27 @@ def _score(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, gen
     return tokens.view(a, w), conf.view(a, w), nonfinite(conf_c)
 
 
+def _entropies(logits: torch.Tensor, flat: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """Entropies (nats) at the flat window positions ``flat`` (the committed ones, for the trace):
+    :func:`~unmask.samplers.base.entropy_from_logits`, the same operations into reused buffers,
+    :data:`ROWS_PER_PASS` positions at a time."""
+    a, w, v = logits.shape
+    flat_logits = logits.reshape(a * w, v)
+    out = []
+    for lo in range(0, flat.shape[0], ROWS_PER_PASS):
+        idx = flat[lo : lo + ROWS_PER_PASS]
+        m = idx.shape[0]
+        rows = torch.index_select(flat_logits, 0, idx, out=scratch.get("picked", m, v, logits.dtype, logits.device))
+        logp = torch.ops.aten._log_softmax.out(rows.float(), -1, False,
+                                               out=scratch.get("logp", m, v, torch.float32, logits.device))
+        p = torch.exp(logp, out=scratch.get("probs", m, v, torch.float32, logits.device))
+        logp.clamp_(min=torch.finfo(logp.dtype).min)
+        out.append(-(p.mul_(logp)).sum(-1))
+    if not out:
+        return torch.zeros(0, dtype=torch.float32, device=logits.device)
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
 def step(run: Run, live: list[int]) -> None:
     """One step of every live row (all of them may commit: one open scheduled region). Updates the
     canvas, the rows' traces, schedules, steps and ``done`` flags and the phase's mask counts from
@@ -169,9 +190,8 @@ def step(run: Run, live: list[int]) -> None:
     if view._entropy is not None:
         ent_c = view._entropy.gather(1, order)
     else:
-        v, w = logits.shape[-1], logits.shape[1]
-        committed_rows = (torch.arange(a, device=device)[:, None] * w + order).reshape(-1)
-        ent_c = entropy_from_logits(logits.reshape(a * w, v).index_select(0, committed_rows)).view(a, c)
+        ent_c = _entropies(logits, (torch.arange(a, device=device)[:, None] * logits.shape[1] + order).reshape(-1),
+                           run.scratch).view(a, c)
 
     if cfg.tokens_hook is not None:
         x = run.x = call_tokens_hook(cfg.tokens_hook, global_step, x, logits, ws)
