@@ -54,7 +54,11 @@ from _common import (  # noqa: E402
     sync,
 )
 
+from unmask.decoding import engine as engine_mod  # noqa: E402
+from unmask.decoding import rowstep  # noqa: E402
 from unmask.decoding.engine import Engine, GenerationConfig  # noqa: E402
+from unmask.decoding.runner import Runner  # noqa: E402
+from unmask.decoding.state import Run  # noqa: E402
 from unmask.samplers.base import make_sampler  # noqa: E402
 
 MODEL = {"n_layers": 6, "d_model": 512, "n_heads": 8, "mlp_hidden": 1376, "vocab": 32000}
@@ -286,14 +290,20 @@ def profile(args, device: torch.device, n_new: int, per_block: int) -> dict[str,
         timers.wrap(model, "predict", kind_of=predict_kind)
         timers.wrap(model, "head", key="head")
         engine = Engine(model, make_sampler("confidence"))
-        for name in ("_process", "_view", "_commit", "_handle_stops"):
-            timers.wrap(engine, name)
+        # the loop's parts by module since the split (issue 26); put back after the run
+        parts = [(Runner, "process", "_process"), (rowstep, "view", "_view"), (Run, "commit", "_commit"),
+                 (engine_mod, "handle_stops", "_handle_stops")]
+        saved = [(obj, name, getattr(obj, name)) for obj, name, _ in parts]
+        for obj, name, key in parts:
+            timers.wrap(obj, name, key=key)
         timers.wrap(engine.sampler, "select")
         clock = StepClock(blocks, per_block, model.config.mask_token_id, fill_id=5, device=device)
         cfg = GenerationConfig(max_new_tokens=n_new, block_size=BLOCK, steps=n_new, use_cache=mode, seed=0,
                                suppress_token_ids=(model.config.eos_token_id,), tokens_hook=clock)
         engine.generate(prompts, cfg)
         del model.predict, model.head  # back to the class methods
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
         steps = len(clock.records)
         on_cpu = device.type == "cpu"
         step_s = sum(r[3 if on_cpu else 2] for r in clock.records)
