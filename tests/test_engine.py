@@ -164,3 +164,38 @@ def test_top_k_top_p_filters():
     draws = {int(propose_tokens(logits, 1.0, 2, None, g)) for _ in range(200)}
     assert draws == {0, 1}
     assert int(propose_tokens(logits, 0.0, None, None, g)) == 0
+
+
+@pytest.mark.parametrize("v", [7, 1024, 1500, 126_464])
+def test_first_argmax_is_argmax(v):
+    """The slice-maxima argmax gives torch.argmax's index (the first maximum): ties inside a slice,
+    across slices and in the tail, infinities, all -inf."""
+    from unmask.decoding.processors import first_argmax
+
+    g = torch.Generator().manual_seed(v)
+    x = torch.randn(6, v, generator=g)
+    x[1, v // 3] = x[1, v - 1] = 50.0  # a tie: the earlier one wins
+    x[2, v - 1] = 60.0  # the maximum in the tail
+    x[3, 0] = float("inf")
+    x[3, v // 2] = float("inf")
+    x[4] = float("-inf")
+    x[5, : v // 2] = 9.0  # a long tie spanning slices
+    assert torch.equal(first_argmax(x), x.argmax(-1))
+    assert torch.equal(first_argmax(x[:, None]), x[:, None].argmax(-1))  # any leading shape
+
+
+def test_an_engine_keeps_nothing_between_calls(tiny_llada):
+    """Per-call state lives in the call's Run: one Engine used for batches of different shapes, in
+    any order, gives what fresh engines give, and holds only its constants afterwards."""
+    from unmask.decoding.engine import Engine
+    from unmask.samplers.base import make_sampler
+
+    cfg = GenerationConfig(max_new_tokens=8, block_size=4, use_cache="dual", temperature=0.7, seed=3)
+    engine = Engine(tiny_llada, make_sampler("confidence"))
+    before = set(vars(engine))
+    a = engine.generate([[5, 6, 7], [8, 9]], cfg)
+    b = engine.generate([[4, 4, 4, 4]], cfg)
+    assert set(vars(engine)) == before
+    assert a.sequences == Engine(tiny_llada, make_sampler("confidence")).generate([[5, 6, 7], [8, 9]], cfg).sequences
+    assert b.sequences == Engine(tiny_llada, make_sampler("confidence")).generate([[4, 4, 4, 4]], cfg).sequences
+    assert (a.nfe, b.nfe) == (2 * 4, 2 * 4)  # each call counts its own forwards from zero
