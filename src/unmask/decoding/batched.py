@@ -29,7 +29,7 @@ from ..samplers.base import BatchView
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook, call_tokens_hook
 from .plan import Phase
-from .processors import Scratch, filter_logits, first_argmax, inverse_cdf_draw, softmax_into
+from .processors import Scratch, entropy_rows, filter_logits, first_argmax, inverse_cdf_draw, softmax_into
 from .state import Run
 from .stopping import stops
 from .trace import StepRecord, TokenRecord
@@ -117,21 +117,16 @@ def _score(logits: torch.Tensor, elig: torch.Tensor, counts: list[int], cfg, gen
 
 
 def _entropies(logits: torch.Tensor, flat: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """Entropies (nats) at the flat window positions ``flat`` (the committed ones, for the trace):
-    :func:`~unmask.samplers.base.entropy_from_logits`, the same operations into reused buffers,
-    :data:`ROWS_PER_PASS` positions at a time."""
+    """Entropies (nats) at the flat window positions ``flat`` (the committed ones, for the trace),
+    :data:`ROWS_PER_PASS` positions at a time (:func:`~unmask.decoding.processors.entropy_rows`)."""
     a, w, v = logits.shape
     flat_logits = logits.reshape(a * w, v)
     out = []
     for lo in range(0, flat.shape[0], ROWS_PER_PASS):
         idx = flat[lo : lo + ROWS_PER_PASS]
-        m = idx.shape[0]
-        rows = torch.index_select(flat_logits, 0, idx, out=scratch.get("picked", m, v, logits.dtype, logits.device))
-        logp = torch.ops.aten._log_softmax.out(rows.float(), -1, False,
-                                               out=scratch.get("logp", m, v, torch.float32, logits.device))
-        p = torch.exp(logp, out=scratch.get("probs", m, v, torch.float32, logits.device))
-        logp.clamp_(min=torch.finfo(logp.dtype).min)
-        out.append(-(p.mul_(logp)).sum(-1))
+        rows = torch.index_select(flat_logits, 0, idx, out=scratch.get("picked", idx.shape[0], v, logits.dtype,
+                                                                        logits.device))
+        out.append(entropy_rows(rows, scratch, ROWS_PER_PASS))
     if not out:
         return torch.zeros(0, dtype=torch.float32, device=logits.device)
     return out[0] if len(out) == 1 else torch.cat(out)

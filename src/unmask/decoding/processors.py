@@ -129,6 +129,24 @@ class Scratch:
         return buf[:rows]
 
 
+def entropy_rows(logits: torch.Tensor, scratch: Scratch, rows_per_pass: int = 8) -> torch.Tensor:
+    """Entropies (nats) of the rows of ``logits`` ``[N, V]``: the operations of
+    :func:`~unmask.samplers.base.entropy_from_logits` (the same values), ``rows_per_pass`` rows at
+    a time into ``scratch``'s buffers instead of fresh ``[N, V]`` temporaries."""
+    n, v = logits.shape
+    out = []
+    for lo in range(0, n, rows_per_pass):
+        rows = logits[lo : lo + rows_per_pass].float()
+        m = rows.shape[0]
+        logp = torch.ops.aten._log_softmax.out(rows, -1, False, out=scratch.get("logp", m, v, torch.float32, logits.device))
+        p = torch.exp(logp, out=scratch.get("ent_p", m, v, torch.float32, logits.device))
+        logp.clamp_(min=torch.finfo(logp.dtype).min)
+        out.append(-(p.mul_(logp)).sum(-1))
+    if not out:
+        return torch.zeros(0, dtype=torch.float32, device=logits.device)
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
 def softmax_into(logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``torch.softmax(logits, -1)`` written into ``out`` (the same kernel, the same values)."""
     return torch.ops.aten._softmax.out(logits, -1, False, out=out)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..samplers.base import Action, LookaheadResult, StepView, entropy_from_logits
+from ..samplers.base import Action, LookaheadResult, StepView
 from .config import resolve_hnext_scope
 from .guards import check_model_logits, nonfinite, raise_nonfinite
 from .plan import Region
+from .processors import entropy_rows
 from .state import Run
 
 
@@ -125,7 +126,7 @@ def lookahead(run: Run, requests, scope: str, defer_check: bool = False) -> list
     ent = torch.zeros(masked.shape, dtype=torch.float32, device=raw.device)
     run.lookahead_read = (read, None)
     if read.shape[0]:
-        ent_read = entropy_from_logits(runner.process(read))
+        ent_read = entropy_rows(runner.process(read), run.scratch)  # entropy_from_logits, in reused buffers
         run.lookahead_read = (read, ent_read)
         if not defer_check and bool(nonfinite(ent_read)):
             check_model_logits(read, "the model (lookahead)")
