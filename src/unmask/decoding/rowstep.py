@@ -22,7 +22,7 @@ from . import compat as _compat
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook
 from .plan import Region
-from .processors import propose_tokens
+from .processors import entropy_rows, propose_tokens
 from .search import beam_step, decide
 from .state import Row, Run
 
@@ -96,7 +96,7 @@ def view(run: Run, row: Row, logits: torch.Tensor, region: Region, rk: int,
     elig = torch.argsort(open_, stable=True)[:n] + (rs - ws)
     lg = logits[elig]  # [n, V]
     probs = torch.softmax(lg, dim=-1)
-    ent = entropy_from_logits(lg)
+    ent = entropy_rows(lg, run.scratch)  # entropy_from_logits, in reused buffers
     run.bad.append(nonfinite(ent))  # NaN/+inf/all -inf at a read position (checked per stage)
     tokens = propose_tokens(lg, cfg.temperature, cfg.top_k, cfg.top_p, row.generator)
     conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
