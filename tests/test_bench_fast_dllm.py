@@ -4,7 +4,6 @@ unmask worker's request protocol (nothing here is timed)."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -81,4 +80,4 @@ def test_unmask_worker_answers_with_the_tokens_of_generate(tmp_path):
     want = unmask.generate(model, prompts, "threshold", threshold=0.5, **kw)
     assert thr["tokens"] == [list(g) for g in want.generated]
     assert one["cpu"] > 0 and one["wall"] > 0
-    json.dumps(one)
+    assert one["forwards"] > 0 and 0 < one["model_cpu"] <= one["cpu"]  # the forward's share is counted
