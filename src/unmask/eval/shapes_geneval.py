@@ -86,12 +86,10 @@ def _temperature(args: argparse.Namespace) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..cli import resolve_device, sampler_options
-    from ..multimodal.commands import load_pair
+    from ..multimodal.commands import default_vq_path, load_pair, model_text_len
     from ..multimodal.images import save_image
     from ..multimodal.t2i import DEFAULT_GUIDANCE, t2i
     from ..tasks.shapes_scorer import score_image
-
-    from ..multimodal.commands import default_vq_path, model_text_len
 
     vq_path = getattr(args, "vq_model_path", None) or default_vq_path(args.model_name_or_path)
     if not vq_path:
