@@ -8,14 +8,19 @@ Every configuration is one ``unmask eval --task shapes_geneval`` run (402 held-o
 category, one image each from the item's own seed) in ``OUT``; reruns skip what is done, so the
 script can be stopped and restarted at any time. The plan is ordered by how much each run tells:
 
-1. every sampler at 8 steps, greedy tokens (temperature 0);
-2. MaskGIT cosine, confidence and Info-Gain at 4 and 16 steps, greedy;
-3. the same three at 8 steps at the reference temperature (1.0: tokens drawn from the guided
+1. every sampler at 8 steps at the reference temperature (1.0: tokens drawn from the guided
    distribution, as MMaDA draws them);
-4. a guidance sweep (w = 0, 1, 2, 5, 8 next to the main runs' 3.5) for the best sampler of
+2. MaskGIT cosine, confidence and Info-Gain at 4 steps, MaskGIT and confidence at 16;
+3. a guidance sweep (w = 0, 1, 2, 5, 8 next to the main runs' 3.5) for the best sampler of
    phase 1, on the first ``--sweep_n`` items;
-5. the rest of the grid (temperature 1 at 8 steps for the other samplers, 4 and 16 steps for
-   them greedy, then temperature 1 at 4 and 16 steps).
+4. Info-Gain at 16 steps;
+5. every sampler at 8 steps with greedy tokens (temperature 0);
+6. the rest of the grid (4 and 16 steps for the other samplers, at both temperatures).
+
+Why the reference temperature first: with greedy tokens, confidence, margin and entropy are
+deterministic functions of the caption (the item's seed no longer matters), so their 67 items of a
+category collapse onto its distinct test captions (4 single-object, 2 two-object, 3 counting and 6
+colour captions); the greedy table reports that.
 
 ``--phases 1,2,3`` runs a subset. ``--report`` reads whatever summaries exist (complete or not)
 and writes the Markdown tables (per-category accuracy, 95% Wilson intervals, NFE, model rows,
@@ -43,19 +48,19 @@ SWEEP = (0.0, 1.0, 2.0, 3.5, 5.0, 8.0)
 def plan(phase: int, best: str | None, sweep_n: int) -> list[dict[str, Any]]:
     """The runs of one phase: ``sampler, steps, temperature, guidance, limit``."""
     run = lambda s, k, t, w=GUIDANCE, n=None: dict(sampler=s, steps=k, temperature=t, guidance=w, limit=n)  # noqa: E731
-    if phase == 1:
-        return [run(s, 8, 0.0) for s in SAMPLERS]
-    if phase == 2:
-        return [run(s, k, 0.0) for k in (4, 16) for s in ("maskgit", "confidence", "info_gain")]
     first = ("maskgit", "confidence", "info_gain")
+    if phase == 1:
+        return [run(s, 8, 1.0) for s in SAMPLERS]
+    if phase == 2:
+        return [run(s, 4, 1.0) for s in first] + [run(s, 16, 1.0) for s in first[:2]]
     if phase == 3:
-        return [run(s, 8, 1.0) for s in first]
+        return [run(best or "maskgit", 8, 1.0, w, sweep_n) for w in SWEEP if w != GUIDANCE]
     if phase == 4:
-        return [run(best or "maskgit", 8, 0.0, w, sweep_n) for w in SWEEP if w != GUIDANCE]
+        return [run("info_gain", 16, 1.0)]
     if phase == 5:
-        return ([run(s, 8, 1.0) for s in SAMPLERS if s not in first]
-                + [run(s, k, 0.0) for k in (4, 16) for s in SAMPLERS if s not in first]
-                + [run(s, k, 1.0) for k in (4, 16) for s in SAMPLERS])
+        return [run(s, 8, 0.0) for s in SAMPLERS]
+    if phase == 6:
+        return [run(s, k, t) for t in (1.0, 0.0) for k in (4, 16) for s in SAMPLERS]
     raise ValueError(phase)
 
 
@@ -89,8 +94,8 @@ def summaries(out: Path) -> list[dict[str, Any]]:
 
 
 def best_sampler(out: Path) -> str | None:
-    """The sampler with the best overall score among complete 8-step greedy runs at w = 3.5."""
-    cand = [s for s in summaries(out) if s["steps"] == 8 and s.get("temperature") == 0.0
+    """The sampler with the best overall score among complete 8-step runs at temperature 1, w = 3.5."""
+    cand = [s for s in summaries(out) if s["steps"] == 8 and s.get("temperature") == 1.0
             and s["guidance_scale"] == GUIDANCE and s["complete"]]
     return max(cand, key=lambda s: s["overall"])["sampler"] if cand else None
 
@@ -126,7 +131,8 @@ def main_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lo, hi = r["ci"]
         cats = " | ".join(pct(r["cats"][c]["accuracy"]) if c in r["cats"] else "-" for c in CATS)
-        lines.append(f"| {LABEL.get(r['sampler'], r['sampler'])} | {r['steps']} | {r['T']:g} | {r['n']} | "
+        n = f"{r['n']}" + ("" if r["complete"] else " (partial)")
+        lines.append(f"| {LABEL.get(r['sampler'], r['sampler'])} | {r['steps']} | {r['T']:g} | {n} | "
                      f"**{pct(r['overall'])}** ({pct(lo)}-{pct(hi)}) | {cats} | {r['nfe']:.0f} | {r['rows']:.0f} | "
                      f"{r['tokens']:.0f} | {r['sec']:.3f} |")
     return "\n".join(lines)
@@ -168,6 +174,9 @@ def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int) -
     rows.sort(key=lambda r: (r["w"] != GUIDANCE, r["T"], r["steps"], order.get(r["sampler"], 99), r["w"]))
     main_rows = [r for r in rows if r["w"] == GUIDANCE]
     parts = ["### Samplers at equal step budgets (w = 3.5)", "", main_table(main_rows), "",
+             "T = 0 rows: confidence, margin and entropy are then deterministic in the caption, so a category's "
+             "items collapse onto its distinct test captions (4 single-object, 2 two-object, 3 counting, "
+             "6 colours; position and colour attribution have 67 distinct captions each).", "",
              "### Per category, correct / n (95% Wilson interval, %)", "", ci_table(main_rows), "",
              "### Info-Gain against MaskGIT cosine at equal steps", "", head_to_head(main_rows), ""]
     sw = [r for r in rows if r["w"] != GUIDANCE]
@@ -181,7 +190,7 @@ def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int) -
     if tables:
         tables.write_text(text + "\n")
     if grid:
-        make_grid(out, [r for r in rows if r["steps"] == 8 and r["T"] == 0.0 and r["w"] == GUIDANCE], grid, grid_items)
+        make_grid(out, [r for r in rows if r["steps"] == 8 and r["T"] == 1.0 and r["w"] == GUIDANCE], grid, grid_items)
     return text
 
 
@@ -221,7 +230,7 @@ def make_grid(out: Path, rows: list[dict[str, Any]], path: Path, n_items: int, s
     order = {s: i for i, s in enumerate(SAMPLERS)}
     rows = sorted(rows, key=lambda r: order.get(r["sampler"], 99))
     folders = {s["sampler"]: Path(s["run_dir"]) for s in summaries(out)
-               if s["steps"] == 8 and s.get("temperature") == 0.0 and s["guidance_scale"] == GUIDANCE}
+               if s["steps"] == 8 and s.get("temperature") == 1.0 and s["guidance_scale"] == GUIDANCE}
     cell, label_w, head_h, pad = 32 * scale, 110, 44, 6
     w = label_w + n_items * (cell + pad)
     h = head_h + len(rows) * (cell + pad + 12)
@@ -262,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tiny-shapes", help="model folder or alias (default tiny-shapes)")
     p.add_argument("--vq", default=None, help="MAGVIT-v2 folder (default: the model folder's vq/)")
     p.add_argument("--out", default="runs/shapes_case_study")
-    p.add_argument("--phases", default="1,2,3,4,5", help="which phases of the plan to run, in order")
+    p.add_argument("--phases", default="1,2,3,4,5,6", help="which phases of the plan to run, in order")
     p.add_argument("--sweep_n", type=int, default=120, help="items per guidance-sweep point (round-robin)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="cap every run at this many items (cost probes)")
