@@ -64,6 +64,12 @@ def plan(phase: int, best: str | None, sweep_n: int) -> list[dict[str, Any]]:
     raise ValueError(phase)
 
 
+def _parse_run(spec: str) -> dict[str, Any]:
+    f = spec.split(":")
+    return dict(sampler=f[0], steps=int(f[1]), temperature=float(f[2]), guidance=float(f[3]),
+                limit=int(f[4]) if len(f) > 4 else None)
+
+
 def run_dir(out: Path, model: str, r: dict[str, Any]) -> Path:
     name = Path(model.rstrip("/")).name
     tag = "" if r["temperature"] == 1.0 else f"-t{r['temperature']:g}"
@@ -275,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep_n", type=int, default=120, help="items per guidance-sweep point (round-robin)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="cap every run at this many items (cost probes)")
+    p.add_argument("--runs", default=None,
+                   help="explicit runs instead of the phases, comma-separated SAMPLER:STEPS:T:W[:N] (N = first N items); "
+                        "two processes may share --out when their runs differ")
     p.add_argument("--report", action="store_true", help="only write the tables (and grid) from what exists")
     p.add_argument("--tables", default=None, help="write the Markdown tables here")
     p.add_argument("--grid", default=None, help="write the picture grid (PNG) here")
@@ -283,8 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if not args.report:
         out.mkdir(parents=True, exist_ok=True)
-        for phase in [int(x) for x in args.phases.split(",") if x.strip()]:
-            for r in plan(phase, best_sampler(out), args.sweep_n):
+        if args.runs:
+            phases = [lambda: [_parse_run(x) for x in args.runs.split(",") if x.strip()]]
+        else:  # each phase planned when it starts (the sweep needs phase 1's best sampler)
+            phases = [lambda x=x: plan(int(x), best_sampler(out), args.sweep_n) for x in args.phases.split(",") if x.strip()]
+        for make in phases:
+            for r in make():
                 if args.limit:
                     r["limit"] = min(r["limit"] or args.limit, args.limit)
                 if evaluate(out, args.model, args.vq, r, args.batch_size) != 0:
