@@ -91,10 +91,29 @@ def evaluate(out: Path, model: str, vq: str | None, r: dict[str, Any], batch_siz
 
 
 def summaries(out: Path) -> list[dict[str, Any]]:
+    """Every run's summary; a run stopped part-way (no ``summary.json`` for what its
+    ``results.jsonl`` holds) is summarised from its results and marked incomplete."""
+    from unmask.eval.shapes_geneval import DEFAULT_N_PER_CATEGORY, summarize
+
     rows = []
-    for f in sorted(out.glob("shapes_geneval-*/summary.json")):
-        s = json.loads(f.read_text())
-        s["run_dir"] = str(f.parent)
+    for d in sorted(out.glob("shapes_geneval-*")):
+        if not (d / "run.json").exists() or not (d / "results.jsonl").exists():
+            continue
+        res = {}
+        for line in (d / "results.jsonl").read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            res[r["index"]] = r
+        if not res:
+            continue
+        f = d / "summary.json"
+        s = json.loads(f.read_text()) if f.exists() else None
+        if s is None or s["n"] != len(res):
+            settings = json.loads((d / "run.json").read_text())
+            s = summarize(sorted(res.values(), key=lambda r: r["index"]), 6 * DEFAULT_N_PER_CATEGORY, settings)
+        s["run_dir"] = str(d)
         rows.append(s)
     return rows
 
@@ -158,18 +177,20 @@ def ci_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def head_to_head(rows: list[dict[str, Any]]) -> str:
-    """Info-Gain against MaskGIT cosine at the same steps, temperature and guidance."""
-    key = lambda r: (r["steps"], r["T"], r["w"], r["n"])  # noqa: E731
-    mg = {key(r): r for r in rows if r["sampler"] == "maskgit"}
-    lines = ["| steps | T | n | categories where Info-Gain >= MaskGIT | Info-Gain - MaskGIT, overall (pp) |",
+def head_to_head(out: Path, rows: list[dict[str, Any]]) -> str:
+    """Info-Gain against MaskGIT cosine at the same steps, temperature and guidance, on the same
+    items (MaskGIT's run cut to Info-Gain's first n items when Info-Gain has fewer)."""
+    lines = ["| steps | T | n | categories where Info-Gain >= MaskGIT (strictly better) | Info-Gain - MaskGIT, overall (pp) |",
              "|---|---|---|---|---|"]
     for r in rows:
-        if r["sampler"] != "info_gain" or key(r) not in mg:
+        if r["sampler"] != "info_gain":
             continue
-        m = mg[key(r)]
-        wins = [c for c in CATS if r["cats"][c]["accuracy"] >= m["cats"][c]["accuracy"]]
-        lines.append(f"| {r['steps']} | {r['T']:g} | {r['n']} | {len(wins)}/6 ({', '.join(wins) or 'none'}) | "
+        m = _prefix(out, "maskgit", r["steps"], r["T"], r["w"], r["n"])
+        if m is None:
+            continue
+        ge = [c for c in CATS if r["cats"][c]["accuracy"] >= m["cats"][c]["accuracy"]]
+        gt = [c for c in CATS if r["cats"][c]["accuracy"] > m["cats"][c]["accuracy"]]
+        lines.append(f"| {r['steps']} | {r['T']:g} | {r['n']} | {len(ge)}/6 ({len(gt)}: {', '.join(gt) or 'none'}) | "
                      f"{100 * (r['overall'] - m['overall']):+.1f} |")
     return "\n".join(lines)
 
@@ -184,11 +205,11 @@ def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int) -
              "items collapse onto its distinct test captions (4 single-object, 2 two-object, 3 counting, "
              "6 colours; position and colour attribution have 67 distinct captions each).", "",
              "### Per category, correct / n (95% Wilson interval, %)", "", ci_table(main_rows), "",
-             "### Info-Gain against MaskGIT cosine at equal steps", "", head_to_head(main_rows), ""]
+             "### Info-Gain against MaskGIT cosine at equal steps (same items)", "", head_to_head(out, main_rows), ""]
     sw = [r for r in rows if r["w"] != GUIDANCE]
     if sw:
         first = sw[0]
-        base = _prefix_row(out, first, first["n"])  # the w = 3.5 point: the main run's first n items
+        base = _prefix(out, first["sampler"], first["steps"], first["T"], GUIDANCE, first["n"])  # the w = 3.5 point
         pts = sorted([*sw, *([base] if base else [])], key=lambda r: r["w"])
         parts += [f"### Guidance sweep ({LABEL.get(first['sampler'], first['sampler'])}, {first['steps']} steps, "
                   f"T = {first['T']:g}, first {first['n']} items)", "", _with_w(main_table(pts), pts), ""]
@@ -209,19 +230,24 @@ def _with_w(table: str, pts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _prefix_row(out: Path, like: dict[str, Any], n: int) -> dict[str, Any] | None:
-    """The first ``n`` items of the w = 3.5 run with ``like``'s sampler, steps and temperature."""
+def _prefix(out: Path, sampler: str, steps: int, temperature: float, w: float, n: int) -> dict[str, Any] | None:
+    """A table row of the first ``n`` items of the run with these settings (None if it has fewer)."""
     from unmask.eval.shapes_geneval import summarize
 
     for s in summaries(out):
-        if (s["sampler"], s["steps"], s.get("temperature"), s["guidance_scale"]) != \
-                (like["sampler"], like["steps"], like["T"], GUIDANCE):
+        if (s["sampler"], s["steps"], s.get("temperature"), s["guidance_scale"]) != (sampler, steps, temperature, w):
             continue
-        res = [json.loads(x) for x in (Path(s["run_dir"]) / "results.jsonl").read_text().splitlines() if x.strip()]
-        res = sorted((r for r in res if r["index"] < n), key=lambda r: r["index"])
+        res = {}
+        for x in (Path(s["run_dir"]) / "results.jsonl").read_text().splitlines():
+            try:
+                r = json.loads(x)
+            except json.JSONDecodeError:
+                continue
+            if r["index"] < n:
+                res[r["index"]] = r
         if len(res) == n:
-            return row_of(summarize(res, n, {"sampler": s["sampler"], "steps": s["steps"],
-                                             "temperature": s.get("temperature"), "guidance_scale": GUIDANCE}))
+            return row_of(summarize([res[i] for i in sorted(res)], n, {
+                "sampler": sampler, "steps": steps, "temperature": temperature, "guidance_scale": w}))
     return None
 
 
