@@ -16,7 +16,11 @@ item's image depends only on its own seed (each row of a t2i batch has its own r
 a resumed run writes what an uninterrupted one would, whatever the batch size.
 
 The text width of the prompt layout comes from the model folder's ``t2i.json`` (written by the
-tiny-shapes trainer) and defaults to MMaDA's 512.
+tiny-shapes trainer) and defaults to MMaDA's 512; the VQ tokenizer defaults to the model folder's
+``vq/`` (``tiny-shapes`` ships one). Tokens are drawn at temperature 1 (the reference) unless
+``--temperature`` is given (0 = argmax; the folder name then ends in ``-t<T>``). Cost per item:
+``nfe`` (decoding steps), ``model_rows`` (rows through the network, guidance and lookahead rows
+included) and ``forward_tokens`` (those rows times the row length).
 """
 
 from __future__ import annotations
@@ -68,29 +72,27 @@ def summarize(rows: list[dict[str, Any]], n_expected: int, settings: dict[str, A
             "overall": s["overall"], "categories": s["categories"],
             "mean_nfe": float(np.mean([r["nfe"] for r in rows])) if rows else 0.0,
             "mean_model_rows": float(np.mean([r["model_rows"] for r in rows])) if rows else 0.0,
+            "mean_forward_tokens": float(np.mean([r.get("forward_tokens", 0.0) for r in rows])) if rows else 0.0,
             "wall_seconds": float(sum(r["seconds"] for r in rows))}
 
 
-def _model_text_len(folder: str) -> int:
-    from ..multimodal.prompting import DEFAULT_MAX_TEXT_LEN
-
-    meta = Path(folder) / "t2i.json"
-    if meta.exists():
-        try:
-            return int(json.loads(meta.read_text())["max_text_len"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise UnmaskError(f"{meta} has no valid max_text_len ({e})") from None
-    return DEFAULT_MAX_TEXT_LEN
+def _temperature(args: argparse.Namespace) -> float:
+    """``--temperature`` when given (flag, config or preset); else the reference's 1.0, not the
+    text commands' table default of 0."""
+    src = (getattr(args, "option_sources", None) or {}).get("temperature", "flag")
+    value = getattr(args, "temperature", None)
+    return 1.0 if value is None or src == "default" else float(value)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..cli import resolve_device, sampler_options
-    from ..multimodal.commands import load_pair
+    from ..multimodal.commands import default_vq_path, load_pair, model_text_len
     from ..multimodal.images import save_image
     from ..multimodal.t2i import DEFAULT_GUIDANCE, t2i
     from ..tasks.shapes_scorer import score_image
 
-    if not getattr(args, "vq_model_path", None):
+    vq_path = getattr(args, "vq_model_path", None) or default_vq_path(args.model_name_or_path)
+    if not vq_path:
         raise UnmaskError("--task shapes_geneval needs --vq_model_path (the MAGVIT-v2 folder the model was trained with)")
     if args.data:
         raise UnmaskError("--task shapes_geneval draws its held-out prompts itself; --data is not used")
@@ -98,16 +100,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     guidance = DEFAULT_GUIDANCE if args.guidance_scale is None else float(args.guidance_scale)
     sampler = args.sampler or "maskgit"
     opts = sampler_options(args)
+    temperature = _temperature(args)
     items = suite()
     if args.limit is not None:
         items = items[: args.limit]
     device = resolve_device(args.device)
-    model, tok, vq = load_pair(args.model_name_or_path, args.vq_model_path, args.dtype, device)
-    text_len = _model_text_len(args.model_name_or_path)
-    settings = {"model": str(args.model_name_or_path), "vq": str(args.vq_model_path), "sampler": sampler,
-                "sampler_options": opts, "steps": steps, "guidance_scale": guidance, "max_text_len": text_len}
+    model, tok, vq = load_pair(args.model_name_or_path, vq_path, args.dtype, device)
+    text_len = model_text_len(args.model_name_or_path)
+    settings = {"model": str(args.model_name_or_path), "vq": str(vq_path), "sampler": sampler,
+                "sampler_options": opts, "steps": steps, "guidance_scale": guidance, "max_text_len": text_len,
+                "temperature": temperature}
     name = Path(str(args.model_name_or_path).rstrip("/")).name or "model"
-    out = Path(args.output_dir) / f"{TASK}-{name}-{sampler}-s{steps}-w{guidance:g}"
+    tag = "" if temperature == 1.0 else f"-t{temperature:g}"
+    out = Path(args.output_dir) / f"{TASK}-{name}-{sampler}-s{steps}-w{guidance:g}{tag}"
     (out / "images").mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
     if run_file.exists():
@@ -133,15 +138,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         chunk = todo[a : a + bs]
         t0 = time.perf_counter()
         res = t2i(model, vq, [it["prompt"] for it in chunk], sampler, tokenizer=tok, guidance_scale=guidance,
-                  steps=steps, seed=[it["seed"] for it in chunk], max_text_len=text_len, sampler_options=opts)
+                  steps=steps, seed=[it["seed"] for it in chunk], max_text_len=text_len, sampler_options=opts,
+                  temperature=temperature)
         secs = (time.perf_counter() - t0) / len(chunk)
+        row_len = text_len + 3 + int(res.codes.shape[1])  # text part + <|soi|> codes <|eoi|>
         new = []
         for it, img, trace in zip(chunk, res.images, res.traces):
             path = out / "images" / f"{it['index']:05}.png"
             save_image(img, path)
             row = score_image(img.numpy(), it)
             new.append({"index": it["index"], **row, "filename": str(path.relative_to(out)), "seed": it["seed"],
-                        "nfe": len(trace), "model_rows": res.model_rows / len(chunk), "seconds": secs})
+                        "nfe": len(trace), "model_rows": res.model_rows / len(chunk),
+                        "forward_tokens": res.model_rows * row_len / len(chunk), "seconds": secs})
         with open(results, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in new)
         rows.extend(new)
@@ -175,7 +183,10 @@ def cmd_shapes_geneval(args: argparse.Namespace) -> int:
 def mmada_backend(args: argparse.Namespace):
     """A :data:`unmask.eval.geneval.T2I_BACKENDS` entry: an MMaDA model with ``--vq_model_path``
     draws GenEval's images through :func:`unmask.multimodal.t2i.t2i` (one row per seed, batched)."""
-    if not getattr(args, "vq_model_path", None):
+    from ..multimodal.commands import default_vq_path, model_text_len
+
+    vq_path = getattr(args, "vq_model_path", None) or default_vq_path(args.model_name_or_path)
+    if not vq_path:
         return None
     from PIL import Image
 
@@ -183,15 +194,17 @@ def mmada_backend(args: argparse.Namespace):
     from ..multimodal.commands import load_pair
     from ..multimodal.t2i import DEFAULT_GUIDANCE, DEFAULT_STEPS, t2i
 
-    model, tok, vq = load_pair(args.model_name_or_path, args.vq_model_path, args.dtype, resolve_device(args.device))
-    text_len = _model_text_len(args.model_name_or_path)
+    model, tok, vq = load_pair(args.model_name_or_path, vq_path, args.dtype, resolve_device(args.device))
+    text_len = model_text_len(args.model_name_or_path)
     guidance = DEFAULT_GUIDANCE if args.guidance_scale is None else float(args.guidance_scale)
     steps = getattr(args, "steps", None) or DEFAULT_STEPS
     opts = sampler_options(args)
 
+    temperature = _temperature(args)
+
     def generate(prompt: str, seeds):
         res = t2i(model, vq, [prompt] * len(seeds), args.sampler or "maskgit", tokenizer=tok, guidance_scale=guidance,
-                  steps=steps, seed=list(seeds), max_text_len=text_len, sampler_options=opts)
+                  steps=steps, seed=list(seeds), max_text_len=text_len, sampler_options=opts, temperature=temperature)
         return [Image.fromarray(img.numpy()) for img in res.images]
 
     return generate

@@ -12,7 +12,10 @@ with a config that knows where the image codes live:
 
 The reference finds the image offset as ``len(tokenizer)``; we read it from the config so that a
 model folder describes itself (the two agree for the official tokenizer, whose length is
-``llm_vocab_size``).
+``llm_vocab_size``). For the same reason a folder may carry ``special_token_ids`` (prompt-token
+name -> id, e.g. ``{"<|t2i|>": 33, ...}``): a compact-vocabulary model (``tiny-shapes``, see
+:mod:`unmask.multimodal.compact`) keeps only the rows it uses, so its prompt tokens are not at
+MMaDA-8B's reserved ids. Without the field (every official config) the reference's ids apply.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class MMaDAConfig(LLaDAConfig):
     num_vq_tokens: int = 1024
     num_new_special_tokens: int = 0
     bos_token_id: int = 126080
+    #: prompt-token ids that differ from MMaDA-8B's reserved ones (None: the official ids)
+    special_token_ids: dict[str, int] | None = None
     model_type: str = "mmada"
     #: integer fields for which 0 is a valid value (checked by checkpoint_check)
     ZERO_OK: ClassVar[tuple[str, ...]] = ("num_new_special_tokens",)
@@ -59,10 +64,19 @@ class MMaDAConfig(LLaDAConfig):
         if not 0 <= self.mask_token_id < self.image_offset:
             raise UnmaskError(f"MMaDA config: mask_token_id {self.mask_token_id} must be a text id "
                               f"(< {self.image_offset})")
+        if self.special_token_ids is not None:
+            if not isinstance(self.special_token_ids, dict):
+                raise UnmaskError("MMaDA config: special_token_ids must be a mapping name -> id")
+            for k, v in self.special_token_ids.items():
+                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < self.image_offset:
+                    raise UnmaskError(f"MMaDA config: special_token_ids[{k!r}] = {v!r} must be a text id "
+                                      f"(0 <= id < {self.image_offset})")
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["architectures"] = ["MMadaModelLM"]
+        if d.get("special_token_ids") is None:
+            d.pop("special_token_ids", None)  # official folders do not have the field
         # the reference builds its OLMo ModelConfig from every one of these attributes, so a
         # folder we write must carry them all (values of the official LLaDA/MMaDA configs)
         for k, v in _OLMO_DEFAULTS.items():

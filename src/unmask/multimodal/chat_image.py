@@ -11,7 +11,7 @@ from typing import Any
 from ..chat.repl import ChatRepl, Conversation
 from ..errors import UnmaskError
 from .mmu import image_codes
-from .prompting import mmu_prefix
+from .prompting import mmu_prefix, special_ids
 
 
 class ImageConversation(Conversation):
@@ -23,7 +23,8 @@ class ImageConversation(Conversation):
 
     def set_image(self, path: str) -> int:
         codes = image_codes(self.session.model, self.vq, path)
-        self.image, self.image_prefix = path, mmu_prefix(codes, self.session.model.config.image_offset)
+        self.image, self.image_prefix = path, mmu_prefix(codes, self.session.model.config.image_offset,
+                                                           special_ids(self.session.model.config))
         return int(codes.numel())
 
     def reset(self) -> None:

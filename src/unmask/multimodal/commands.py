@@ -2,6 +2,11 @@
 
     unmask t2i --model_name_or_path MMADA --vq_model_path VQ --prompt "a red apple" --out apple.png
     unmask t2i ... --n 4 --sampler info_gain --out grid.png      # a 2 x 2 grid
+    unmask t2i --model_name_or_path tiny-shapes --prompt "two green squares" --out sq.png
+
+A model folder may bring its own tokenizer and settings (``tiny-shapes`` does): a ``vq/``
+subfolder is the default ``--vq_model_path``, and ``t2i.json``'s ``max_text_len`` the default
+text width (MMaDA-8B's folders have neither: 512, and the tokenizer must be given).
 
 Every sampler of ``unmask sample`` works (``maskgit``, the reference's rule, is the default);
 ``--save_trace`` writes each image's decoding order.
@@ -27,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_flags(p)
     for name in ("device", "dtype"):  # the run commands' rows, as flags of this command
         add_flag(p, name, default=BY_NAME[name].default, help=BY_NAME[name].help)
-    add_flag(p, "vq_model_path", required=True, help="MAGVIT-v2 folder (e.g. showlab/magvitv2)")
+    add_flag(p, "vq_model_path", default=None,
+             help="MAGVIT-v2 folder (e.g. showlab/magvitv2; default: the model folder's vq/, as tiny-shapes)")
     add_flag(p, "prompt", required=True, help="what to draw")
     add_flag(p, "out", required=True, help="image file (.png, .jpg, ...); a grid when --n > 1")
     add_flag(p, "n", type=int, default=1, help="images for the prompt (seeds seed, seed+1, ...)")
@@ -38,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "steps", type=int, default=None, help="decoding steps (default 15)")
     add_flag(p, "seed", type=int, default=0)
     add_flag(p, "size", default=None, help="image side in pixels, N or NxN (default: the model's num_vq_tokens)")
-    add_flag(p, "max_text_len", type=int, default=None, help="text part of the prompt layout (default 512)")
+    add_flag(p, "max_text_len", type=int, default=None,
+             help="text part of the prompt layout (default: the model's t2i.json, else 512)")
+    add_flag(p, "temperature", type=float, default=None, help="token temperature (default 1.0, the reference; 0 = argmax)")
     add_flag(p, "position_temperature", type=float, default=None,
              help="maskgit: initial Gumbel temperature (1.0); info_gain: position temperature (0.1)")
     add_flag(p, "candidate_number", type=int, default=None, help="info_gain/lookum candidates per step")
@@ -95,8 +103,46 @@ def serve_routes(args: argparse.Namespace, backend) -> list:
     return image_routes(backend.session, vq, backend.name)
 
 
-def load_pair(model_path: str, vq_path: str, dtype: str, device: str):
-    """Model, tokenizer and VQ tokenizer, checked to belong together."""
+def t2i_settings(model_path: str) -> dict:
+    """The model folder's ``t2i.json`` (empty when it has none), e.g. ``max_text_len``."""
+    from ..errors import UnmaskError
+    from ..models.registry import resolve_model_path
+
+    meta = resolve_model_path(model_path) / "t2i.json"
+    if not meta.exists():
+        return {}
+    try:
+        d = json.loads(meta.read_text())
+        if "max_text_len" in d:
+            d["max_text_len"] = int(d["max_text_len"])
+        return d
+    except (ValueError, TypeError) as e:
+        raise UnmaskError(f"{meta} is not a valid t2i.json ({e})") from None
+
+
+def model_text_len(model_path: str) -> int:
+    """The text width a model was trained with: ``t2i.json``'s, else MMaDA's 512."""
+    from .prompting import DEFAULT_MAX_TEXT_LEN
+
+    return int(t2i_settings(model_path).get("max_text_len", DEFAULT_MAX_TEXT_LEN))
+
+
+def default_vq_path(model_path: str) -> str | None:
+    """The ``vq/`` subfolder a model folder ships its MAGVIT-v2 tokenizer in, if any (None also
+    for a model that does not resolve: loading it reports that)."""
+    from ..errors import UnmaskError
+    from ..models.registry import resolve_model_path
+
+    try:
+        vq = resolve_model_path(model_path) / "vq"
+    except UnmaskError:
+        return None
+    return str(vq) if (vq / "config.json").exists() else None
+
+
+def load_pair(model_path: str, vq_path: str | None, dtype: str, device: str):
+    """Model, tokenizer and VQ tokenizer, checked to belong together. ``vq_path`` None: the
+    model folder's own ``vq/``."""
     from ..errors import UnmaskError
     from ..models.magvitv2 import load_magvitv2
     from ..models.registry import from_pretrained
@@ -106,6 +152,9 @@ def load_pair(model_path: str, vq_path: str, dtype: str, device: str):
         raise UnmaskError("--model_name_or_path is required (an MMaDA folder)")
     model, tok = from_pretrained(model_path, dtype=dtype, device=device)
     check_pair(model, None)
+    vq_path = vq_path or default_vq_path(model_path)
+    if not vq_path:
+        raise UnmaskError(f"{model_path} ships no VQ tokenizer (no vq/ folder): pass --vq_model_path")
     vq = load_magvitv2(vq_path, device=device)
     check_pair(model, vq)
     return model, tok, vq
@@ -115,7 +164,6 @@ def cmd_t2i(args: argparse.Namespace) -> int:
     from ..cli import resolve_device
     from ..errors import UnmaskError
     from .images import check_image_path, grid, parse_size, save_image
-    from .prompting import DEFAULT_MAX_TEXT_LEN
     from .t2i import DEFAULT_GUIDANCE, DEFAULT_STEPS, t2i
 
     out = check_image_path(args.out)
@@ -137,8 +185,9 @@ def cmd_t2i(args: argparse.Namespace) -> int:
     res = t2i(model, vq, [args.prompt] * args.n, args.sampler, tokenizer=tok,
               guidance_scale=DEFAULT_GUIDANCE if args.guidance_scale is None else args.guidance_scale,
               steps=DEFAULT_STEPS if args.steps is None else args.steps, seed=args.seed, num_image_tokens=n_img,
-              max_text_len=args.max_text_len or DEFAULT_MAX_TEXT_LEN, max_lookahead_rows=args.max_lookahead_rows,
-              sampler_options=opts, compat=args.compat)
+              max_text_len=args.max_text_len or model_text_len(args.model_name_or_path),
+              temperature=1.0 if args.temperature is None else args.temperature,
+              max_lookahead_rows=args.max_lookahead_rows, sampler_options=opts, compat=args.compat)
     seconds = time.perf_counter() - t0
     save_image(res.images[0] if args.n == 1 else grid(res.images), out)
     summary = {"out": str(out), "images": args.n, "image_size": list(res.images.shape[1:3]),

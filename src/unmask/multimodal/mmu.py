@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UnmaskError
 from .images import load_image, preprocess
-from .prompting import mmu_prompt
+from .prompting import mmu_prompt, special_ids
 
 
 def require_mmada(model) -> None:
@@ -56,7 +56,8 @@ def image_codes(model, vq, image: str | Path | torch.Tensor, resolution: int | N
 
 def mmu_ids(model, vq, image, question_ids: Sequence[int], resolution: int | None = None) -> list[int]:
     """Prompt ids for one image and a tokenised (chat-templated) question."""
-    return mmu_prompt(image_codes(model, vq, image, resolution), question_ids, model.config.image_offset)
+    return mmu_prompt(image_codes(model, vq, image, resolution), question_ids, model.config.image_offset,
+                      special_ids(model.config))
 
 
 def mmu(model, vq, tokenizer, images: Sequence, questions: Sequence[str], sampler="confidence",

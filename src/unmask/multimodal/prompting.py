@@ -15,14 +15,22 @@ Understanding (mmu)::
     <|mmu|> <|soi|> image codes <|eoi|> chat-template(question, add_generation_prompt=True)
 
 and the answer is generated after it. Plain text uses LLaDA's chat template unchanged.
+
+The prompt-token ids are MMaDA-8B's reserved LLaDA ids unless the model's config says otherwise
+(``special_token_ids`` in ``config.json``, written by a compact-vocabulary export such as
+``tiny-shapes``): :func:`special_ids` merges the two, and every builder here takes the result as
+``special``. The official folders have no such field, so their layouts are the reference's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from ..errors import UnmaskError
 
 #: the reserved LLaDA-tokenizer ids the reference uses for its prompt tokens
 SPECIAL_IDS: dict[str, int] = {
@@ -31,6 +39,21 @@ SPECIAL_IDS: dict[str, int] = {
     "<|r2i|>": 126094,
 }
 SOI, EOI, T2I, MMU, IPAD = (SPECIAL_IDS[k] for k in ("<|soi|>", "<|eoi|>", "<|t2i|>", "<|mmu|>", "[iPAD]"))
+
+
+def special_ids(config: Any = None) -> dict[str, int]:
+    """The prompt-token ids of a model: MMaDA-8B's, overridden by ``config.special_token_ids``
+    (a mapping name -> id) where the config has one."""
+    over = getattr(config, "special_token_ids", None) or {}
+    unknown = sorted(set(over) - set(SPECIAL_IDS))
+    if unknown:
+        raise UnmaskError(f"unknown prompt token(s) {', '.join(unknown)} in special_token_ids "
+                          f"(known: {', '.join(SPECIAL_IDS)})")
+    return {**SPECIAL_IDS, **{str(k): int(v) for k, v in dict(over).items()}}
+
+
+def _ids(special: Mapping[str, int] | None) -> Mapping[str, int]:
+    return SPECIAL_IDS if special is None else special
 
 #: ``dataset.preprocessing.max_seq_length`` of the demo config: the text part of a t2i row is
 #: this plus one (the task token)
@@ -62,13 +85,15 @@ def _with_bos(ids: Sequence[int], bos: int) -> list[int]:
     return ids if ids[0] == bos else [bos, *ids]
 
 
-def t2i_text_part(text_ids: Sequence[int], bos: int, eos: int, max_text_len: int) -> tuple[list[int], list[int]]:
+def t2i_text_part(text_ids: Sequence[int], bos: int, eos: int, max_text_len: int,
+                  special: Mapping[str, int] | None = None) -> tuple[list[int], list[int]]:
     """The text part of one row (``max_text_len + 1`` ids) and its mask."""
+    sp = _ids(special)
     width = max_text_len + 1
-    ids = [T2I, *_with_bos(text_ids, bos), eos]
+    ids = [sp["<|t2i|>"], *_with_bos(text_ids, bos), eos]
     if len(ids) <= width:
         pad = width - len(ids)
-        return [IPAD] * pad + ids, [0] * pad + [1] * len(ids)
+        return [sp["[iPAD]"]] * pad + ids, [0] * pad + [1] * len(ids)
     ids = ids[: width - 1] + [eos]
     return ids, [1] * width
 
@@ -81,25 +106,29 @@ def t2i_layout(
     mask_id: int,
     max_text_len: int = DEFAULT_MAX_TEXT_LEN,
     image_ids: torch.Tensor | None = None,
+    special: Mapping[str, int] | None = None,
 ) -> T2ILayout:
     """Rows for tokenised prompts with every image token masked (or given as ``image_ids``,
     vocabulary ids ``[B, num_image]``). An empty text gives the unconditional row."""
+    sp = _ids(special)
     rows, masks = [], []
     for i, text in enumerate(texts):
-        ids, mask = t2i_text_part(text, bos, eos, max_text_len)
+        ids, mask = t2i_text_part(text, bos, eos, max_text_len, sp)
         img = [mask_id] * num_image if image_ids is None else [int(t) for t in image_ids[i]]
-        rows.append([*ids, SOI, *img, EOI])
+        rows.append([*ids, sp["<|soi|>"], *img, sp["<|eoi|>"]])
         masks.append(mask + [1] * (num_image + 2))
     return T2ILayout(torch.tensor(rows, dtype=torch.long), torch.tensor(masks, dtype=torch.long),
                      max_text_len + 1, num_image)
 
 
-def mmu_prefix(codes: torch.Tensor, image_offset: int) -> list[int]:
+def mmu_prefix(codes: torch.Tensor, image_offset: int, special: Mapping[str, int] | None = None) -> list[int]:
     """``<|mmu|> <|soi|> image <|eoi|>`` for one image's codes ``[N]`` (code space)."""
-    return [MMU, SOI, *(int(c) + image_offset for c in codes), EOI]
+    sp = _ids(special)
+    return [sp["<|mmu|>"], sp["<|soi|>"], *(int(c) + image_offset for c in codes), sp["<|eoi|>"]]
 
 
-def mmu_prompt(codes: torch.Tensor, chat_ids: Sequence[int], image_offset: int) -> list[int]:
+def mmu_prompt(codes: torch.Tensor, chat_ids: Sequence[int], image_offset: int,
+               special: Mapping[str, int] | None = None) -> list[int]:
     """The understanding prompt: the image prefix, then the chat-templated question (the ids of
     ``tokenizer.apply_chat_template(messages, add_generation_prompt=True)``)."""
-    return [*mmu_prefix(codes, image_offset), *(int(t) for t in chat_ids)]
+    return [*mmu_prefix(codes, image_offset, special), *(int(t) for t in chat_ids)]

@@ -14,7 +14,8 @@ split later):
   image.
 * :func:`t2i` is the loop: the cosine schedule of the reference decides how many positions each
   step commits, tokens are sampled from the guided distribution (temperature 1, as the
-  reference), and the sampler picks positions through the usual ``StepView -> Action`` contract.
+  reference; ``temperature=0`` takes the argmax, other values divide the guided logits), and
+  the sampler picks positions through the usual ``StepView -> Action`` contract.
   Lookahead samplers (``info_gain``, ``lookum``) get their candidates scored in batched
   cond + uncond forwards bounded by ``max_lookahead_rows``; H_next covers the image masks left.
 
@@ -36,7 +37,7 @@ import torch
 from ..errors import UnmaskError
 from ..samplers.base import Action, LookaheadResult, Sampler, StepView, entropy_from_logits, make_sampler
 from .maskgit import MaskGITSampler
-from .prompting import DEFAULT_MAX_TEXT_LEN, T2ILayout, t2i_layout, t2i_text_part
+from .prompting import DEFAULT_MAX_TEXT_LEN, T2ILayout, special_ids, t2i_layout, t2i_text_part
 
 #: ``python inference_t2i.py ... guidance_scale=3.5 generation_timesteps=15`` (README); the demo
 #: config's training section has 1.5 / 12 (used for its validation images during training)
@@ -199,6 +200,7 @@ def t2i(
     tokenizer=None,
     guidance_scale: float = DEFAULT_GUIDANCE,
     steps: int = DEFAULT_STEPS,
+    temperature: float = 1.0,
     seed: int | Sequence[int] = 0,
     num_image_tokens: int | None = None,
     max_text_len: int = DEFAULT_MAX_TEXT_LEN,
@@ -212,7 +214,10 @@ def t2i(
 
     ``seed``: one int (row i uses ``seed + i``) or one per prompt. ``compat="shared_stream"``:
     the reference's single random stream for the whole batch (from ``generator``, or one seeded
-    with ``seed``). ``vq`` may be None with ``decode=False`` (codes only)."""
+    with ``seed``). ``vq`` may be None with ``decode=False`` (codes only). ``temperature``: of the
+    token draw (1.0, the reference; 0 = argmax tokens, no draw; the samplers' position rules
+    keep their own noise). The prompt-token ids come from the model's config
+    (:func:`~unmask.multimodal.prompting.special_ids`)."""
     check_pair(model, vq)
     cfg = model.config
     if compat not in (None, "", *COMPAT_MODES):
@@ -221,6 +226,9 @@ def t2i(
         raise UnmaskError(f"steps must be a positive integer, got {steps!r}")
     if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise UnmaskError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise UnmaskError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if not prompts:
         raise UnmaskError("no prompts given")
     n_img = int(cfg.num_vq_tokens if num_image_tokens is None else num_image_tokens)
@@ -235,10 +243,11 @@ def t2i(
     mask_id = int(cfg.mask_token_id)
     texts = _tokenize(prompts, tokenizer)
     b = len(texts)
-    layout = t2i_layout(texts, n_img, bos, eos, mask_id, max_text_len)
+    special = special_ids(cfg)
+    layout = t2i_layout(texts, n_img, bos, eos, mask_id, max_text_len, special=special)
     uncond = None
     if guidance_scale > 0:
-        u_ids, u_mask = t2i_text_part([], bos, eos, max_text_len)
+        u_ids, u_mask = t2i_text_part([], bos, eos, max_text_len, special)
         uncond = (torch.tensor(u_ids), torch.tensor(u_mask))
     proc = GuidedImageLogits(float(guidance_scale), cfg.image_offset, cfg.codebook_size)
     runner = CFGRunner(model, layout, uncond, proc.columns)
@@ -269,10 +278,14 @@ def t2i(
             guided = proc(runner.image_logits(canvas[need], need))
             for j, i in enumerate(need):
                 cached[i] = guided[j]
-        probs_all = {i: torch.softmax(cached[i], dim=-1) for i in live}
+        temp = float(temperature)
+        probs_all = {i: torch.softmax(cached[i] / temp if temp not in (0.0, 1.0) else cached[i], dim=-1)
+                     for i in live}
         # tokens at every image position (as the reference: the stream does not depend on the
         # number of masks left); shared stream: one draw for the whole batch, in row order
-        if shared:
+        if temp == 0.0:
+            sampled = {i: probs_all[i].argmax(-1) for i in live}
+        elif shared:
             flat = torch.cat([probs_all[i] for i in live]).cpu()
             drawn = torch.multinomial(flat, 1, generator=gens[0])[:, 0].view(b, n_img)
             sampled = {i: drawn[i].to(dev) for i in live}
@@ -299,7 +312,7 @@ def t2i(
             views.append(StepView(
                 logits=logits, probs=probs, positions=idx + lo, tokens=toks, confidence=conf,
                 entropy=entropy_from_logits(logits), k=k,
-                generator=gen_i, step=step, block_start=lo, temperature=1.0, resample=resample,
+                generator=gen_i, step=step, block_start=lo, temperature=temp, resample=resample,
                 extra={"noise_width": n_img, "noise_index": idx, "steps": steps, "last_step": last}))
             rows.append(i)
         fresh: set[int] = set()  # rows whose next logits a lookahead already computed

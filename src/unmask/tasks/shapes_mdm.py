@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from ..models.loading import build_model, save_model
 from ..models.magvitv2 import MAGVITv2, load_magvitv2
 from ..models.mmada import MMaDA, MMaDAConfig
-from ..multimodal.prompting import t2i_layout
+from ..multimodal.prompting import special_ids, t2i_layout
 from . import shapes as S
 from .shapes_tokenizer import to_pixels
 
@@ -104,7 +104,8 @@ def training_rows(model: MMaDA, tok, captions: list[str], codes: torch.Tensor, g
     order = torch.rand(b, n, generator=gen).argsort(1)
     masked = order < n_mask[:, None]  # a uniform random subset of n_mask positions per row
     image_ids = torch.where(masked, torch.full_like(codes, cfg.mask_token_id), codes + cfg.image_offset)
-    layout = t2i_layout(texts, n, tok.bos_token_id, tok.eos_token_id, cfg.mask_token_id, max_text_len, image_ids)
+    layout = t2i_layout(texts, n, tok.bos_token_id, tok.eos_token_id, cfg.mask_token_id, max_text_len, image_ids,
+                        special_ids(cfg))
     return layout.ids, layout.mask, masked, layout.image_start
 
 
