@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--png", default=None)
     args = ap.parse_args()
     rows = [json.loads(ln) for ln in (Path(args.run) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    keys = [k for k in ("reward", "premature", "zero_adv_groups", "grad_norm") if k in rows[0]]
+    keys = [k for k in ("reward", "premature", "zero_adv_groups", "kl", "tau", "grad_norm") if k in rows[0]]
     print("| steps | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for lo in range(0, len(rows), args.window):
@@ -40,7 +40,8 @@ def main() -> None:
                           for i in range(len(vals))]
                 ax.plot(steps, smooth, label=f"{k} (mean of {args.window} steps)")
         ax.set_xlabel("GRPO step")
-        ax.set_ylim(-0.02, 1.02)
+        top = max(max(r[k] for r in rows) for k in ("reward", "premature") if k in rows[0])
+        ax.set_ylim(-0.02, max(1.02, top * 1.02))  # a reward summing several scores can exceed 1
         ax.legend()
         fig.tight_layout()
         fig.savefig(args.png, dpi=110)

@@ -94,13 +94,13 @@ def test_trajectory_estimate_by_hand() -> None:
     model = _CountingModel()
     # step 0 writes b at cell 2 (m = 2: p = 2/3); step 1 writes a at cell 1 (m = 1: p = 1/2)
     roll = Rollout(initial=[A, MASK, MASK], final=[A, A, B], steps=[([2], [B]), ([1], [A])])
-    lp, _ = trajectory_logp(model, [roll], MASK, BANNED, temperature=1.0, select=False)
+    lp, _, _ = trajectory_logp(model, [roll], MASK, BANNED, temperature=1.0, select=False)
     assert torch.allclose(lp, torch.tensor([[math.log(2 / 3), math.log(1 / 2)]]))
     # order term at step 0: cell 1's own draw must be less confident than 2/3: only 'a' (1/3) is
-    lp_sel, _ = trajectory_logp(model, [roll], MASK, BANNED, temperature=1.0, select=True)
+    lp_sel, _, _ = trajectory_logp(model, [roll], MASK, BANNED, temperature=1.0, select=True)
     assert torch.allclose(lp_sel, torch.tensor([[math.log(2 / 3) + math.log(1 / 3), math.log(1 / 2)]]))
     # a subset of steps keeps the per-step values
-    lp_one, m_one = trajectory_logp(model, [roll], MASK, BANNED, steps_per_completion=1, seeds=[3])
+    lp_one, m_one, _ = trajectory_logp(model, [roll], MASK, BANNED, steps_per_completion=1, seeds=[3])
     value = float(lp_one[0, 0].detach())
     assert int(m_one.sum()) == 1
     assert min(abs(value - math.log(2 / 3)), abs(value - math.log(1 / 2))) < 1e-6
@@ -112,15 +112,47 @@ def test_soft_order_estimate_by_hand() -> None:
     # m = 2: cell 1 has p(b) = 4/5, cell 2 has p(b) = 8/9; the rollout writes cell 2 first, then cell 1
     roll = Rollout(initial=[A, MASK, MASK], final=[A, B, B], steps=[([2], [B]), ([1], [B])])
     tau = 0.5
-    lp, _ = trajectory_logp(model, [roll], MASK, BANNED, position_temperature=tau)
+    lp, _, _ = trajectory_logp(model, [roll], MASK, BANNED, position_temperature=tau)
     s1, s2 = (4 / 5) / tau, (8 / 9) / tau
     pick2 = s2 - math.log(math.exp(s1) + math.exp(s2))
     # step 1: m = 1, cell 1 alone: p(b) = 2/3 (logit log 1 + log 2), certain choice
     expected = torch.tensor([[math.log(8 / 9) + pick2, math.log(2 / 3)]])
     assert torch.allclose(lp, expected, atol=1e-6)
+    # the token part alone (what --kl_order false anchors): the same steps without the order term
+    _, _, tokens = trajectory_logp(model, [roll], MASK, BANNED, position_temperature=tau, with_tokens=True)
+    assert torch.allclose(tokens, torch.tensor([[math.log(8 / 9), math.log(2 / 3)]]), atol=1e-6)
     # and the gradient reaches the model (the order term is differentiable)
     lp.sum().backward()
     assert model.w.grad is not None
+
+
+def test_kl_on_the_tokens_alone_leaves_the_surrogate_on_the_whole_estimate() -> None:
+    """--kl_order false: the ratio (and so the advantage term) uses tokens + order, the k3 KL
+    compares only the tokens' log-probs with the reference's."""
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    tokens = torch.tensor([[-0.5, -0.25]], requires_grad=True)
+    ref = torch.tensor([[-0.25, -0.25]])
+    adv, mask = torch.tensor([1.0]), torch.ones(1, 2, dtype=torch.bool)
+    loss, st = grpo_loss(logp, logp.detach(), ref, adv, mask, 0.2, 0.5, kl_logp=tokens)
+    d = torch.tensor([0.25, 0.0])  # ref - tokens
+    kl = (torch.exp(d) - d - 1).mean()
+    assert torch.allclose(loss, -1.0 + 0.5 * kl) and torch.allclose(st["kl"], kl)
+    loss.sum().backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-0.5, -0.5]]))  # d(-rho A)/d logp / units
+    assert torch.allclose(tokens.grad, 0.5 * (1 - torch.exp(d)) / 2)
+
+
+def test_position_temperature_schedule_is_linear_and_a_function_of_the_step(tmp_path: Path) -> None:
+    from unmask.errors import UnmaskError
+
+    cfg = _cfg(tmp_path, estimator="trajectory", position_temperature=0.4, position_temperature_final=0.1,
+               max_steps=4)
+    assert [round(cfg.tau_at(s), 6) for s in range(4)] == [0.4, 0.3, 0.2, 0.1]
+    assert _cfg(tmp_path, estimator="trajectory", position_temperature=0.4).tau_at(3) == 0.4  # constant
+    with pytest.raises(UnmaskError, match="position_temperature_final"):
+        _cfg(tmp_path, estimator="trajectory", position_temperature_final=0.1).check()
+    with pytest.raises(UnmaskError, match="--device for rl"):
+        _cfg(tmp_path, device="cuda:1").check()
 
 
 def test_soft_confidence_sampler_is_greedy_confidence_at_small_tau() -> None:
@@ -144,14 +176,19 @@ def _cfg(out: Path, **kw):
     return RLConfig(**base)
 
 
-@pytest.mark.parametrize("estimator, tau", [("one_step", 0.0), ("trajectory", 0.0), ("trajectory", 0.1)])
-def test_a_few_steps_give_finite_losses_and_move_the_weights(tmp_path: Path, estimator: str, tau: float) -> None:
+@pytest.mark.parametrize("estimator, tau, extra", [
+    ("one_step", 0.0, {}), ("trajectory", 0.0, {}), ("trajectory", 0.1, {}),
+    # a tau schedule and a KL on the written tokens only (the judge run's settings)
+    ("trajectory", 0.2, {"position_temperature_final": 0.1, "beta": 0.05, "kl_order": False}),
+])
+def test_a_few_steps_give_finite_losses_and_move_the_weights(tmp_path: Path, estimator: str, tau: float,
+                                                             extra: dict) -> None:
     from unmask.models.loading import load_model
     from unmask.models.registry import resolve_model_path
     from unmask.rl.trainer import GRPOTrainer
 
     before = load_model(resolve_model_path("tiny-judge"), dtype=torch.float32).state_dict()
-    trainer = GRPOTrainer(_cfg(tmp_path, estimator=estimator, trajectory_steps=6, position_temperature=tau))
+    trainer = GRPOTrainer(_cfg(tmp_path, estimator=estimator, trajectory_steps=6, position_temperature=tau, **extra))
     out = trainer.train()
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
@@ -160,6 +197,9 @@ def test_a_few_steps_give_finite_losses_and_move_the_weights(tmp_path: Path, est
     after = load_model(out, dtype=torch.float32).state_dict()
     assert max(float((after[k] - before[k]).abs().max()) for k in before) > 1e-3
     assert (out / "task.json").exists() and (out / "tokenizer.json").exists()
+    if "position_temperature_final" in extra:
+        assert [r["tau"] for r in rows] == [tau, extra["position_temperature_final"]]
+        assert rows[1]["kl"] > 0  # the second step's policy differs from the reference
 
 
 def test_lora_trains_adapters_only_and_exports_merged_weights(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ DECODING = ("sample", "chat", "eval", "compare", "serve")
 #: commands that take --preset / --config / key=value (sweep: --preset and key=value; its YAML is the config)
 RUN_COMMANDS = ("sample", "chat", "eval", "compare", "serve", "sweep")
 #: config groups, in the order docs list them ("" = a top-level key such as ``model``)
-GROUPS = ("", "sampler", "generation", "decode", "eval", "run")
+GROUPS = ("", "sampler", "generation", "decode", "eval", "run", "rl")
 #: a run's own flags for the W&B logging, shared by every command that logs
 WANDB_DEFAULT_PROJECT = "unmask"
 
@@ -205,7 +205,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("chat_template", bool, None, "wrap the prompt in the tokenizer's chat template (default: when it "
                "has one)", group=R, target="run", commands=("sample", "chat", "eval"), server=False),
     OptionSpec("task", str, None, "benchmark or synthetic task (see eval --list_tasks); default: the tiny "
-               "model's own task", group=E, target="run", commands=("eval",), server=False, sweep=False),
+               "model's own task (rl: the synthetic task whose training split gives the prompts)", group=E,
+               target="run", commands=("eval", "rl"), server=False, sweep=False),
     OptionSpec("limit", int, None, "evaluate only the first N samples", group=E, target="run", range=AT_LEAST_1,
                commands=("eval",), server=False),
     OptionSpec("data", str, None, "JSONL file in the task's format instead of the packaged data", group=E,
@@ -219,19 +220,68 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("exec_timeout", float, None, "per-test time limit in seconds for code tasks (default 5)", group=E,
                target="run", range=Num(lo=0, hi=86400, lo_open=True, hint="seconds per test"), commands=("eval",),
                server=False),
-    OptionSpec("threads", int, None, "torch CPU threads (default: torch's choice)", group=R, target="run",
-               range=AT_LEAST_1, commands=("eval",), server=False),
+    OptionSpec("threads", int, None, "torch CPU threads (default: torch's choice; rl: 1 per process)", group=R,
+               target="run", range=AT_LEAST_1, commands=("eval", "rl"), server=False),
     OptionSpec("wandb", bool, False, "log the figures to Weights & Biases (needs `pip install wandb`)", group=R,
                target="run", commands=("sample", "eval", "compare", "rl"), server=False),
     OptionSpec("wandb_project", str, WANDB_DEFAULT_PROJECT, "Weights & Biases project", group=R, target="run",
                commands=("sample", "eval", "compare", "rl"), server=False),
+    # ------------------------------------------------------------------ rl (GRPO; docs/rl.md)
+    *(OptionSpec(name, kind, default, text, group=group, target="run", commands=("rl",), server=False, sweep=False,
+                 **extra)
+      for name, kind, default, text, group, extra in (
+        ("out", str, None, "rl: run folder: metrics.jsonl, checkpoint.pt (resumed automatically), model/ (loads "
+         "with --model_name_or_path); required", None, {}),
+        ("prompts", str, None, "rl: JSONL file of items with a 'prompt' field (instead of --task)", None, {}),
+        ("reward", str, "task", "rl: task (the task's score), code (sandboxed tests in item['tests']) or "
+         "package.module:function called as f(item, completion_text) -> float", "rl", {}),
+        ("reward_weights", str, "correct", "rl, --reward task: score fields summed into the reward, "
+         "NAME[:WEIGHT],... (e.g. correct:1,r_correct:0.5)", "rl", {}),
+        ("reward_workers", int, 1, "rl: processes that compute rewards (0: in the trainer's process)", "rl",
+         {"range": NONNEG_INT}),
+        ("group_size", int, 8, "rl: completions per prompt, G (at least 2)", "rl", {}),
+        ("prompts_per_step", int, 16, "rl: prompts per optimiser step (global batch = prompts x group size; a "
+         "multiple of the process count)", "rl", {"range": AT_LEAST_1}),
+        ("estimator", str, "one_step", "rl: policy log-probability: one_step (diffu-GRPO, one forward) or "
+         "trajectory (replays the trace's steps)", "rl", {"choices": ("one_step", "trajectory")}),
+        ("p_mask_prompt", float, 0.15, "rl, one_step: probability of masking each prompt token", "rl",
+         {"range": Num(lo=0, hi=1, hi_open=True)}),
+        ("trajectory_steps", int, None, "rl, trajectory: score this many random steps per completion (default: "
+         "all)", "rl", {"range": AT_LEAST_1}),
+        ("order_term", bool, None, "rl, trajectory + confidence sampler: add the probability of the chosen "
+         "position (default: on when it applies)", "rl", {}),
+        ("position_temperature_final", float, None, "rl, --sampler confidence: tau of the exploring draw at the "
+         "last step, linear from --position_temperature (default: constant)", "rl", {"range": POS}),
+        ("beta", float, 0.02, "rl: KL penalty to the frozen reference (0: no reference model)", "rl",
+         {"range": NONNEG}),
+        ("kl_order", bool, True, "rl: include the decoding-order term in the KL (false: anchor the written tokens "
+         "only, so the order may move)", "rl", {}),
+        ("clip_eps", float, 0.2, "rl: GRPO ratio clipping epsilon", "rl", {"range": POS}),
+        ("iterations", int, 1, "rl: optimiser steps per batch of rollouts (mu)", "rl", {"range": AT_LEAST_1}),
+        ("scale_rewards", bool, True, "rl: divide advantages by the group's reward std (false: Dr. GRPO centring "
+         "only)", "rl", {}),
+        ("max_steps", int, 100, "rl: optimiser steps (a resumed run continues to this count)", "rl", {}),
+        ("lr", float, 1e-5, "rl: AdamW learning rate", "rl", {"range": POS}),
+        ("weight_decay", float, 0.0, "rl: AdamW weight decay", "rl", {"range": NONNEG}),
+        ("max_grad_norm", float, 1.0, "rl: gradient clipping norm", "rl", {"range": POS}),
+        ("micro_batch", int, 64, "rl: completions per forward/backward chunk (memory)", "rl",
+         {"range": AT_LEAST_1}),
+        ("lora_rank", int, 0, "rl: > 0 trains LoRA adapters of this rank (peft) instead of all weights", "rl",
+         {"range": NONNEG_INT}),
+        ("lora_alpha", float, 16.0, "rl: LoRA scaling alpha (the update is alpha/rank * B A)", "rl",
+         {"range": POS}),
+        ("save_every", int, 10, "rl: steps between checkpoints (and at the end)", "rl", {"range": AT_LEAST_1}),
+        ("save_dtype", str, None, "rl: dtype of the exported model/ (default: the source's)", "rl",
+         {"choices": ("float32", "bfloat16", "float16")}),
+        ("overwrite", bool, False, "rl: delete --out first instead of resuming from it", None, {}),
+    )),
 )
 
 #: ``unmask rl`` decodes its rollouts with the shared decoding rows, so that what is trained is
-#: decoded exactly as ``unmask sample`` would decode it; left out are the device rows (rl places
-#: one device per process itself) and the decoders whose kept row is not one draw of the policy
+#: decoded exactly as ``unmask sample`` would decode it (``device``: auto, cpu or cuda, one device
+#: per process as accelerate places them); left out are ``dtype`` (rl trains in float32) and the decoders whose kept row is not one draw of the policy
 #: (a beam, best-of-N) or that reproduce a reference loop (compat)
-_NOT_RL = ("device", "dtype", "beam_size", "best_of", "compat")
+_NOT_RL = ("dtype", "beam_size", "best_of", "compat")
 OPTIONS = tuple(o if o.commands != DECODING or o.name in _NOT_RL else replace(o, commands=DECODING + ("rl",))
                 for o in OPTIONS)
 

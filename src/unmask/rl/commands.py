@@ -8,54 +8,11 @@ from collections.abc import Sequence
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_flag, add_sampling_flags, parse_bool
+    """Every flag is a row of the option table (:mod:`unmask.options`): the rl rows (run folder,
+    rewards, groups, objective, optimisation) and the rollouts' decoding rows, resolved exactly as
+    in ``unmask sample`` (flag > key=value > --config > --preset > default; rl keys are ``rl.*``)."""
+    from ..cli import add_sampling_flags
 
-    g = p.add_argument_group("model and data (--model_name_or_path: the policy, also the frozen KL reference)")
-    add_flag(g, "out", required=True,
-             help="run folder: metrics.jsonl, checkpoint.pt (resumed automatically), model/ (loads with --model_name_or_path)")
-    add_flag(g, "task", default=None,
-             help="synthetic task whose training split gives the prompts (default: the model folder's task.json)")
-    add_flag(g, "prompts", default=None, help="JSONL file of items with a 'prompt' field (instead of --task)")
-    g = p.add_argument_group("rewards")
-    add_flag(g, "reward", default="task",
-             help="task (the task's score), code (sandboxed tests in item['tests']) or package.module:function "
-                  "called as f(item, completion_text) -> float")
-    add_flag(g, "reward_weights", default="correct",
-             help="with --reward task: score fields summed into the reward, NAME[:WEIGHT],... (e.g. correct:1,r_correct:0.5)")
-    add_flag(g, "reward_workers", type=int, default=1,
-             help="processes that compute rewards (0: in the trainer's process)")
-    g = p.add_argument_group("groups")
-    add_flag(g, "group_size", type=int, default=8, help="completions per prompt, G (at least 2)")
-    add_flag(g, "prompts_per_step", type=int, default=16,
-             help="prompts per optimiser step (global batch = prompts x group size; a multiple of the process count)")
-    g = p.add_argument_group("objective")
-    add_flag(g, "estimator", default="one_step", choices=("one_step", "trajectory"),
-             help="policy log-probability: one_step (diffu-GRPO, one forward) or trajectory (replays the trace's steps)")
-    add_flag(g, "p_mask_prompt", type=float, default=0.15, help="one_step: probability of masking each prompt token")
-    add_flag(g, "trajectory_steps", type=int, default=None,
-             help="trajectory: score this many random steps per completion (default: all)")
-    add_flag(g, "order_term", type=parse_bool, default=None,
-             help="trajectory + confidence sampler: add the probability of the chosen position (default: on when it applies)")
-    add_flag(g, "beta", type=float, default=0.02, help="KL penalty to the frozen reference (0: no reference model)")
-    add_flag(g, "clip_eps", type=float, default=0.2, help="GRPO ratio clipping epsilon")
-    add_flag(g, "iterations", type=int, default=1, help="optimiser steps per batch of rollouts (mu)")
-    add_flag(g, "scale_rewards", type=parse_bool, default=True,
-             help="divide advantages by the group's reward std (False: Dr. GRPO centring only)")
-    g = p.add_argument_group("optimisation and run")
-    add_flag(g, "max_steps", type=int, default=100, help="optimiser steps (resume continues to this count)")
-    add_flag(g, "lr", type=float, default=1e-5, help="AdamW learning rate")
-    add_flag(g, "weight_decay", type=float, default=0.0, help="AdamW weight decay")
-    add_flag(g, "max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
-    add_flag(g, "micro_batch", type=int, default=64, help="completions per forward/backward chunk (memory)")
-    add_flag(g, "lora_rank", type=int, default=0, help="> 0: train LoRA adapters of this rank (peft) instead of all weights")
-    add_flag(g, "lora_alpha", type=float, default=16.0, help="LoRA scaling alpha (the update is alpha/rank * B A)")
-    add_flag(g, "save_every", type=int, default=10, help="steps between checkpoints (and at the end)")
-    add_flag(g, "save_dtype", default=None, help="dtype of the exported model/ (default: the source's)")
-    add_flag(g, "threads", type=int, default=1, help="torch CPU threads per process")
-    add_flag(g, "device", default="cpu", choices=("cpu", "cuda"), help="cpu, or cuda (one device per process)")
-    add_flag(g, "overwrite", action="store_true", help="delete --out first instead of resuming from it")
-    # the rollouts' decoding settings: the option table's rows, as in `unmask sample` (with --preset,
-    # --config, key=value); --seed also seeds the prompts and the estimator's masks
     add_sampling_flags(p, "rl")
 
 
@@ -93,6 +50,8 @@ def config_from_args(args: argparse.Namespace):
 
     if not getattr(args, "model_name_or_path", None):
         raise UnmaskError("unmask rl needs --model_name_or_path (the policy to train)")
+    if not getattr(args, "out", None):
+        raise UnmaskError("unmask rl needs --out RUN_FOLDER (metrics, checkpoint.pt, model/)")
     if getattr(args, "option_sources", {}).get("temperature") == "default":
         args.temperature = ROLLOUT_TEMPERATURE
     fields = set(RLConfig.__dataclass_fields__)

@@ -27,6 +27,7 @@ def grpo_loss(
     unit_mask: torch.Tensor,
     clip_eps: float,
     beta: float,
+    kl_logp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-completion loss ``[N]`` and diagnostics.
 
@@ -36,7 +37,9 @@ def grpo_loss(
     marks the real units. Each completion's loss is the mean over its units of
     ``-min(rho A, clip(rho, 1-eps, 1+eps) A) + beta * KL`` with ``rho = exp(logp - old_logp)`` and
     the k3 estimate ``KL = exp(ref - logp) - (ref - logp) - 1`` (non-negative, unbiased for
-    KL(policy || reference) when units are drawn from the policy)."""
+    KL(policy || reference) when units are drawn from the policy). ``kl_logp`` (default ``logp``)
+    is what the KL compares with ``ref_logp``: the written tokens alone when the order is left free
+    (``--kl_order false``)."""
     m = unit_mask.to(logp.dtype)
     ratio = torch.exp(logp - old_logp)
     adv = advantages[:, None].to(logp.dtype)
@@ -44,7 +47,7 @@ def grpo_loss(
     per_unit = -surrogate
     kl = torch.zeros_like(logp)
     if ref_logp is not None and beta > 0:
-        d = ref_logp - logp
+        d = ref_logp - (logp if kl_logp is None else kl_logp)
         kl = torch.exp(d) - d - 1.0
         per_unit = per_unit + beta * kl
     count = m.sum(dim=1).clamp_min(1.0)

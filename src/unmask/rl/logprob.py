@@ -126,8 +126,11 @@ def trajectory_logp(
     steps_per_completion: int | None = None,
     seeds: Sequence[int] | None = None,
     position_temperature: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-step log-probs ``[N, S]`` of the rollouts' traces (see the module docstring).
+    with_tokens: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-step log-probs ``[N, S]`` of the rollouts' traces (see the module docstring), the unit
+    mask, and (``with_tokens``) the same steps scored by their written tokens alone, without the
+    order term (what a KL that anchors the tokens but lets the order move compares), else None.
 
     ``temperature`` is the rollout's token temperature (0 is scored at 1: a greedy decode has no
     density of its own). ``steps_per_completion`` scores a random subset of each trace's steps
@@ -152,7 +155,8 @@ def trajectory_logp(
             for p, v in zip(pos, tok):
                 state[p] = v
     if not states:
-        return _gather_units([torch.zeros(0) for _ in rollouts])
+        empty = _gather_units([torch.zeros(0) for _ in rollouts])
+        return (*empty, empty[0] if with_tokens else None)
     ids, attn = pad_right(states)
     logits = policy_logits(model, ids, attn, banned)
     dev = logits.device
@@ -166,12 +170,15 @@ def trajectory_logp(
     tgt, tok = tgt.to(dev), tok.to(dev)
     per_pos = logp_t.gather(-1, tok[..., None]).squeeze(-1)
     step_logp = torch.where(tgt, per_pos, torch.zeros_like(per_pos)).sum(-1)  # [R]
+    token_logp = step_logp
     if position_temperature > 0:
         step_logp = step_logp + soft_order_logp(logits, ids.to(dev), attn.to(dev), tgt, mask_id, position_temperature)
     elif select:
         step_logp = step_logp + _selection_logp(logits, logp_t, ids.to(dev), attn.to(dev), tgt, tok, mask_id)
-    units = [step_logp[[j for j, o in enumerate(owner) if o == i]] for i in range(len(rollouts))]
-    return _gather_units(units)
+    index = [[j for j, o in enumerate(owner) if o == i] for i in range(len(rollouts))]
+    units, mask = _gather_units([step_logp[ix] for ix in index])
+    tokens = _gather_units([token_logp[ix] for ix in index])[0] if with_tokens else None
+    return units, mask, tokens
 
 
 def _selection_logp(logits, logp_t, ids, attn, tgt, tok, mask_id) -> torch.Tensor:

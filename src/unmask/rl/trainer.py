@@ -60,6 +60,10 @@ class RLConfig:
     trajectory_steps: int | None = None
     order_term: bool | None = None
     position_temperature: float = 0.0
+    #: the exploring draw's tau at the last step (linear from ``position_temperature``); None: constant
+    position_temperature_final: float | None = None
+    #: include the order term in the KL to the reference (False: anchor only the written tokens)
+    kl_order: bool = True
     lora_rank: int = 0
     lora_alpha: float = 16.0
     scale_rewards: bool = True
@@ -68,7 +72,7 @@ class RLConfig:
     save_every: int = 10
     save_dtype: str | None = None
     threads: int | None = 1
-    device: str = "cpu"
+    device: str = "auto"
     overwrite: bool = False
     #: LockstepOptions fields (mode, tau_r, ...): rollouts decoded in lockstep; empty = off
     lockstep: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +98,9 @@ class RLConfig:
             raise UnmaskError(f"--temperature must be >= 0, got {self.temperature}")
         if self.trajectory_steps is not None and self.trajectory_steps < 1:
             raise UnmaskError(f"--trajectory_steps must be at least 1, got {self.trajectory_steps}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UnmaskError(f"--device for rl is auto, cpu or cuda (accelerate places one device per process), "
+                              f"got {self.device!r}")
         if self.lora_rank < 0:
             raise UnmaskError(f"--lora_rank must be >= 0, got {self.lora_rank}")
         if self.task and self.prompts:
@@ -101,6 +108,10 @@ class RLConfig:
         make_sampler(self.sampler, **self.sampler_options)  # a typo in the name fails here
         if self.position_temperature < 0:
             raise UnmaskError(f"--position_temperature must be >= 0, got {self.position_temperature}")
+        final = self.position_temperature_final
+        if final is not None and (final <= 0 or self.position_temperature <= 0):
+            raise UnmaskError("--position_temperature_final needs --position_temperature > 0 and must itself be > 0 "
+                              f"(tau -> 0 is greedy confidence, which has no order likelihood), got {final}")
         if self.position_temperature > 0 and (self.sampler != "confidence" or self.estimator != "trajectory"):
             raise UnmaskError("--position_temperature draws confidence-ordered rollouts: it needs --sampler confidence "
                               "and --estimator trajectory (which scores the drawn order)")
@@ -119,6 +130,17 @@ class RLConfig:
         from ..decoding.lockstep import LockstepOptions
 
         return LockstepOptions(**self.lockstep)
+
+    def tau_at(self, step: int) -> float:
+        """The exploring draw's position temperature at ``step`` (0-based): linear from
+        ``position_temperature`` at the first step to ``position_temperature_final`` at the last, so
+        the rollouts start exploring and end close to the greedy decoder used at test time. A pure
+        function of the step, so a resumed run draws exactly what an uninterrupted one would."""
+        final = self.position_temperature_final
+        if final is None or self.max_steps <= 1:
+            return self.position_temperature
+        frac = min(1.0, step / (self.max_steps - 1))
+        return self.position_temperature + (final - self.position_temperature) * frac
 
     def use_order_term(self) -> bool:
         if self.position_temperature > 0 or self.lockstep.get("mode"):
@@ -146,7 +168,7 @@ class GRPOTrainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        self.acc = Accelerator(cpu=cfg.device == "cpu")
+        self.acc = Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
         from ..models.loading import load_model, read_config
         from ..models.registry import resolve_model_path
 
@@ -297,7 +319,7 @@ class GRPOTrainer:
         if cfg.position_temperature > 0:
             from .sampler import SoftConfidenceSampler
 
-            sampler = SoftConfidenceSampler(cfg.position_temperature)
+            sampler = SoftConfidenceSampler(cfg.tau_at(step))
         with torch.no_grad():
             out = generate(policy, rows, sampler, **overrides, **({} if cfg.position_temperature > 0
                                                                  else cfg.sampler_options))
@@ -311,15 +333,26 @@ class GRPOTrainer:
             completions = [self.tokenizer.decode(g, skip_special_tokens=True) for g in out.generated]
         return owners, seeds, rolls, completions
 
-    def unit_logp(self, model, rolls, seeds, iteration: int):
+    def unit_logp(self, model, rolls, seeds, iteration: int, step: int, order: bool = True):
+        """``(logp, unit mask, token-only logp)``; the last is None unless an order term is part
+        of the estimate (``order=False`` scores the written tokens alone, for the reference)."""
         cfg = self.cfg
         if cfg.estimator == "one_step":
             mseeds = [s * 31 + iteration for s in seeds]
-            return one_step_logp(model, rolls, self.mask_id, self.banned, cfg.p_mask_prompt, mseeds)
+            return (*one_step_logp(model, rolls, self.mask_id, self.banned, cfg.p_mask_prompt, mseeds), None)
+        tau = cfg.tau_at(step) if cfg.position_temperature > 0 else 0.0
+        select = cfg.use_order_term()
         return trajectory_logp(model, rolls, self.mask_id, self.banned, temperature=cfg.temperature,
-                               select=cfg.use_order_term(), steps_per_completion=cfg.trajectory_steps,
+                               select=select and order, steps_per_completion=cfg.trajectory_steps,
                                seeds=[s * 31 + iteration for s in seeds],
-                               position_temperature=cfg.position_temperature)
+                               position_temperature=tau if order else 0.0,
+                               with_tokens=order and (select or tau > 0))
+
+    def _kl_tokens_only(self) -> bool:
+        """The KL anchors the written tokens only when asked and when an order term exists."""
+        cfg = self.cfg
+        return (not cfg.kl_order and cfg.estimator == "trajectory"
+                and (cfg.position_temperature > 0 or cfg.use_order_term()))
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -349,8 +382,9 @@ class GRPOTrainer:
                 per_chunk = []
                 for ch in chunks:
                     r, s = [rolls[j] for j in ch], [seeds[j] for j in ch]
-                    old = self.unit_logp(policy, r, s, k)[0] if cfg.iterations > 1 else None
-                    ref = self.unit_logp(self.ref, r, s, k)[0] if self.ref is not None else None
+                    old = self.unit_logp(policy, r, s, k, step)[0] if cfg.iterations > 1 else None
+                    ref = (self.unit_logp(self.ref, r, s, k, step, order=not self._kl_tokens_only())[0]
+                           if self.ref is not None else None)
                     per_chunk.append((old, ref))
                 fixed.append(per_chunk)
         sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
@@ -360,10 +394,12 @@ class GRPOTrainer:
                 last = c == len(chunks) - 1
                 ctx = nullcontext() if last or world == 1 else self.acc.no_sync(self.model)
                 with ctx:
-                    logp, umask = self.unit_logp(self.model, r, s, k)
+                    logp, umask, tokens = self.unit_logp(self.model, r, s, k, step)
                     old, ref = fixed[k][c]
                     old = logp.detach() if old is None else old
-                    loss_i, st = grpo_loss(logp, old, ref, adv[list(ch)].to(logp.device), umask, cfg.clip_eps, cfg.beta)
+                    kl_logp = tokens if self._kl_tokens_only() else None
+                    loss_i, st = grpo_loss(logp, old, ref, adv[list(ch)].to(logp.device), umask, cfg.clip_eps, cfg.beta,
+                                           kl_logp=kl_logp)
                     loss = loss_i.sum() * world / n_global
                     self.acc.backward(loss)
                 if k == cfg.iterations - 1:
@@ -384,6 +420,8 @@ class GRPOTrainer:
             "loss": float(tot[2]) / n, "kl": float(tot[3]) / n, "clip_frac": float(tot[4]) / n,
             "grad_norm": float(grad_norm), "rollout_s": round(t_roll, 2), "step_s": round(time.perf_counter() - t0, 2),
         }
+        if cfg.position_temperature > 0:
+            row["tau"] = round(cfg.tau_at(step), 6)
         if float(tot[7]) > 0:
             row["premature"] = float(tot[6]) / float(tot[7])
         return row
