@@ -41,3 +41,46 @@ def test_t2i_and_eval_run_offline_on_the_alias(tmp_path, capsys):
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["n"] == 2 and s["max_text_len"] == 48 and s["temperature"] == 0.0 and s["mean_nfe"] == 2
     assert s["vq"].endswith("vq") and s["mean_forward_tokens"] == 2 * 2 * (48 + 3 + 64)
+
+
+def test_serve_draws_the_alias_with_its_own_vq_and_text_width(monkeypatch):
+    """``unmask serve --model_name_or_path tiny-shapes`` (no --vq_model_path): the images endpoint
+    uses the folder's vq/ and t2i.json's text width (48, not MMaDA's 512: padding that the
+    attention mask hides would not change the picture, but it would cost ten times the tokens)."""
+    import argparse
+    import base64
+    import io
+
+    import numpy as np
+    from starlette.testclient import TestClient
+
+    import unmask.multimodal.t2i as t2i_module
+    from unmask.models.magvitv2 import load_magvitv2
+    from unmask.multimodal.commands import serve_routes
+    from unmask.serve.app import create_app
+    from unmask.serve.backend import Backend
+    from unmask.serve.batcher import Batcher
+    from unmask.session import Session
+
+    widths = []
+    real_t2i = t2i_module.t2i
+
+    def recording_t2i(*a, **kw):
+        widths.append(kw.get("max_text_len"))
+        return real_t2i(*a, **kw)
+
+    monkeypatch.setattr(t2i_module, "t2i", recording_t2i)
+    sess = Session.load("tiny-shapes")
+    backend = Backend(sess, "tiny-shapes")
+    args = argparse.Namespace(model_name_or_path="tiny-shapes", vq_model_path=None, device="cpu")
+    with TestClient(create_app(backend, Batcher(backend), serve_routes(args, backend))) as client:
+        r = client.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 2, "seed": 3})
+        assert r.status_code == 200, r.text
+        assert client.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 2,
+                                                          "max_text_len": 64}).status_code == 200
+    assert widths == [48, 64]
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).convert("RGB"))
+    vq = load_magvitv2(default_vq_path("tiny-shapes"))
+    ref = real_t2i(sess.model, vq, ["a red circle"], "maskgit", tokenizer=sess.tokenizer, steps=2, seed=3,
+                   max_text_len=48)
+    assert np.array_equal(got, ref.images[0].numpy())

@@ -89,8 +89,13 @@ def _chat(args: argparse.Namespace, text_chat):
 
 
 def serve_routes(args: argparse.Namespace, backend) -> list:
-    """``unmask serve`` with ``--vq_model_path``: the images endpoint, and images in chat messages."""
-    if not getattr(args, "vq_model_path", None):
+    """``unmask serve`` of an MMaDA model with a VQ tokenizer (``--vq_model_path``, else the model
+    folder's own ``vq/``): the images endpoint, and images in chat messages. The text width of
+    image prompts defaults to the folder's ``t2i.json``, as in ``unmask t2i``: a model trained with
+    another width than MMaDA's 512 would otherwise be served a layout it has never seen."""
+    model_path = getattr(args, "model_name_or_path", None) or ""
+    vq_path = getattr(args, "vq_model_path", None) or (default_vq_path(model_path) if model_path else None)
+    if not vq_path:
         return []
     from ..cli import resolve_device
     from ..models.magvitv2 import load_magvitv2
@@ -98,9 +103,9 @@ def serve_routes(args: argparse.Namespace, backend) -> list:
     from .serve_images import image_prompt_for, image_routes
 
     require_mmada(backend.session.model)
-    vq = load_magvitv2(args.vq_model_path, device=resolve_device(args.device))
+    vq = load_magvitv2(vq_path, device=resolve_device(args.device))
     backend.image_prompt = image_prompt_for(backend.session.model, vq)
-    return image_routes(backend.session, vq, backend.name)
+    return image_routes(backend.session, vq, backend.name, max_text_len=model_text_len(model_path) if model_path else None)
 
 
 def t2i_settings(model_path: str) -> dict:

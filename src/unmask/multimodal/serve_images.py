@@ -67,8 +67,9 @@ def png_b64(image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def generate_images(session, vq, req: dict[str, Any]) -> dict[str, Any]:
-    """Run one parsed request (blocking); UnmaskError for values the decoder refuses."""
+def generate_images(session, vq, req: dict[str, Any], max_text_len: int | None = None) -> dict[str, Any]:
+    """Run one parsed request (blocking); UnmaskError for values the decoder refuses.
+    ``max_text_len``: the served model's text width, used when the request names none."""
     from .images import parse_size
     from .prompting import DEFAULT_MAX_TEXT_LEN
     from .t2i import DEFAULT_GUIDANCE, DEFAULT_STEPS, t2i
@@ -82,7 +83,7 @@ def generate_images(session, vq, req: dict[str, Any]) -> dict[str, Any]:
     n = req.get("n", 1)
     res = t2i(session.model, vq, [req["prompt"]] * n, req.get("sampler", "maskgit"), tokenizer=session.tokenizer,
               guidance_scale=float(req.get("guidance_scale", DEFAULT_GUIDANCE)), steps=req.get("steps", DEFAULT_STEPS),
-              seed=req.get("seed", 0), num_image_tokens=n_img, max_text_len=req.get("max_text_len", DEFAULT_MAX_TEXT_LEN),
+              seed=req.get("seed", 0), num_image_tokens=n_img, max_text_len=req.get("max_text_len", max_text_len or DEFAULT_MAX_TEXT_LEN),
               max_lookahead_rows=req.get("max_lookahead_rows"), sampler_options=opts, compat=req.get("compat"))
     return {"created": int(time.time()), "data": [{"b64_json": png_b64(img), "revised_prompt": None} for img in res.images],
             "unmask": {"forwards": res.forwards, "model_rows": res.model_rows,
@@ -120,8 +121,9 @@ def decode_data_url(url: str):
         raise UnmaskError(f"image_url is not a readable image ({type(e).__name__})") from None
 
 
-def image_routes(session, vq, name: str) -> list:
-    """The Starlette routes to add to the app (empty list when there is no tokenizer)."""
+def image_routes(session, vq, name: str, max_text_len: int | None = None) -> list:
+    """The Starlette routes to add to the app (empty list when there is no tokenizer).
+    ``max_text_len``: the default text width of image prompts (None: MMaDA's 512)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -148,7 +150,7 @@ def image_routes(session, vq, name: str) -> list:
             return error(404, f"model {req['model']!r} is not served here; this server serves {name!r}", "model")
         async with lock:
             try:
-                out = await asyncio.get_running_loop().run_in_executor(None, generate_images, session, vq, req)
+                out = await asyncio.get_running_loop().run_in_executor(None, generate_images, session, vq, req, max_text_len)
             except UnmaskError as e:
                 return error(400, str(e))
         return JSONResponse(out)
