@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import random_llada, random_prompts  # noqa: E402
 
 from unmask.decoding.engine import Engine, GenerationConfig  # noqa: E402
+from unmask.decoding.host_syncs import HostSyncCounter  # noqa: E402
 from unmask.samplers.base import make_sampler  # noqa: E402
 
 VOCAB = 126_464
@@ -49,25 +50,6 @@ ROWS: list[tuple[str, int, float, dict[str, Any]]] = [
     ("confidence", 4, 0.7, {}),
     ("info_gain", 1, 0.0, {"candidate_number": 4}),
 ]
-
-SYNC_NAMES = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero")
-
-
-class SyncCounter(torch.overrides.TorchFunctionMode):
-    """Counts tensor-to-host conversions (each is a device synchronisation on a GPU)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-        self.by_name: dict[str, int] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in SYNC_NAMES:
-            self.count += 1
-            self.by_name[name] = self.by_name.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
-
 
 class ForwardTimer:
     """Wraps ``model.forward`` to add up the CPU and wall time spent inside it."""
@@ -126,7 +108,7 @@ def run_row(model, sampler_name: str, batch: int, temperature: float, opts: dict
         mcpu.append(timer.cpu)
         mwall.append(timer.wall)
     steps_ = max(len(t.steps) for t in out.traces)
-    with SyncCounter() as sc:
+    with HostSyncCounter() as sc:
         eng.generate(prompts, cfg)
     counter, restore = kv_bytes_probe()
     try:

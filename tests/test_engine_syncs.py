@@ -11,22 +11,7 @@ import pytest
 import torch
 
 from unmask.decoding.engine import generate
-
-SYNCS = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero"}
-
-
-class CountSyncs(torch.overrides.TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-        self.names = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in SYNCS:
-            self.n += 1
-            self.names[name] = self.names.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
+from unmask.decoding.host_syncs import HostSyncCounter
 
 
 def _prompts(batch):
@@ -36,10 +21,10 @@ def _prompts(batch):
 
 def _syncs_per_step(model, sampler, batch, **kw):
     args = dict(max_new_tokens=32, block_size=16, use_cache="dual", seed=list(range(batch)), **kw)
-    with CountSyncs() as c:
+    with HostSyncCounter() as c:
         out = generate(model, _prompts(batch), sampler, **args)
     steps = max(len(t.steps) for t in out.traces)
-    return c.n / steps, c.names
+    return c.count / steps, c.by_name
 
 
 @pytest.mark.parametrize("batch", [1, 8])
