@@ -276,13 +276,15 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--group_size", "1"], "--group_size must be at least 2"),
-    (["--reward", "no_such_module_xyz:fn"], "cannot import no_such_module_xyz"),
-    (["--sampler", "confidense"], "unknown sampler 'confidense'"),
+@pytest.mark.parametrize("entry, extra, needle", [
+    (["unmask", "rl"], ["--group_size", "1"], "--group_size must be at least 2"),
+    (["unmask", "rl"], ["--reward", "no_such_module_xyz:fn"], "cannot import no_such_module_xyz"),
+    (["unmask", "rl"], ["--sampler", "confidense"], "unknown sampler 'confidense'"),
+    (["unmask.rl"], ["--use_cache", "prefx"], "prefx"),  # a rollout option, through the module entry
+    (["unmask.rl"], ["--tau_r", "0.5"], "--lockstep"),  # lockstep region flags need the mode
 ])
-def test_bad_configs_give_one_error_line(tmp_path: Path, extra: list[str], needle: str) -> None:
-    res = _run([sys.executable, "-m", "unmask", "rl", "--model_name_or_path", "tiny-judge", *extra], tmp_path / "x")
+def test_bad_configs_give_one_error_line(tmp_path: Path, entry: list[str], extra: list[str], needle: str) -> None:
+    res = _run([sys.executable, "-m", *entry, "--model_name_or_path", "tiny-judge", *extra], tmp_path / "x")
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.stderr
@@ -326,14 +328,6 @@ def test_rollout_settings_come_through_the_option_table(tmp_path: Path) -> None:
     assert cfg.position_temperature == 0.3 and cfg.sampler_options == {}
     cfg = config_from_args(parse_args(base + ["--sampler", "info_gain", "--position_temperature", "0.3"]))
     assert cfg.position_temperature == 0.0 and cfg.sampler_options == {"position_temperature": 0.3}
-
-
-def test_bad_rollout_option_is_one_error_line(tmp_path: Path) -> None:
-    res = _run([sys.executable, "-m", "unmask.rl", "--model_name_or_path", "tiny-judge", "--use_cache", "prefx"],
-               tmp_path / "x")
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "prefx" in lines[0], res.stderr
 
 
 class _FakeWandbRun:
@@ -403,11 +397,3 @@ def test_lockstep_rollouts_keep_the_answer_until_the_reasoning_is_written(tmp_pa
     trainer.train()
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert row["premature"] == 0.0 and math.isfinite(row["loss"])
-
-
-def test_lockstep_region_flags_need_the_mode(tmp_path: Path) -> None:
-    res = _run([sys.executable, "-m", "unmask.rl", "--model_name_or_path", "tiny-judge", "--tau_r", "0.5"],
-               tmp_path / "x")
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "--lockstep" in lines[0], res.stderr
