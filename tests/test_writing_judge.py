@@ -297,3 +297,23 @@ def test_missing_key_and_unreachable_url(setup, run_judge):
     line = _one_error(run_judge(run, f"http://127.0.0.1:{port}/v1"))
     assert "unreachable" in line
     assert "OPENAI_API_KEY" in _one_error(run_judge(run, setup["url"], key=False))
+
+
+def test_writing_run_has_no_accuracy_rather_than_zero(setup, tmp_path):
+    """Writing has no reference answer: its summary says so (None, "n/a") instead of a 0 accuracy
+    that reads like a failed run, and a sweep's table and plots skip it the same way."""
+    from unmask.eval.commands import _format_summary
+    from unmask.eval.results import summarize
+    from unmask.eval.sweep import markdown_table
+
+    run = setup["runs"]["confidence"]
+    recs = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines() if line.strip()]
+    assert len(recs) == 3 and all(r["score"] is None for r in recs)
+    s = summarize(recs, 3)
+    assert s["accuracy"] is None and s["accuracy_stderr"] is None and s["metrics"]["words"] > 0
+    text = _format_summary({**s, "task": "writing", "model": "m", "sampler": "confidence", "run_dir": str(run)})
+    assert "accuracy=n/a" in text and "accuracy=0" not in text
+    assert "| n/a |" in markdown_table([{"task": "writing", "accuracy": None}])
+    # a scored task keeps its accuracy, and an empty run is 0 of 0, not "no reference answer"
+    assert summarize([{"score": 1.0}, {"score": 0.0}], 2)["accuracy"] == 0.5
+    assert summarize([], 2)["accuracy"] == 0.0

@@ -19,7 +19,9 @@ def _format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"{s['task']}  model={s['model']}  sampler={s['sampler']}  n={s['n']}/{s['n_expected']}"
         + ("" if s["complete"] else "  (incomplete)"),
-        f"accuracy={s['accuracy']:.4f} ± {s['accuracy_stderr']:.4f}  mean_nfe={s['mean_nfe']:.1f}  "
+        ("accuracy=n/a (no reference answer: see the metrics and the judge)  " if s["accuracy"] is None
+         else f"accuracy={s['accuracy']:.4f} ± {s['accuracy_stderr']:.4f}  ")
+        + f"mean_nfe={s['mean_nfe']:.1f}  "
         f"mean_forward_rows={s.get('mean_forward_rows', 0.0):.1f}  "
         f"mean_forward_tokens={s.get('mean_forward_tokens', 0.0):.0f}  "
         f"tokens/s={s['tokens_per_second']:.1f}  mean_cumulative_entropy={s['mean_cumulative_entropy']:.3f}  "

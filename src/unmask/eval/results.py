@@ -159,7 +159,9 @@ def stderr_of_mean(xs: Sequence[float]) -> float:
 def summarize(records: Iterable[dict[str, Any]], expected: int) -> dict[str, Any]:
     """Aggregate figures of a run's records (see ``docs/evaluation.md`` for each field)."""
     recs = sorted(records, key=lambda r: r.get("index", 0))
-    scores = [float(r.get("score", 0.0)) for r in recs]
+    # records of a task with no reference answer carry score None: their run has no accuracy
+    scores = [float(r.get("score", 0.0)) for r in recs if r.get("score", 0.0) is not None]
+    scored = bool(scores) or not recs
     gen_tokens = sum(int(r.get("generated_tokens", 0)) for r in recs)
     gen_seconds = sum(float(r.get("seconds", 0.0)) for r in recs)
     score_seconds = sum(float(r.get("score_seconds", 0.0)) for r in recs)
@@ -173,8 +175,8 @@ def summarize(records: Iterable[dict[str, Any]], expected: int) -> dict[str, Any
         "n": len(recs),
         "n_expected": expected,
         "complete": len(recs) >= expected,
-        "accuracy": mean(scores),
-        "accuracy_stderr": stderr_of_mean(scores),
+        "accuracy": mean(scores) if scored else None,
+        "accuracy_stderr": stderr_of_mean(scores) if scored else None,
         "metrics": metrics,
         "mean_nfe": mean([float(r.get("nfe", 0)) for r in recs]),
         "mean_forward_rows": mean([float(r.get("forward_rows", 0)) for r in recs]),

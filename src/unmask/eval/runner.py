@@ -301,7 +301,7 @@ class EvalRun:
                 for rec in self._decode_batch(batch):
                     self.store.append(rec)
                     if wandb_run is not None:
-                        wandb_run.log({"score": rec["score"], "nfe": rec["nfe"],
+                        wandb_run.log({**({} if rec["score"] is None else {"score": rec["score"]}), "nfe": rec["nfe"],
                                        "cumulative_entropy": rec["cumulative_entropy"],
                                        **{f"lockstep/{k}": v for k, v in rec.get("lockstep", {}).items()
                                           if isinstance(v, (int, float))}})
@@ -352,7 +352,8 @@ class EvalRun:
                 "output": text,
                 "answer": answer,
                 "reference": _jsonable(task.reference(item)),
-                "score": float(metrics.get("correct", 0.0)),
+                # a task without a reference answer (writing) has no correctness to average: None, not 0
+                "score": float(metrics["correct"]) if "correct" in metrics else None,
                 "metrics": {k: float(v) for k, v in metrics.items() if k != "correct"},
                 "nfe": int(tr.nfe),
                 "forward_rows": int(tr.forward_rows),

@@ -239,7 +239,8 @@ def run_sweep(config_path: str | Path, output_dir: str | None = None, dry_run: b
     suffix = _summary_suffix(out_dir, len(rows) - len(failed))
     files = write_tables(rows, out_dir, suffix)
     if not suffix:
-        files.update(write_plots([r for r in rows if "accuracy" in r], out_dir))
+        # a task without a reference answer (accuracy None) has no point on an accuracy axis
+        files.update(write_plots([r for r in rows if r.get("accuracy") is not None], out_dir))
     if progress:  # results on stdout, where they can be piped; file names and notes on stderr
         print(markdown_table(rows), flush=True)
         for name, path in files.items():
@@ -289,7 +290,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
+            cells.append(f"{v:.4f}" if isinstance(v, float) else "n/a" if v is None else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
