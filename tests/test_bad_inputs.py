@@ -342,7 +342,7 @@ CASES: list[tuple[str, list[str], str, bytes | None]] = [
     ("compare_givens_bad", ["compare", "--task", "sudoku", "--givens", "90"], "givens range", None),
     ("compare_givens_text", ["compare", "--task", "sudoku", "--givens", "many"], "expected a number or a range", None),
     ("compare_data_missing", ["compare", "--task", "nae_sat", "--data", "{tmp}/nope.jsonl"], "does not exist", None),
-    ("compare_data_empty", ["compare", "--task", "nae_sat", "--data", "{f:empty}"], "has no items", None),
+    ("compare_data_empty", ["compare", "--task", "nae_sat", "--data", "{f:empty}"], "is empty", None),
     ("compare_data_binary", ["compare", "--task", "nae_sat", "--data", "{f:binary}"], "is a binary file", None),
     ("compare_data_latin1", ["compare", "--task", "nae_sat", "--data", "{f:latin1}"], "not valid UTF-8", None),
     ("compare_judge_short_question", ["compare", "--task", "judge", "--data", "{f:judge_short_question}"],

@@ -59,7 +59,7 @@ def test_compare_errors(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     assert main(["compare", "--task", "multiply", "--model_name_or_path", str(folder), "--data", str(bad)]) == 2
-    assert "is not valid JSON" in capsys.readouterr().err
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_each_item_gets_its_own_seed(tmp_path):

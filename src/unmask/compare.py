@@ -46,26 +46,14 @@ def parse_range(text: str | None) -> tuple[int, int] | None:
 
 
 def load_items(path: str | Path) -> list[dict[str, Any]]:
-    """Items from a JSONL file in the task's format (one JSON object per line)."""
-    path = Path(path)
-    if not path.exists():
-        raise UnmaskError(f"data file {path} does not exist")
-    from .userio import read_text
+    """Items from a JSONL file in the task's format (one JSON object per line); an item without an
+    ``id`` is named after the file and its position."""
+    from .userio import read_jsonl
 
-    items = []
-    for i, line in enumerate(read_text(path, "data file").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UnmaskError(f"{path}:{i} is not valid JSON ({e.msg})") from None
-        if not isinstance(item, dict):
-            raise UnmaskError(f"{path}:{i} must be a JSON object")
+    path = Path(path)
+    items = read_jsonl(path)
+    for i, item in enumerate(items, 1):
         item.setdefault("id", f"{path.stem}-{i}")
-        items.append(item)
-    if not items:
-        raise UnmaskError(f"{path} has no items")
     return items
 
 

@@ -8,8 +8,11 @@ problem, instead of a traceback from deep inside ``open``.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from .errors import UnmaskError
 
@@ -40,6 +43,51 @@ def decode_text(data: bytes, path: str | Path, what: str = "file") -> str:
     except UnicodeDecodeError as e:
         raise UnmaskError(f"{what} {path} is not valid UTF-8 text (byte {e.start})") from None
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def parse_jsonl(text: str, source: str | Path) -> list[dict[str, Any]]:
+    """The objects of JSONL text, one per non-blank line. Errors name ``source`` and the line, so
+    every reader of a user's JSONL (task data, compare items, GenEval metadata) reports alike."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UnmaskError(f"{source}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise UnmaskError(f"{source}:{n}: expected a JSON object per line")
+        rows.append(row)
+    return rows
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSONL data file (``.gz`` allowed); a JSON array file is accepted too, because
+    some upstream files (sanitized MBPP) are arrays. An empty file is an error: nothing to run."""
+    path = Path(path)
+    if not path.exists():
+        raise UnmaskError(f"data file {path} does not exist")
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                text = decode_text(f.read(), path, "data file")
+        except (OSError, EOFError) as e:
+            raise UnmaskError(f"data file {path} is not a readable gzip file ({e})") from None
+    else:
+        text = read_text(path, "data file")
+    stripped = text.lstrip()
+    if not stripped:
+        raise UnmaskError(f"data file {path} is empty: no records to evaluate")
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise UnmaskError(f"{path}: not valid JSON ({e})") from None
+        if not all(isinstance(r, dict) for r in rows):
+            raise UnmaskError(f"{path}: expected a JSON array of objects")
+        return rows
+    return parse_jsonl(text, path)
 
 
 def check_output_file(path: str | Path, what: str = "output file") -> Path:

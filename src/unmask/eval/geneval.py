@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnmaskError
+from ..userio import decode_text, parse_jsonl, read_text
 
 SOURCE = "djghosh13/geneval @ af4902f24d3ca90ebbb446dd9891a59e0f82725f, prompts/evaluation_metadata.jsonl"
 SHA256 = "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13"
@@ -67,17 +68,10 @@ def load_metadata(path: str | Path | None = None) -> list[dict[str, Any]]:
         raise UnmaskError(f"cannot read GenEval metadata {p}: {e.strerror}") from None
     if path is None and hashlib.sha256(raw).hexdigest() != SHA256:
         raise UnmaskError(f"{p} does not match its SHA-256 ({SHA256}); reinstall unmask")
-    records = []
-    for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UnmaskError(f"{p}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(rec, dict) or not {"tag", "include", "prompt"} <= rec.keys():
-            raise UnmaskError(f"{p}:{n}: a GenEval record needs 'tag', 'include' and 'prompt'")
-        records.append(rec)
+    records = parse_jsonl(decode_text(raw, p, "GenEval metadata"), p)
+    for n, rec in enumerate(records, 1):
+        if not {"tag", "include", "prompt"} <= rec.keys():
+            raise UnmaskError(f"{p}: record {n}: a GenEval record needs 'tag', 'include' and 'prompt'")
     if not records:
         raise UnmaskError(f"{p} holds no GenEval records")
     return records
@@ -127,8 +121,7 @@ def summarize_results(path: str | Path) -> dict[str, Any]:
     """GenEval's summary of its ``results.jsonl``: accuracy per tag and their mean."""
     from ..tasks.shapes_scorer import summarize
 
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return summarize(rows)
+    return summarize(parse_jsonl(read_text(path, "GenEval results"), path))
 
 
 def cmd_geneval(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ task never touches the model except through :meth:`EvalTask.encode` and
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import UnmaskError
+from ...userio import read_jsonl  # noqa: F401  (the tasks' data reader, imported from here by each task)
 
 Prompt = str | list[dict[str, str]]
 
@@ -47,47 +47,6 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file (``.gz`` allowed); a JSON array file is accepted too, because
-    some upstream files (sanitized MBPP) are arrays. Errors name the file and line."""
-    path = Path(path)
-    if not path.exists():
-        raise UnmaskError(f"data file {path} does not exist")
-    from ...userio import decode_text, read_text
-
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as f:
-                text = decode_text(f.read(), path, "data file")
-        except (OSError, EOFError) as e:
-            raise UnmaskError(f"data file {path} is not a readable gzip file ({e})") from None
-    else:
-        text = read_text(path, "data file")
-    stripped = text.lstrip()
-    if not stripped:
-        raise UnmaskError(f"data file {path} is empty: no records to evaluate")
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise UnmaskError(f"{path}: not valid JSON ({e})") from None
-        if not all(isinstance(r, dict) for r in rows):
-            raise UnmaskError(f"{path}: expected a JSON array of objects")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UnmaskError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise UnmaskError(f"{path}:{n}: expected a JSON object per line")
-        rows.append(row)
-    return rows
 
 
 #: JSON type names used in messages
