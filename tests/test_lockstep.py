@@ -20,6 +20,7 @@ from unmask.decoding.lockstep import (
 from unmask.decoding.plan import Gate
 from unmask.errors import UnmaskError
 from unmask.models.base import ModelOutput
+from unmask.samplers.klass import KlassSampler
 
 MASK, EOS, PAD, V = 1, 2, 0, 12
 
@@ -106,14 +107,18 @@ def static_rule(conf: dict[int, float]):
     return lambda x: {p: (4 + p % 5, c) for p, c in conf.items()}
 
 
+@pytest.mark.parametrize("sampler", ["confidence", "klass"])
 @pytest.mark.parametrize("frac", [0.2, 0.4, 1.0])
-def test_thresholds_and_max_fill_frac_exact(frac):
+def test_thresholds_and_max_fill_frac_exact(frac, sampler):
+    # KLASS (threshold 0.5, below every gate's tau) would commit every stable position the gate
+    # lets through; the gate's cap must hold for it as for confidence
     # R = positions 1..10 with fixed confidences, A = 11..15
     conf = {1: 0.99, 2: 0.5, 3: 0.98, 4: 0.95, 5: 0.91, 6: 0.3, 7: 0.6, 8: 0.89, 9: 0.2, 10: 0.93,
             11: 0.97, 12: 0.91, 13: 0.925, 14: 0.1, 15: 0.99}
     tau = {"R": 0.9, "A": 0.92}
     prompt = [5] + [MASK] * 15
-    out = generate(ScriptedModel(static_rule(conf)), [prompt], "confidence", max_new_tokens=0,
+    chosen = {"confidence": "confidence", "klass": KlassSampler(threshold=0.5, kl_threshold=0.01, kl_history=1)}[sampler]
+    out = generate(ScriptedModel(static_rule(conf)), [prompt], chosen, max_new_tokens=0,
                    plan=LockstepPlan({"R": (1, 11), "A": (11, 16)}, "jacobi", tau_r=0.9, tau_a=0.92,
                                      max_fill_frac=frac))
     tr = out.traces[0]

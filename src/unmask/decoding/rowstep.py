@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..samplers.base import Action, StepView, entropy_from_logits
+from ..samplers.base import Action, StepView, entropy_from_logits, top_k_stable
 from . import compat as _compat
 from .guards import nonfinite, raise_nonfinite
 from .hooks import call_logits_hook
@@ -68,7 +68,10 @@ def stage(run: Run, regions: list[Region], live: list[int], committed: set[int])
             for v, ri, action in zip(views, ids, actions):
                 if run.sampler.needs_previous_probs:
                     rows[ri].prev_probs[rk] = (v.positions - ws, v.probs, action.state)
-                chosen = run.commit(rows[ri], v, action, reg, rk)
+                capped = cap_to_gate(action, v, reg)
+                if capped is not action:  # a lookahead's logits were for the whole action
+                    rows[ri].next_logits = None
+                chosen = run.commit(rows[ri], v, capped, reg, rk)
                 regions_done[ri] = regions_done.get(ri, 0) + 1
                 if run.compat.mask_softmax:
                     rows[ri].stalled = stalled(run, rows[ri], chosen, rk)
@@ -154,6 +157,21 @@ def view(run: Run, row: Row, logits: torch.Tensor, region: Region, rk: int,
         generator=row.generator, step=row.step, block_start=rs, temperature=cfg.temperature,
         resample=resample, extra=extra, previous_probs=prev, previous_state=prev_state,
     )
+
+
+def cap_to_gate(action: Action, view: StepView, region: Region) -> Action:
+    """The action limited to the gate's per-step cap (``view.k``) in a thresholded region.
+
+    A lockstep gate promises at most ``max(1, floor(max_fill_frac * remaining))`` commits per
+    step, but samplers that commit every sure position (threshold, factor, KLASS) ignore ``k`` by
+    design; in a gated region the gate's promise wins, and the most confident positions stay."""
+    if region.gate.scheduled or view.k is None or action.index.numel() <= view.k:
+        return action
+    keep = top_k_stable(view.confidence[action.index.to(view.confidence.device)], view.k)
+    keep = keep.to(action.index.device)
+    tokens = None if action.tokens is None else action.tokens[keep.to(action.tokens.device)]
+    return Action(action.index[keep], tokens, {**action.info, "capped_from": int(action.index.numel())},
+                  action.state)
 
 
 def align_previous(stored, positions: torch.Tensor, width: int):
