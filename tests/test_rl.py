@@ -186,6 +186,13 @@ def test_leftright_rows_keep_the_groups_and_each_rows_seed(tmp_path: Path) -> No
                          seed=seeds_m[j], max_new_tokens=0, stop_at_eos=False,
                          suppress_token_ids=tuple(task.suppressed_ids()))
         assert task.answer_text(list(alone.sequences[0])) == comp_m[j]  # the row's own seed, as if decoded alone
+    # the estimator: with the order term (default) a left-to-right row is scored like any other;
+    # with --leftright_order false by its written tokens alone
+    full, _, tokens = mixed.unit_logp(mixed.model, rolls_m[2:4], seeds_m[2:4], 0, 0)
+    assert not torch.allclose(full, tokens)
+    mixed.cfg.leftright_order = False
+    mix, _, _ = mixed.unit_logp(mixed.model, rolls_m[2:4], seeds_m[2:4], 0, 0, lr_rows=[False, True])
+    assert torch.allclose(mix[0], full[0]) and torch.allclose(mix[1], tokens[1])
     mixed.train()
     rows = [json.loads(ln) for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert all(0 <= r["reward_lr"] <= 1 and math.isfinite(r["loss"]) for r in rows)

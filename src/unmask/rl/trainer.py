@@ -54,6 +54,8 @@ class RLConfig:
     lr_final: float | None = None
     #: the last K rows of each group are decoded left to right (off-policy demonstrations)
     leftright_rows: int = 0
+    #: score those rows with the order term too (False: by their written tokens alone)
+    leftright_order: bool = True
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     iterations: int = 1
@@ -371,10 +373,18 @@ class GRPOTrainer:
             completions = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
         return owners, seeds, rolls, completions
 
-    def unit_logp(self, model, rolls, seeds, iteration: int, step: int, order: bool = True):
+    def unit_logp(self, model, rolls, seeds, iteration: int, step: int, order: bool = True, lr_rows=None):
         """``(logp, unit mask, token-only logp)``; the last is None unless an order term is part
-        of the estimate (``order=False`` scores the written tokens alone, for the reference)."""
+        of the estimate (``order=False`` scores the written tokens alone, for the reference).
+        ``lr_rows`` (bools) marks left-to-right rows: with ``--leftright_order false`` their units
+        are their written tokens alone (their order is not the policy's to be scored)."""
         cfg = self.cfg
+        if lr_rows is not None and any(lr_rows) and not cfg.leftright_order and order:
+            logp, umask, tokens = self.unit_logp(model, rolls, seeds, iteration, step)
+            if tokens is not None:
+                lr = torch.tensor(lr_rows, device=logp.device)[:, None]
+                logp = torch.where(lr, tokens, logp)
+            return logp, umask, tokens
         if cfg.estimator == "one_step":
             mseeds = [s * 31 + iteration for s in seeds]
             return (*one_step_logp(model, rolls, self.mask_id, self.banned, cfg.p_mask_prompt, mseeds), None)
@@ -405,12 +415,14 @@ class GRPOTrainer:
         world = self.acc.num_processes
         n_global = cfg.prompts_per_step * cfg.group_size
         n_local = len(rolls)
+        scored_own = own  # per scored row: the policy's own (True) or a left-to-right row
         if cfg.beta == 0:
             # without a KL term a row whose advantage is zero has a zero gradient: skip its
             # forward/backward (most groups agree once a task is mostly solved); the loss is still
             # normalised by the global batch, so the update is the same as scoring every row
             keep = [j for j in range(len(rolls)) if float(adv[j]) != 0.0] or [0]  # every process must backward
             rolls, seeds = [rolls[j] for j in keep], [seeds[j] for j in keep]
+            scored_own = own[keep]
             adv = adv[keep]
         chunks = [range(lo, min(lo + cfg.micro_batch, len(rolls))) for lo in range(0, len(rolls), cfg.micro_batch)]
         policy = self.acc.unwrap_model(self.model)
@@ -421,7 +433,8 @@ class GRPOTrainer:
                 per_chunk = []
                 for ch in chunks:
                     r, s = [rolls[j] for j in ch], [seeds[j] for j in ch]
-                    old = self.unit_logp(policy, r, s, k, step)[0] if cfg.iterations > 1 else None
+                    lr_rows = [not bool(scored_own[j]) for j in ch]
+                    old = self.unit_logp(policy, r, s, k, step, lr_rows=lr_rows)[0] if cfg.iterations > 1 else None
                     ref = (self.unit_logp(self.ref, r, s, k, step, order=not self._kl_tokens_only())[0]
                            if self.ref is not None else None)
                     per_chunk.append((old, ref))
@@ -433,7 +446,8 @@ class GRPOTrainer:
                 last = c == len(chunks) - 1
                 ctx = nullcontext() if last or world == 1 else self.acc.no_sync(self.model)
                 with ctx:
-                    logp, umask, tokens = self.unit_logp(self.model, r, s, k, step)
+                    logp, umask, tokens = self.unit_logp(self.model, r, s, k, step,
+                                                         lr_rows=[not bool(scored_own[j]) for j in ch])
                     old, ref = fixed[k][c]
                     old = logp.detach() if old is None else old
                     kl_logp = tokens if self._kl_tokens_only() else None
