@@ -42,7 +42,7 @@ def main() -> None:
                           for i in range(len(vals))]
                 ax.plot(steps, smooth, label=f"{k} (mean of {args.window} steps)")
         ax.set_xlabel("GRPO step")
-        top = max(max(r[k] for r in rows) for k in ("reward", "premature") if k in rows[0])
+        top = max(max(r[k] for r in rows) for k in ("reward", "reward_lr", "premature") if k in rows[0])
         ax.set_ylim(-0.02, max(1.02, top * 1.02))  # a reward summing several scores can exceed 1
         ax.legend()
         fig.tight_layout()
