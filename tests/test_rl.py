@@ -155,6 +155,49 @@ def test_position_temperature_schedule_is_linear_and_a_function_of_the_step(tmp_
         _cfg(tmp_path, device="cuda:1").check()
 
 
+def test_lr_schedule_is_linear_and_a_function_of_the_step(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, lr=4e-4, lr_final=1e-4, max_steps=4)
+    assert [round(cfg.lr_at(s), 10) for s in range(4)] == [4e-4, 3e-4, 2e-4, 1e-4]
+    assert _cfg(tmp_path, lr=4e-4, max_steps=4).lr_at(3) == 4e-4  # constant by default
+
+
+def test_leftright_rows_keep_the_groups_and_each_rows_seed(tmp_path: Path) -> None:
+    """--leftright_rows K: the last K rows of each group are decoded left to right with the seed
+    that row has anyway; the other rows are exactly the rollouts of a run without the option."""
+    from unmask.decoding import generate
+    from unmask.rl.trainer import GRPOTrainer
+
+    plain = GRPOTrainer(_cfg(tmp_path / "a", estimator="trajectory", position_temperature=0.3, temperature=0.7))
+    mixed = GRPOTrainer(_cfg(tmp_path / "b", estimator="trajectory", position_temperature=0.3, temperature=0.7,
+                             leftright_rows=2))
+    items = plain.step_items(0)
+    assert mixed.step_items(0) == items
+    own_p, seeds_p, rolls_p, comp_p = plain.rollouts(0, items)
+    own_m, seeds_m, rolls_m, comp_m = mixed.rollouts(0, items)
+    assert own_m == own_p == [0, 0, 0, 0, 1, 1, 1, 1] and seeds_m == seeds_p
+    task = mixed.task
+    for j, (rp, rm) in enumerate(zip(rolls_p, rolls_m)):
+        if j % 4 < 2:  # the policy's rows: unchanged
+            assert rm.steps == rp.steps and comp_m[j] == comp_p[j]
+            continue
+        written = [p for pos, _ in rm.steps for p in pos]
+        assert written == sorted(written) and rm.steps != rp.steps  # left to right, in canvas order
+        alone = generate(mixed.model, [task.prompt_ids(items[own_m[j]])], "leftright", temperature=0.7,
+                         seed=seeds_m[j], max_new_tokens=0, stop_at_eos=False,
+                         suppress_token_ids=tuple(task.suppressed_ids()))
+        assert task.answer_text(list(alone.sequences[0])) == comp_m[j]  # the row's own seed, as if decoded alone
+    # the estimator: with the order term (default) a left-to-right row is scored like any other;
+    # with --leftright_order false by its written tokens alone
+    full, _, tokens = mixed.unit_logp(mixed.model, rolls_m[2:4], seeds_m[2:4], 0, 0)
+    assert not torch.allclose(full, tokens)
+    mixed.cfg.leftright_order = False
+    mix, _, _ = mixed.unit_logp(mixed.model, rolls_m[2:4], seeds_m[2:4], 0, 0, lr_rows=[False, True])
+    assert torch.allclose(mix[0], full[0]) and torch.allclose(mix[1], tokens[1])
+    mixed.train()
+    rows = [json.loads(ln) for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["reward_lr"] <= 1 and math.isfinite(r["loss"]) for r in rows)
+
+
 def test_soft_confidence_sampler_is_greedy_confidence_at_small_tau() -> None:
     from unmask.rl.sampler import SoftConfidenceSampler
 
@@ -282,6 +325,9 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     (["unmask", "rl"], ["--sampler", "confidense"], "unknown sampler 'confidense'"),
     (["unmask.rl"], ["--use_cache", "prefx"], "prefx"),  # a rollout option, through the module entry
     (["unmask.rl"], ["--tau_r", "0.5"], "--lockstep"),  # lockstep region flags need the mode
+    (["unmask", "rl"], ["--group_size", "4", "--leftright_rows", "4"], "--leftright_rows must be in [0, group_size - 1] = [0, 3]"),
+    (["unmask", "rl"], ["--leftright_rows", "2", "--lockstep", "jacobi"], "--leftright_rows"),
+    (["unmask", "rl"], ["--lr_final", "0"], "lr_final"),
 ])
 def test_bad_configs_give_one_error_line(tmp_path: Path, entry: list[str], extra: list[str], needle: str) -> None:
     res = _run([sys.executable, "-m", *entry, "--model_name_or_path", "tiny-judge", *extra], tmp_path / "x")

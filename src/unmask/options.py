@@ -262,6 +262,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
          "only)", "rl", {}),
         ("max_steps", int, 100, "rl: optimiser steps (a resumed run continues to this count)", "rl", {}),
         ("lr", float, 1e-5, "rl: AdamW learning rate", "rl", {"range": POS}),
+        ("lr_final", float, None, "rl: learning rate at the last step, linear from --lr (default: constant)", "rl",
+         {"range": POS}),
+        ("leftright_rows", int, 0, "rl: the last K rows of each group are decoded left to right (same seeds, "
+         "reward and estimator as the others: off-policy rows that show the policy an order that works)", "rl",
+         {"range": NONNEG_INT}),
+        ("leftright_order", bool, True, "rl, --leftright_rows: score those rows with the order term as well "
+         "(false: by their written tokens alone, so they train what left to right writes, not the order)", "rl",
+         {}),
         ("weight_decay", float, 0.0, "rl: AdamW weight decay", "rl", {"range": NONNEG}),
         ("max_grad_norm", float, 1.0, "rl: gradient clipping norm", "rl", {"range": POS}),
         ("micro_batch", int, 64, "rl: completions per forward/backward chunk (memory)", "rl",

@@ -46,7 +46,7 @@ ALIASES: dict[str, str] = {
 }
 
 #: built-in tiny models shipped under ``unmask/assets/<alias>/``
-BUILTIN = ("tiny-sudoku", "tiny-multiply", "tiny-nae-sat", "tiny-judge", "tiny-shapes")
+BUILTIN = ("tiny-sudoku", "tiny-multiply", "tiny-nae-sat", "tiny-judge", "tiny-shapes", "tiny-judge-rl")
 
 
 def assets_dir() -> Path:

@@ -50,6 +50,12 @@ class RLConfig:
     prompts_per_step: int = 16
     max_steps: int = 100
     lr: float = 1e-5
+    #: the learning rate at the last step (linear from ``lr``); None: constant
+    lr_final: float | None = None
+    #: the last K rows of each group are decoded left to right (off-policy demonstrations)
+    leftright_rows: int = 0
+    #: score those rows with the order term too (False: by their written tokens alone)
+    leftright_order: bool = True
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     iterations: int = 1
@@ -101,6 +107,14 @@ class RLConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise UnmaskError(f"--device for rl is auto, cpu or cuda (accelerate places one device per process), "
                               f"got {self.device!r}")
+        if self.lr_final is not None and self.lr_final <= 0:
+            raise UnmaskError(f"--lr_final must be > 0, got {self.lr_final}")
+        if not 0 <= self.leftright_rows < self.group_size:
+            raise UnmaskError(f"--leftright_rows must be in [0, group_size - 1] = [0, {self.group_size - 1}] (a group "
+                              f"needs at least one row of the policy's own sampler), got {self.leftright_rows}")
+        if self.leftright_rows and self.lockstep.get("mode"):
+            raise UnmaskError("--leftright_rows decodes some rows left to right; --lockstep gates every row: "
+                              "use one or the other")
         if self.lora_rank < 0:
             raise UnmaskError(f"--lora_rank must be >= 0, got {self.lora_rank}")
         if self.task and self.prompts:
@@ -141,6 +155,19 @@ class RLConfig:
             return self.position_temperature
         frac = min(1.0, step / (self.max_steps - 1))
         return self.position_temperature + (final - self.position_temperature) * frac
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of ``step`` (0-based): linear from ``lr`` to ``lr_final`` at the last
+        step, so a run can keep exploring (tau high) while its updates shrink; a pure function of
+        the step, so resume is exact."""
+        if self.lr_final is None or self.max_steps <= 1:
+            return self.lr
+        frac = min(1.0, step / (self.max_steps - 1))
+        return self.lr + (self.lr_final - self.lr) * frac
+
+    def is_leftright_row(self, g: int) -> bool:
+        """Row ``g`` of a group (0-based) is one of the last ``leftright_rows``: decoded left to right."""
+        return g >= self.group_size - self.leftright_rows
 
     def use_order_term(self) -> bool:
         if self.position_temperature > 0 or self.lockstep.get("mode"):
@@ -320,23 +347,44 @@ class GRPOTrainer:
             from .sampler import SoftConfidenceSampler
 
             sampler = SoftConfidenceSampler(cfg.tau_at(step))
+        options = {} if cfg.position_temperature > 0 else cfg.sampler_options
+        # the last `leftright_rows` of each group are decoded left to right, each with its own seed
+        # (a separate generate call: one sampler per call); the rows are put back in group order
+        lr_rows = [j for j in range(len(rows)) if cfg.is_leftright_row(j % cfg.group_size)]
+        own_rows = [j for j in range(len(rows)) if not cfg.is_leftright_row(j % cfg.group_size)]
+        traces: list[Any] = [None] * len(rows)
+        sequences: list[Any] = [None] * len(rows)
+        generated: list[Any] = [None] * len(rows)
         with torch.no_grad():
-            out = generate(policy, rows, sampler, **overrides, **({} if cfg.position_temperature > 0
-                                                                 else cfg.sampler_options))
+            for idx, smp, opts in ((own_rows, sampler, options), (lr_rows, "leftright", {})):
+                if not idx:
+                    continue
+                over = {**overrides, "seed": [seeds[j] for j in idx]}
+                out = generate(policy, [rows[j] for j in idx], smp, **over, **opts)
+                for j, t, s, g in zip(idx, out.traces, out.sequences, out.generated):
+                    traces[j], sequences[j], generated[j] = t, s, g
         policy.train()
-        rolls = [Rollout.from_trace(t) for t in out.traces]
+        rolls = [Rollout.from_trace(t) for t in traces]
         if self.task is not None and cfg.reward == "task":
-            completions = [list(s) for s in out.sequences]  # task.score reads the canvas ids
+            completions = [list(s) for s in sequences]  # task.score reads the canvas ids
         elif self.task is not None:
-            completions = [self.task.answer_text(list(s)) for s in out.sequences]
+            completions = [self.task.answer_text(list(s)) for s in sequences]
         else:
-            completions = [self.tokenizer.decode(g, skip_special_tokens=True) for g in out.generated]
+            completions = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
         return owners, seeds, rolls, completions
 
-    def unit_logp(self, model, rolls, seeds, iteration: int, step: int, order: bool = True):
+    def unit_logp(self, model, rolls, seeds, iteration: int, step: int, order: bool = True, lr_rows=None):
         """``(logp, unit mask, token-only logp)``; the last is None unless an order term is part
-        of the estimate (``order=False`` scores the written tokens alone, for the reference)."""
+        of the estimate (``order=False`` scores the written tokens alone, for the reference).
+        ``lr_rows`` (bools) marks left-to-right rows: with ``--leftright_order false`` their units
+        are their written tokens alone (their order is not the policy's to be scored)."""
         cfg = self.cfg
+        if lr_rows is not None and any(lr_rows) and not cfg.leftright_order and order:
+            logp, umask, tokens = self.unit_logp(model, rolls, seeds, iteration, step)
+            if tokens is not None:
+                lr = torch.tensor(lr_rows, device=logp.device)[:, None]
+                logp = torch.where(lr, tokens, logp)
+            return logp, umask, tokens
         if cfg.estimator == "one_step":
             mseeds = [s * 31 + iteration for s in seeds]
             return (*one_step_logp(model, rolls, self.mask_id, self.banned, cfg.p_mask_prompt, mseeds), None)
@@ -362,16 +410,19 @@ class GRPOTrainer:
         t_roll = time.perf_counter() - t0
         rewards = torch.tensor(self.rewards([items[i] for i in owners], completions), dtype=torch.float32)
         adv = group_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards)
-        premature = self._premature(rolls)
+        own = torch.tensor([not cfg.is_leftright_row(j % cfg.group_size) for j in range(len(rolls))])
+        premature = [p for p, o in zip(self._premature(rolls), own.tolist()) if o]  # the policy's rows only
         world = self.acc.num_processes
         n_global = cfg.prompts_per_step * cfg.group_size
         n_local = len(rolls)
+        scored_own = own  # per scored row: the policy's own (True) or a left-to-right row
         if cfg.beta == 0:
             # without a KL term a row whose advantage is zero has a zero gradient: skip its
             # forward/backward (most groups agree once a task is mostly solved); the loss is still
             # normalised by the global batch, so the update is the same as scoring every row
             keep = [j for j in range(len(rolls)) if float(adv[j]) != 0.0] or [0]  # every process must backward
             rolls, seeds = [rolls[j] for j in keep], [seeds[j] for j in keep]
+            scored_own = own[keep]
             adv = adv[keep]
         chunks = [range(lo, min(lo + cfg.micro_batch, len(rolls))) for lo in range(0, len(rolls), cfg.micro_batch)]
         policy = self.acc.unwrap_model(self.model)
@@ -382,7 +433,8 @@ class GRPOTrainer:
                 per_chunk = []
                 for ch in chunks:
                     r, s = [rolls[j] for j in ch], [seeds[j] for j in ch]
-                    old = self.unit_logp(policy, r, s, k, step)[0] if cfg.iterations > 1 else None
+                    lr_rows = [not bool(scored_own[j]) for j in ch]
+                    old = self.unit_logp(policy, r, s, k, step, lr_rows=lr_rows)[0] if cfg.iterations > 1 else None
                     ref = (self.unit_logp(self.ref, r, s, k, step, order=not self._kl_tokens_only())[0]
                            if self.ref is not None else None)
                     per_chunk.append((old, ref))
@@ -394,7 +446,8 @@ class GRPOTrainer:
                 last = c == len(chunks) - 1
                 ctx = nullcontext() if last or world == 1 else self.acc.no_sync(self.model)
                 with ctx:
-                    logp, umask, tokens = self.unit_logp(self.model, r, s, k, step)
+                    logp, umask, tokens = self.unit_logp(self.model, r, s, k, step,
+                                                         lr_rows=[not bool(scored_own[j]) for j in ch])
                     old, ref = fixed[k][c]
                     old = logp.detach() if old is None else old
                     kl_logp = tokens if self._kl_tokens_only() else None
@@ -407,21 +460,29 @@ class GRPOTrainer:
                     sums["kl"] += float(st["kl"].sum())
                     sums["clip_frac"] += float(st["clip_frac"].sum())
             grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            for group in self.opt.param_groups:
+                group["lr"] = cfg.lr_at(step)
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
         groups = rewards.reshape(-1, cfg.group_size)
-        local = torch.tensor([float(rewards.sum()), float((groups.std(dim=1) == 0).sum()), sums["loss"], sums["kl"],
-                              sums["clip_frac"], float(n_local), float(sum(premature)), float(len(premature))],
+        local = torch.tensor([float(rewards[own].sum()), float((groups.std(dim=1) == 0).sum()), sums["loss"],
+                              sums["kl"], sums["clip_frac"], float(n_local), float(sum(premature)),
+                              float(len(premature)), float(rewards[~own].sum()), float(own.sum())],
                              device=self.acc.device)
         tot = self.acc.reduce(local, reduction="sum") if world > 1 else local
         n = float(tot[5])
         row = {
-            "step": step + 1, "reward": float(tot[0]) / n, "zero_adv_groups": int(tot[1]),
+            # reward: the mean over the policy's own rows (the left-to-right rows are `reward_lr`)
+            "step": step + 1, "reward": float(tot[0]) / float(tot[9]), "zero_adv_groups": int(tot[1]),
             "loss": float(tot[2]) / n, "kl": float(tot[3]) / n, "clip_frac": float(tot[4]) / n,
             "grad_norm": float(grad_norm), "rollout_s": round(t_roll, 2), "step_s": round(time.perf_counter() - t0, 2),
         }
         if cfg.position_temperature > 0:
             row["tau"] = round(cfg.tau_at(step), 6)
+        if cfg.lr_final is not None:
+            row["lr"] = cfg.lr_at(step)
+        if cfg.leftright_rows:
+            row["reward_lr"] = float(tot[8]) / (n - float(tot[9]))
         if float(tot[7]) > 0:
             row["premature"] = float(tot[6]) / float(tot[7])
         return row
