@@ -195,7 +195,27 @@ def head_to_head(out: Path, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int) -> str:
+def compare_table(before: Path, rows: list[dict[str, Any]]) -> str:
+    """Each run of this study next to the same run (sampler, steps, T, w, items) of an earlier
+    study in ``before``: overall and per-category accuracy, before -> after."""
+    old = {(r["sampler"], r["steps"], r["T"], r["w"], r["n"]): r for r in map(row_of, summaries(before))}
+    lines = ["| sampler | steps | T | w | n | overall % before -> after (95% CI after) | " + " | ".join(CATS) + " |",
+             "|" + "---|" * (6 + len(CATS))]
+    for r in rows:
+        o = old.get((r["sampler"], r["steps"], r["T"], r["w"], r["n"]))
+        if o is None:
+            continue
+        lo, hi = r["ci"]
+        cats = " | ".join(f"{pct(o['cats'][c]['accuracy'])} -> {pct(r['cats'][c]['accuracy'])}" for c in CATS)
+        lines.append(f"| {LABEL.get(r['sampler'], r['sampler'])} | {r['steps']} | {r['T']:g} | {r['w']:g} | {r['n']} | "
+                     f"{pct(o['overall'])} -> **{pct(r['overall'])}** ({pct(lo)}-{pct(hi)}) | {cats} |")
+    return "\n".join(lines)
+
+
+def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int, before: Path | None = None,
+           results_json: Path | None = None) -> str:
+    if results_json:
+        results_json.write_text(json.dumps(summaries(out), indent=1) + "\n")
     rows = [row_of(s) for s in summaries(out)]
     order = {s: i for i, s in enumerate(SAMPLERS)}
     rows.sort(key=lambda r: (r["w"] != GUIDANCE, r["T"], r["steps"], order.get(r["sampler"], 99), r["w"]))
@@ -213,6 +233,8 @@ def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int) -
         pts = sorted([*sw, *([base] if base else [])], key=lambda r: r["w"])
         parts += [f"### Guidance sweep ({LABEL.get(first['sampler'], first['sampler'])}, {first['steps']} steps, "
                   f"T = {first['T']:g}, first {first['n']} items)", "", _with_w(main_table(pts), pts), ""]
+    if before:
+        parts += [f"### Before -> after (the same runs of the study in {before})", "", compare_table(before, rows), ""]
     text = "\n".join(parts)
     if tables:
         tables.write_text(text + "\n")
@@ -314,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tables", default=None, help="write the Markdown tables here")
     p.add_argument("--grid", default=None, help="write the picture grid (PNG) here")
     p.add_argument("--grid_items", type=int, default=12)
+    p.add_argument("--before", default=None, help="with --report: an earlier study's --out, compared run by run")
+    p.add_argument("--results_json", default=None, help="with --report: write every run's summary here (a list)")
     args = p.parse_args(argv)
     out = Path(args.out)
     if not args.report:
@@ -329,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 if evaluate(out, args.model, args.vq, r, args.batch_size) != 0:
                     return 2
     print(report(out, Path(args.tables) if args.tables else None, Path(args.grid) if args.grid else None,
-                 args.grid_items))
+                 args.grid_items, Path(args.before) if args.before else None,
+                 Path(args.results_json) if args.results_json else None))
     return 0
 
 

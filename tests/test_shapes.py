@@ -154,6 +154,8 @@ def test_check_counting_is_exact_and_uses_the_counting_threshold() -> None:
     unsure = [*two, det("circle", box=(0, 20, 8, 28), score=0.5)]
     assert check(meta, by_class(unsure, "counting"))[0]
     assert len(by_class(unsure, "single_object")["circle"]) == 3
+    assert len(by_class(unsure, "counting", threshold=0.3)["circle"]) == 3  # the diagnostic override
+    assert len(by_class(unsure, "single_object", threshold=0.9)["circle"]) == 2
 
 
 def test_check_colour_looks_only_at_the_most_confident_objects() -> None:

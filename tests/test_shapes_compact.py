@@ -68,7 +68,8 @@ def test_compact_model_draws_the_same_codes_for_every_sampler(temperature):
 def test_trainer_leaves_unused_rows_at_their_initial_values(tmp_path):
     save_magvitv2(tiny_magvit(0), tmp_path / "vq")
     args = M.build_parser().parse_args(["--out", str(tmp_path / "run"), "--vq", str(tmp_path / "vq"), "--size", "test",
-                                        "--steps", "2", "--batch_size", "3", "--warmup", "1"])
+                                        "--steps", "2", "--batch_size", "3", "--warmup", "1",
+                                        "--layout", "mmada"])
     trained = M.train(args)["model"]
     init = build_model(M.model_config("test", 64, 64), seed=0)
     w, w0 = (m.model.transformer["wte"].weight.detach() for m in (trained, init))

@@ -66,7 +66,7 @@ def test_training_rows_follow_the_t2i_layout(vq):
 
 
 def test_few_steps_train_resume_and_export(tmp_path, vq):
-    init = build_model(M.model_config("test", 64, 64), seed=0).state_dict()
+    init = build_model(M.model_config("test", 64, 64, "compact"), seed=0).state_dict()
     full = _run(tmp_path / "a", vq, 4)
     assert math.isfinite(full["loss"])
     sd = full["model"].state_dict()
@@ -92,6 +92,42 @@ def test_few_steps_train_resume_and_export(tmp_path, vq):
     out = t2i(model, load_magvitv2(tmp_path / "a" / "vq"), ["two green squares"], "maskgit",
               tokenizer=load_tokenizer(folder), steps=4, max_text_len=meta["max_text_len"], seed=0)
     assert out.images.shape == (1, 32, 32, 3) and out.codes.shape == (1, 64)
+
+
+def test_compact_layout_is_what_the_compact_export_writes():
+    """Training in the compact ids is training the compact export of the MMaDA-8B-id model: the
+    same config ids, and the same loss on the same batch from the same (row-mapped) weights."""
+    from unmask.multimodal.compact import compact_model
+
+    tok = M.char_tokenizer()
+    big = build_model(M.model_config("test", 64, 64, "mmada"), seed=0)
+    exported, _ = compact_model(big, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    cfg = M.model_config("test", 64, 64, "compact")
+    for name in ("vocab_size", "llm_vocab_size", "mask_token_id", "special_token_ids", "bos_token_id",
+                 "eos_token_id", "pad_token_id", "image_offset", "rows"):
+        assert getattr(cfg, name) == getattr(exported.config, name), name
+    small = build_model(cfg, seed=0)
+    small.load_state_dict(exported.state_dict())
+    captions = ["a red circle", "two green squares", "a blue triangle left of a yellow diamond"]
+    codes = torch.randint(0, 64, (3, 64), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for model in (big, small):
+        ids, mask, masked, start = M.training_rows(model, tok, captions, codes, torch.Generator().manual_seed(3),
+                                                   0.0, M.MAX_TEXT_LEN)
+        losses.append(M.loss_of(model.train(), ids, mask, masked, codes, start))
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    assert small.config.rows * 100 < big.config.rows
+
+
+def test_learning_rate_schedules():
+    args = M.build_parser().parse_args(["--out", "o", "--vq", "v", "--lr", "1e-3", "--warmup", "10", "--steps", "110"])
+    assert args.decay == "cosine" and args.layout == "compact"
+    lr = [M.learning_rate(args, s) for s in range(110)]
+    assert lr[0] == 1e-4 and lr[9] == 1e-3 and lr[10] == 1e-3  # linear warm-up, then the peak
+    assert abs(lr[60] - 5e-4) < 1e-12 and lr[109] < 1e-6  # half-way down at mid-decay, ~0 at the end
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+    args.decay = "constant"
+    assert [M.learning_rate(args, s) for s in (0, 9, 50, 109)] == [1e-4, 1e-3, 1e-3, 1e-3]
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):

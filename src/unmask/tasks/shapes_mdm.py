@@ -1,15 +1,24 @@
 """Train the tiny MMaDA-layout text-to-image MDM of ``tiny-shapes`` on caption -> image codes (CPU, resumable).
 
-``python -m unmask.tasks.shapes_mdm --out runs/shapes-mdm --vq runs/shapes-tok/tokenizer --steps 20000``
+``python -m unmask.tasks.shapes_mdm --out runs/shapes-mdm --vq runs/shapes-tok/tokenizer --steps 8000``
 
 The model is :class:`unmask.models.mmada.MMaDA` (LLaDA's network) in MMaDA's unified vocabulary:
-text ids first (a character tokenizer whose ids sit at the bottom of the official 126,464-id text
-range, so the reference's reserved prompt ids ``<|t2i|>``, ``<|soi|>``, ``[iPAD]`` and mask 126336
-keep their values), then the MAGVIT-v2 codes at ``image_offset = 126464``. Each training row is
-the reference's t2i layout (:func:`unmask.multimodal.prompting.t2i_layout`) with the text part
-``max_text_len + 1`` wide. Why keep the official ids rather than a compact vocabulary: the model
-then loads and decodes through exactly the MMaDA-8B path (``load_model``, ``multimodal.t2i``); the
-price is an embedding of 127k rows, most never trained (tied with the head, see below).
+text ids first, then the MAGVIT-v2 codes at ``image_offset``. Two id layouts (``--layout``):
+
+* ``compact`` (the default): the character tokenizer's 32 ids, the reference's 11 prompt tokens
+  (``<|t2i|>``, ``<|soi|>``, ``[iPAD]``, ...; their ids in the config's ``special_token_ids``),
+  the mask, then the codes from 44 -- exactly the config that
+  :mod:`unmask.multimodal.compact` writes for a model trained in the official ids, and loaded
+  and decoded through the same MMaDA path. Why it is the default: a 1,068-row embedding instead
+  of 127,488 rows makes a step of the 1M-parameter ``tiny`` model several times cheaper (dense
+  Adam over 16M never-used embedding parameters dominated the old step).
+* ``mmada``: MMaDA-8B's ids (the characters at the bottom of the 126,464-id text range, prompt
+  tokens at 126084.., mask 126336, codes from 126464), as the first ``tiny-shapes`` was trained.
+
+Each training row is the reference's t2i layout (:func:`unmask.multimodal.prompting.t2i_layout`)
+with the text part ``max_text_len + 1`` wide. The learning rate warms up linearly over
+``--warmup`` steps, then decays to 0 at ``--steps`` on a cosine (``--decay cosine``, the
+default; the number of steps is then part of the run's definition) or stays constant.
 
 The loss is MMaDA's t2i objective: a mask ratio ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, per row (at
 least one image token masked), cross-entropy of the masked image tokens over the code slice of the
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import shutil
 import sys
@@ -46,7 +56,7 @@ import torch.nn.functional as F
 from ..models.loading import build_model, save_model
 from ..models.magvitv2 import MAGVITv2, load_magvitv2
 from ..models.mmada import MMaDA, MMaDAConfig
-from ..multimodal.prompting import special_ids, t2i_layout
+from ..multimodal.prompting import SPECIAL_IDS, special_ids, t2i_layout
 from . import shapes as S
 from .shapes_tokenizer import to_pixels
 
@@ -55,6 +65,7 @@ MAX_TEXT_LEN = 48  # the longest caption is 45 characters; + <bos> <eos>
 #: the characters of every caption (checked against the caption set in the tests)
 ALPHABET = " abcdefghiklmnopqrstuvwy"
 SIZES: dict[str, dict[str, int]] = {
+    "small": dict(d_model=192, n_layers=6, n_heads=6, mlp_hidden_size=512),
     "tiny": dict(d_model=128, n_layers=4, n_heads=4, mlp_hidden_size=384),
     "test": dict(d_model=16, n_layers=1, n_heads=2, mlp_hidden_size=32),
 }
@@ -66,11 +77,39 @@ def char_tokenizer():
     return build_char_tokenizer(ALPHABET)
 
 
-def model_config(size: str, codebook_size: int, num_vq_tokens: int) -> MMaDAConfig:
-    rows = TEXT_VOCAB + codebook_size
-    return MMaDAConfig(**SIZES[size], vocab_size=rows, embedding_size=rows, new_vocab_size=rows,
-                       llm_vocab_size=TEXT_VOCAB, codebook_size=codebook_size, num_vq_tokens=num_vq_tokens,
-                       max_sequence_length=256, rope_theta=10000.0, weight_tying=True)
+def compact_text_ids(n_tokenizer: int) -> tuple[dict[str, int], int]:
+    """The compact layout's prompt-token ids and mask id: after the tokenizer's ids, in
+    :data:`~unmask.multimodal.prompting.SPECIAL_IDS` order, then the mask -- the ids
+    :func:`unmask.multimodal.compact.compact_model` writes for a model trained in MMaDA-8B's ids."""
+    special = {name: n_tokenizer + i for i, name in enumerate(SPECIAL_IDS)}
+    return special, n_tokenizer + len(special)
+
+
+def model_config(size: str, codebook_size: int, num_vq_tokens: int, layout: str = "mmada") -> MMaDAConfig:
+    """``layout="mmada"``: MMaDA-8B's ids (126,464 text rows); ``"compact"``: the character
+    tokenizer's ids, the prompt tokens and the mask (44 text rows), the same config a compact
+    export of the former writes. Both load and decode through the same MMaDA path."""
+    body = dict(**SIZES[size], codebook_size=codebook_size, num_vq_tokens=num_vq_tokens,
+                max_sequence_length=256, rope_theta=10000.0, weight_tying=True)
+    if layout == "mmada":
+        rows = TEXT_VOCAB + codebook_size
+        return MMaDAConfig(**body, vocab_size=rows, embedding_size=rows, new_vocab_size=rows, llm_vocab_size=TEXT_VOCAB)
+    tok = char_tokenizer()
+    special, mask = compact_text_ids(len(tok))
+    rows = mask + 1 + codebook_size
+    return MMaDAConfig(**body, vocab_size=rows, embedding_size=rows, new_vocab_size=rows, llm_vocab_size=mask + 1,
+                       mask_token_id=mask, special_token_ids=special, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def learning_rate(args: argparse.Namespace, step: int) -> float:
+    """Linear warm-up over ``--warmup`` steps, then constant or a cosine decay to 0 at ``--steps``
+    (so with ``--decay cosine`` the number of steps is part of the run's definition)."""
+    warm = min(1.0, (step + 1) / args.warmup)
+    if args.decay == "constant" or step < args.warmup:
+        return args.lr * warm
+    frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
 
 
 def step_batch(seed: int, step: int, n: int) -> tuple[list[str], np.ndarray]:
@@ -142,7 +181,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     vq = load_magvitv2(vq_folder)
     n_img = (S.IMAGE_SIZE // vq.config.downsample) ** 2
     tok = char_tokenizer()
-    model = build_model(model_config(args.size, vq.codebook_size, n_img), seed=args.seed)
+    model = build_model(model_config(args.size, vq.codebook_size, n_img, args.layout), seed=args.seed)
     assert isinstance(model, MMaDA)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
@@ -151,6 +190,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state.get("vq_sha256") != vq_sha256(vq_folder):
             raise SystemExit(f"error: {ckpt} was trained with another VQ tokenizer than {vq_folder}")
+        if state["args"].get("layout", "mmada") != args.layout or state["args"].get("decay", "constant") != args.decay:
+            raise SystemExit(f"error: {ckpt} was trained with another --layout or --decay")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
@@ -169,7 +210,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     last_loss = float("nan")
     while step < args.steps:
         model.train()
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr = learning_rate(args, step)
         for g in opt.param_groups:
             g["lr"] = lr
         captions, images = step_batch(args.seed, step, args.batch_size)
@@ -203,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--decay", choices=("cosine", "constant"), default="cosine",
+                   help="after the warm-up: cosine to 0 at --steps, or constant")
+    p.add_argument("--layout", choices=("compact", "mmada"), default="compact",
+                   help="vocabulary ids: compact (44 text rows) or MMaDA-8B's (126,464)")
     p.add_argument("--cond_dropout", type=float, default=0.1, help="probability of the empty caption (CFG)")
     p.add_argument("--max_text_len", type=int, default=MAX_TEXT_LEN)
     p.add_argument("--seed", type=int, default=0)

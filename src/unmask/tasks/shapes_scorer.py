@@ -135,10 +135,11 @@ def detect(image: np.ndarray) -> list[Detection]:
     return sorted(dets, key=lambda d: -d.score)
 
 
-def by_class(dets: Sequence[Detection], tag: str) -> dict[str, list[Detection]]:
+def by_class(dets: Sequence[Detection], tag: str, threshold: float | None = None) -> dict[str, list[Detection]]:
     """GenEval's filtering: per class, detections above the tag's threshold, most confident first,
-    at most :data:`MAX_OBJECTS`."""
-    thr = COUNTING_THRESHOLD if tag == "counting" else THRESHOLD
+    at most :data:`MAX_OBJECTS`. ``threshold`` overrides GenEval's for diagnostics only (how much
+    of a counting failure is the strict 0.9 confidence); scores always use GenEval's."""
+    thr = threshold if threshold is not None else COUNTING_THRESHOLD if tag == "counting" else THRESHOLD
     out: dict[str, list[Detection]] = {}
     for d in sorted(dets, key=lambda d: -d.score):
         if d.score > thr and len(out.setdefault(d.shape, [])) < MAX_OBJECTS:
