@@ -9,12 +9,12 @@ only differ by id (the rollout seed makes the rows differ).
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from ..errors import UnmaskError
+from ..userio import parse_jsonl, read_text
 
 
 def training_items(task, n: int, seed: int) -> list[dict[str, Any]]:
@@ -36,17 +36,10 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise UnmaskError(f"--prompts {path}: no such file")
-    items = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UnmaskError(f"--prompts {path}: line {i} is not JSON ({e.msg})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-            raise UnmaskError(f"--prompts {path}: line {i} needs a string field 'prompt'")
-        items.append(item)
+    items = parse_jsonl(read_text(p, "--prompts file"), p)
+    for i, item in enumerate(items, 1):
+        if not isinstance(item.get("prompt"), str):
+            raise UnmaskError(f"--prompts {path}: record {i} needs a string field 'prompt'")
     if not items:
         raise UnmaskError(f"--prompts {path}: no items")
     return items
