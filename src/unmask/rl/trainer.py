@@ -29,6 +29,16 @@ from .logprob import ESTIMATORS, Rollout, one_step_logp, trajectory_logp
 from .rewards import RewardPool, RewardSpec, parse_weights
 
 
+def linear_schedule(start: float, final: float | None, step: int, max_steps: int) -> float:
+    """``start`` at step 0, ``final`` at the last step (``max_steps - 1``), linear between; ``start``
+    throughout when ``final`` is None. The RL schedules (tau, learning rate) are pure functions of
+    the step like this, so a resumed run trains exactly what an uninterrupted one would."""
+    if final is None or max_steps <= 1:
+        return start
+    frac = min(1.0, step / (max_steps - 1))
+    return start + (final - start) * frac
+
+
 @dataclass
 class RLConfig:
     model_name_or_path: str
@@ -150,20 +160,13 @@ class RLConfig:
         ``position_temperature`` at the first step to ``position_temperature_final`` at the last, so
         the rollouts start exploring and end close to the greedy decoder used at test time. A pure
         function of the step, so a resumed run draws exactly what an uninterrupted one would."""
-        final = self.position_temperature_final
-        if final is None or self.max_steps <= 1:
-            return self.position_temperature
-        frac = min(1.0, step / (self.max_steps - 1))
-        return self.position_temperature + (final - self.position_temperature) * frac
+        return linear_schedule(self.position_temperature, self.position_temperature_final, step, self.max_steps)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of ``step`` (0-based): linear from ``lr`` to ``lr_final`` at the last
         step, so a run can keep exploring (tau high) while its updates shrink; a pure function of
         the step, so resume is exact."""
-        if self.lr_final is None or self.max_steps <= 1:
-            return self.lr
-        frac = min(1.0, step / (self.max_steps - 1))
-        return self.lr + (self.lr_final - self.lr) * frac
+        return linear_schedule(self.lr, self.lr_final, step, self.max_steps)
 
     def is_leftright_row(self, g: int) -> bool:
         """Row ``g`` of a group (0-based) is one of the last ``leftright_rows``: decoded left to right."""
