@@ -226,13 +226,15 @@ def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int, b
              "6 colours; position and colour attribution have 67 distinct captions each).", "",
              "### Per category, correct / n (95% Wilson interval, %)", "", ci_table(main_rows), "",
              "### Info-Gain against MaskGIT cosine at equal steps (same items)", "", head_to_head(out, main_rows), ""]
-    sw = [r for r in rows if r["w"] != GUIDANCE]
-    if sw:
-        first = sw[0]
-        base = _prefix(out, first["sampler"], first["steps"], first["T"], GUIDANCE, first["n"])  # the w = 3.5 point
+    sweeps: dict[tuple, list[dict[str, Any]]] = {}  # one table per (sampler, steps, T, items) swept
+    for r in rows:
+        if r["w"] != GUIDANCE:
+            sweeps.setdefault((r["sampler"], r["steps"], r["T"], r["n"]), []).append(r)
+    for (sampler, steps, temp, n), sw in sweeps.items():
+        base = _prefix(out, sampler, steps, temp, GUIDANCE, n)  # the w = 3.5 point, on the same items
         pts = sorted([*sw, *([base] if base else [])], key=lambda r: r["w"])
-        parts += [f"### Guidance sweep ({LABEL.get(first['sampler'], first['sampler'])}, {first['steps']} steps, "
-                  f"T = {first['T']:g}, first {first['n']} items)", "", _with_w(main_table(pts), pts), ""]
+        parts += [f"### Guidance sweep ({LABEL.get(sampler, sampler)}, {steps} steps, T = {temp:g}, "
+                  f"first {n} items)", "", _with_w(main_table(pts), pts), ""]
     if before:
         parts += [f"### Before -> after (the same runs of the study in {before})", "", compare_table(before, rows), ""]
     text = "\n".join(parts)

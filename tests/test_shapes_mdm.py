@@ -134,3 +134,26 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert M.main(["--out", str(tmp_path / "x"), "--vq", str(tmp_path / "nowhere")]) == 2
     assert "error: --vq" in capsys.readouterr().err
     assert M.main(["--out", str(tmp_path / "x"), "--vq", "v", "--cond_dropout", "1.5"]) == 2
+
+
+def test_init_continues_from_an_exported_model(tmp_path, vq, capsys):
+    """``--init``: the weights of a finished run's export, a fresh optimizer and step 0; a folder of
+    another size, or paired with another tokenizer, is refused in one line."""
+    first = _run(tmp_path / "a", vq, 2)
+    start = {k: v.clone() for k, v in first["model"].state_dict().items()}
+    cont = _run(tmp_path / "c", vq, 1, init=tmp_path / "a" / "model", lr="1e-12", seed=1)
+    log = [json.loads(x) for x in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1]  # its own schedule, from step 0
+    for k, v in cont["model"].state_dict().items():  # a negligible rate: still the initial weights
+        assert torch.allclose(v, start[k], atol=1e-6), k
+    scratch = build_model(M.model_config("test", 64, 64, "compact"), seed=0).state_dict()
+    assert any(not torch.allclose(cont["model"].state_dict()[k], scratch[k]) for k in scratch)
+
+    other = tmp_path / "vq2"
+    save_magvitv2(tiny_magvit(1), other)
+    with pytest.raises(SystemExit, match="another VQ tokenizer"):
+        _run(tmp_path / "d", other, 1, init=tmp_path / "a" / "model")
+    with pytest.raises(SystemExit, match="does not fit"):
+        _run(tmp_path / "e", vq, 1, init=tmp_path / "a" / "model", size="tiny")
+    assert M.main(["--out", str(tmp_path / "f"), "--vq", str(vq), "--init", str(tmp_path / "nowhere")]) == 2
+    assert "error: --init" in capsys.readouterr().err

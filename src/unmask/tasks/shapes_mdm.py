@@ -157,6 +157,24 @@ def loss_of(model: MMaDA, ids, mask, masked, codes, image_start: int) -> torch.T
     return F.cross_entropy(out.logits[masked].float(), codes[masked])
 
 
+def start_from(model: MMaDA, folder: Path, vq_folder: Path) -> None:
+    """Load the weights of an exported model folder (``--init``): a continuation of a finished
+    run under a new schedule. Only the weights carry over (a fresh optimizer, step 0); the folder
+    must be of the same size and layout and paired with the same VQ tokenizer (its ``t2i.json``)."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "t2i.json").read_text()) if (folder / "t2i.json").exists() else {}
+    if meta.get("vq_sha256") != vq_sha256(vq_folder):
+        raise SystemExit(f"error: --init {folder} was trained with another VQ tokenizer than {vq_folder}")
+    state = load_file(str(folder / "model.safetensors"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise SystemExit(f"error: --init {folder} does not fit this --size/--layout ({first})") from None
+    print(f"initialised from {folder} (step {meta.get('step')})", flush=True)
+
+
 def vq_sha256(folder: str | Path) -> str:
     return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
 
@@ -186,6 +204,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
     ckpt = out / "last.pt"
+    if args.init and not ckpt.exists():
+        start_from(model, Path(args.init), vq_folder)
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state.get("vq_sha256") != vq_sha256(vq_folder):
@@ -253,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log_every", type=int, default=50)
     p.add_argument("--save_every", type=int, default=250)
+    p.add_argument("--init", default=None,
+                   help="start from this exported model folder's weights (fresh optimizer, step 0): a "
+                        "continuation under a new schedule; use another --seed for fresh scenes")
     return p
 
 
@@ -264,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if not 0.0 <= args.cond_dropout < 1.0:
         print("error: --cond_dropout must be in [0, 1)", file=sys.stderr)
+        return 2
+    if args.init and not (Path(args.init) / "model.safetensors").exists():
+        print(f"error: --init {args.init} is not an exported model folder (no model.safetensors)", file=sys.stderr)
         return 2
     if not (Path(args.vq) / "config.json").exists() and not (Path(args.out) / "vq").exists():
         print(f"error: --vq {args.vq} is not a MAGVIT-v2 tokenizer folder (no config.json)", file=sys.stderr)
