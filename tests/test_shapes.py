@@ -218,3 +218,41 @@ def test_tokenizer_training_resumes_to_the_same_weights(tmp_path, capsys) -> Non
     codes = load_magvitv2(tmp_path / "a" / "tokenizer").encode(T.to_pixels(T.batch(0, 0, 2)))
     assert codes.shape == (2, 64) and int(codes.max()) < 1024
     assert T.main(["--out", str(tmp_path / "c"), "--steps", "0"]) == 2
+
+
+def test_decoder_only_fine_tuning_keeps_every_code(tmp_path, capsys) -> None:
+    """``--decoder_only``: the decoder moves, the encoder and quantizer do not, so every image keeps
+    its codes and an MDM trained on them still fits; ``--decoder_only`` without ``--init`` is one
+    clear error."""
+    import torch
+
+    from unmask.models.magvitv2 import load_magvitv2
+    from unmask.tasks import shapes_tokenizer as T
+
+    common = ["--batch_size", "2", "--warmup", "1", "--eval_n", "1", "--save_every", "1"]
+    assert T.main(["--out", str(tmp_path / "a"), "--steps", "2", *common]) == 0
+    assert T.main(["--out", str(tmp_path / "d"), "--steps", "2", "--init", str(tmp_path / "a" / "tokenizer"),
+                   "--decoder_only", "--palette_weight", "0.1", "--seed", "1", *common]) == 0
+    before, after = load_magvitv2(tmp_path / "a" / "tokenizer"), load_magvitv2(tmp_path / "d" / "tokenizer")
+    sa, sd = before.state_dict(), after.state_dict()
+    assert all(torch.equal(sa[k], sd[k]) for k in sa if not k.startswith("decoder."))
+    assert any(not torch.equal(sa[k], sd[k]) for k in sa if k.startswith("decoder."))
+    x = T.to_pixels(T.batch(3, 0, 4))
+    assert torch.equal(before.encode(x), after.encode(x))
+    assert T.main(["--out", str(tmp_path / "e"), "--steps", "1", "--decoder_only"]) == 2
+    assert "--decoder_only needs --init" in capsys.readouterr().err
+
+
+def test_palette_cross_entropy_reads_pixels_as_the_scorer_does() -> None:
+    """The loss is low when every pixel is nearest its true palette colour and high when a pixel
+    crosses to another colour, however small the squared error of the crossing is."""
+    from unmask.tasks import shapes_tokenizer as T
+
+    x = T.to_pixels(S.render([S.Obj("circle", "red", 4, 4, 12, 12)])[None])
+    assert T.palette_ce(x, x).item() < 1e-6
+    red, orange = T._PALETTE[1], T._PALETTE[2]
+    near = x.clone()
+    near[0, :, 10, 10] = red + 0.45 * (orange - red)  # still nearer red
+    far = x.clone()
+    far[0, :, 10, 10] = red + 0.55 * (orange - red)  # just across, to orange
+    assert T.palette_ce(far, x) > 2 * T.palette_ce(near, x)
