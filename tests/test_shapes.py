@@ -239,6 +239,10 @@ def test_decoder_only_fine_tuning_keeps_every_code(tmp_path, capsys) -> None:
     assert any(not torch.equal(sa[k], sd[k]) for k in sa if k.startswith("decoder."))
     x = T.to_pixels(T.batch(3, 0, 4))
     assert torch.equal(before.encode(x), after.encode(x))
+    from unmask.tasks.shapes_mdm import encoder_sha256, vq_sha256
+
+    assert encoder_sha256(tmp_path / "a" / "tokenizer") == encoder_sha256(tmp_path / "d" / "tokenizer")
+    assert vq_sha256(tmp_path / "a" / "tokenizer") != vq_sha256(tmp_path / "d" / "tokenizer")
     assert T.main(["--out", str(tmp_path / "e"), "--steps", "1", "--decoder_only"]) == 2
     assert "--decoder_only needs --init" in capsys.readouterr().err
 

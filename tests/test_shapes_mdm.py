@@ -86,6 +86,7 @@ def test_few_steps_train_resume_and_export(tmp_path, vq):
         assert torch.equal(v, sd[k]), k
     meta = json.loads((folder / "t2i.json").read_text())
     assert meta["max_text_len"] == M.MAX_TEXT_LEN and meta["vq_sha256"] == M.vq_sha256(vq) and meta["step"] == 4
+    assert meta["vq_encoder_sha256"] == M.encoder_sha256(vq)
     assert (tmp_path / "a" / "vq" / "model.safetensors").read_bytes() == (vq / "model.safetensors").read_bytes()
     from unmask.models.magvitv2 import load_magvitv2
 

@@ -164,7 +164,8 @@ def start_from(model: MMaDA, folder: Path, vq_folder: Path) -> None:
     from safetensors.torch import load_file
 
     meta = json.loads((folder / "t2i.json").read_text()) if (folder / "t2i.json").exists() else {}
-    if meta.get("vq_sha256") != vq_sha256(vq_folder):
+    mine = meta.get("vq_encoder_sha256") or meta.get("vq_sha256")
+    if mine not in (encoder_sha256(vq_folder), vq_sha256(vq_folder)):
         raise SystemExit(f"error: --init {folder} was trained with another VQ tokenizer than {vq_folder}")
     state = load_file(str(folder / "model.safetensors"))
     try:
@@ -179,6 +180,21 @@ def vq_sha256(folder: str | Path) -> str:
     return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
 
 
+def encoder_sha256(folder: str | Path) -> str:
+    """SHA-256 of the tokenizer's encoder and quantizer weights (names and bytes, in name order):
+    all that decides an image's codes. An MDM is tied to this, not to the whole file: a tokenizer
+    whose decoder was fine-tuned (``shapes_tokenizer --decoder_only``) gives every image the same
+    codes, so the MDM trained on them still fits it."""
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    state = load_file(str(Path(folder) / "model.safetensors"))
+    for k in sorted(k for k in state if k.startswith(("encoder.", "quantize."))):
+        h.update(k.encode())
+        h.update(state[k].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def export(model: MMaDA, tok, out: Path, vq_folder: Path, step: int, max_text_len: int) -> Path:
     folder = out / "model"
     save_model(model, folder)
@@ -186,7 +202,8 @@ def export(model: MMaDA, tok, out: Path, vq_folder: Path, step: int, max_text_le
     side = int(model.config.num_vq_tokens ** 0.5)
     (folder / "t2i.json").write_text(json.dumps({
         "max_text_len": max_text_len, "image_tokens": model.config.num_vq_tokens, "grid": [side, side],
-        "vq_sha256": vq_sha256(vq_folder), "step": step}, indent=1) + "\n")
+        "vq_sha256": vq_sha256(vq_folder), "vq_encoder_sha256": encoder_sha256(vq_folder), "step": step},
+        indent=1) + "\n")
     if not (out / "vq").exists():
         shutil.copytree(vq_folder, out / "vq")
     return folder
