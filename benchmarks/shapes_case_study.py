@@ -212,6 +212,48 @@ def compare_table(before: Path, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+FAILURES = ("wrong shape", "object missing", "too few", "wrong colour", "wrong relation", "too many")
+OBJECTS = {"single_object": 1, "two_object": 2, "colors": 1, "position": 2, "color_attr": 2}  # counting: its n
+
+
+def failure_kind(row: dict[str, Any]) -> str:
+    """The kind of GenEval's first failed check for one scored image (its reason lines come in the
+    order the checks run). An included shape that is not detected is a *wrong shape* when the
+    image still holds as many confident objects as the caption names (one was drawn as another
+    shape, or too unclear to classify), else an *object missing* (merged into another, or never
+    drawn); then too few of a counted shape, the wrong colour, the wrong relation (or no target to
+    relate to), or more objects than a counting prompt allows."""
+    first = row["reason"].split("\n")[0]
+    if first.startswith("no target") or " target, found" in first:
+        return "wrong relation"
+    head = first.split(",")[0]
+    if "<" in head:
+        return "too many"
+    if len(head.split()) == 3:  # "expected red circle>=1"
+        return "wrong colour"
+    want = int(head.split(">=")[1])
+    found = int(first.split("found ")[1].split()[0])
+    if found:
+        return "too few"
+    drawn = sum(len(v) for v in row.get("details", {}).values())
+    return "wrong shape" if drawn >= OBJECTS.get(row["tag"], want) else "object missing"
+
+
+def failure_table(out: Path, row: dict[str, Any]) -> str:
+    """Per category, what the first failed check was, for the failed images of one run."""
+    d = next(Path(s["run_dir"]) for s in summaries(out) if row_of(s)["sampler"] == row["sampler"]
+             and s["steps"] == row["steps"] and s.get("temperature") == row["T"] and s["guidance_scale"] == row["w"])
+    counts = {c: dict.fromkeys(FAILURES, 0) for c in CATS}
+    for line in (d / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if not r["correct"]:
+            counts[r["tag"]][failure_kind(r)] += 1
+    lines = ["| category | failed | " + " | ".join(FAILURES) + " |", "|" + "---|" * (2 + len(FAILURES))]
+    for c in CATS:
+        lines.append(f"| {c} | {sum(counts[c].values())} | " + " | ".join(str(counts[c][k]) for k in FAILURES) + " |")
+    return "\n".join(lines)
+
+
 def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int, before: Path | None = None,
            results_json: Path | None = None) -> str:
     if results_json:
@@ -235,6 +277,11 @@ def report(out: Path, tables: Path | None, grid: Path | None, grid_items: int, b
         pts = sorted([*sw, *([base] if base else [])], key=lambda r: r["w"])
         parts += [f"### Guidance sweep ({LABEL.get(sampler, sampler)}, {steps} steps, T = {temp:g}, "
                   f"first {n} items)", "", _with_w(main_table(pts), pts), ""]
+    full = [r for r in main_rows if r["complete"] and r["T"] == 1.0]
+    if full:
+        top = max(full, key=lambda r: r["overall"])
+        parts += [f"### Why images fail ({LABEL.get(top['sampler'], top['sampler'])}, {top['steps']} steps, "
+                  f"T = {top['T']:g}: the first check each failed image fails)", "", failure_table(out, top), ""]
     if before:
         parts += [f"### Before -> after (the same runs of the study in {before})", "", compare_table(before, rows), ""]
     text = "\n".join(parts)
