@@ -260,3 +260,36 @@ def test_palette_cross_entropy_reads_pixels_as_the_scorer_does() -> None:
     far = x.clone()
     far[0, :, 10, 10] = red + 0.55 * (orange - red)  # just across, to orange
     assert T.palette_ce(far, x) > 2 * T.palette_ce(near, x)
+
+
+def test_case_study_failure_kinds_read_the_scorers_reasons() -> None:
+    """The case study's "why images fail" table names the first failed GenEval check of each image;
+    fed the scorer's own reasons, every kind comes out where it should."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "shapes_case_study.py"
+    spec = importlib.util.spec_from_file_location("shapes_case_study", path)
+    C = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(C)
+
+    def kind(meta, dets):
+        objects = by_class(dets, meta["tag"])
+        ok, reason = check(meta, objects)
+        assert not ok
+        return C.failure_kind({"tag": meta["tag"], "reason": reason,
+                               "details": {k: [list(d.box) for d in v] for k, v in objects.items()}})
+
+    two = {"tag": "two_object", "include": [{"class": "circle", "count": 1}, {"class": "square", "count": 1}]}
+    assert kind(two, [det("circle"), det("triangle", box=(20, 0, 28, 8))]) == "wrong shape"
+    assert kind(two, [det("circle")]) == "object missing"
+    count = {"tag": "counting", "include": [{"class": "circle", "count": 3}], "exclude": [{"class": "circle", "count": 4}]}
+    assert kind(count, [det("circle"), det("circle", box=(20, 0, 28, 8))]) == "too few"
+    four = [det("circle", box=(x, y, x + 8, y + 8)) for x in (0, 20) for y in (0, 20)]
+    assert kind(count, four) == "too many"
+    colour = {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}]}
+    assert kind(colour, [det("square", "blue")]) == "wrong colour"
+    pos = next(m for m in S.records("train", "position") if m["prompt"].startswith("a red circle left of a blue"))
+    target = pos["include"][0]["class"]
+    wrong_side = [det(target, "blue", box=(0, 10, 8, 18)), det("circle", "red", box=(20, 10, 28, 18))]
+    assert kind(pos, wrong_side) == "wrong relation"
