@@ -58,6 +58,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (250, 250, 250),
     "black": (10, 10, 10),
 }
+# the colours a scene can hold, background first (label 0): the scorer and the tokenizer's palette
+# loss read each pixel as its nearest entry
+PALETTE = (BACKGROUND, *COLOURS.values())
 RELATIONS = ("left of", "right of", "above", "below")
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")

@@ -50,7 +50,7 @@ MIN_AREA = 12  # pixels; smaller foreground fragments (blur at edges) are not ob
 FIT_TEMPERATURE = 0.05
 FIT_FLOOR = 0.6
 
-_PALETTE = np.array([S.BACKGROUND, *S.COLOURS.values()], dtype=np.float64)  # label 0 = background
+_PALETTE = np.array(S.PALETTE, dtype=np.float64)  # label 0 = background
 _COLOUR_NAMES = list(S.COLOURS)
 
 

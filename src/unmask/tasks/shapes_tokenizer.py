@@ -11,6 +11,13 @@ vocabulary stays small. The loss is the reference's: pixel reconstruction (mean 
 the quantizer's commitment and entropy terms, as :meth:`MAGVITv2.forward` returns them. No GAN or
 perceptual loss: the scenes are flat colours, and the scorer only needs colours and outlines.
 
+Decoder fine-tuning (``--init FOLDER --decoder_only``). LFQ has no learned codebook: an image's
+codes are the signs of the encoder's output, so training the decoder alone leaves every code as it
+was, and an MDM trained on those codes still fits the new tokenizer (``shapes_mdm`` ties a model
+to the encoder's weights by checksum, not to the whole file). ``--palette_weight`` adds a
+per-pixel cross entropy over the scene palette (:func:`palette_ce`), the quantity the scorer
+reads. That is how the shipped ``tiny-shapes/vq`` was sharpened after its MDM was trained.
+
 Batches are a pure function of ``(seed, step)`` (see :func:`batch`), so a resumed run draws the
 same images as an uninterrupted one. A checkpoint (``last.pt``: weights, optimizer, step) is
 written every ``--save_every`` steps and at the end, plus the tokenizer folder itself
@@ -74,7 +81,7 @@ def weighted_mse(recon: torch.Tensor, x: torch.Tensor, fg_weight: float) -> torc
     return (((recon - x) ** 2) * w).mean() / w.mean()
 
 
-_PALETTE = torch.tensor([S.BACKGROUND, *S.COLOURS.values()], dtype=torch.float32).div(127.5).sub(1.0)
+_PALETTE = torch.tensor(S.PALETTE, dtype=torch.float32).div(127.5).sub(1.0)  # in the pixel range [-1, 1]
 
 
 def palette_ce(recon: torch.Tensor, x: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
