@@ -14,6 +14,7 @@ from unmask.cli import main
 from unmask.models.registry import BUILTIN, resolve_model_path
 from unmask.multimodal.commands import default_vq_path, model_text_len
 from unmask.multimodal.prompting import SPECIAL_IDS
+from unmask.tasks.shapes_mdm import encoder_sha256
 
 
 def test_alias_ships_model_tokenizer_and_vq_together():
@@ -23,6 +24,8 @@ def test_alias_ships_model_tokenizer_and_vq_together():
     vq = default_vq_path("tiny-shapes")
     assert vq is not None
     assert hashlib.sha256((folder / "vq" / "model.safetensors").read_bytes()).hexdigest() == meta["vq_sha256"]
+    # the codes the model was trained on come from this encoder (the decoder was fine-tuned after)
+    assert encoder_sha256(folder / "vq") == meta["vq_encoder_sha256"]
     assert model_text_len("tiny-shapes") == meta["max_text_len"] == 48
     cfg = json.loads((folder / "config.json").read_text())
     assert set(cfg["special_token_ids"]) == set(SPECIAL_IDS) and cfg["vocab_size"] == cfg["llm_vocab_size"] + 1024
