@@ -241,7 +241,7 @@ def failure_kind(row: dict[str, Any]) -> str:
 
 def failure_table(out: Path, row: dict[str, Any]) -> str:
     """Per category, what the first failed check was, for the failed images of one run."""
-    d = next(Path(s["run_dir"]) for s in summaries(out) if row_of(s)["sampler"] == row["sampler"]
+    d = next(Path(s["run_dir"]) for s in summaries(out) if s["sampler"] == row["sampler"]
              and s["steps"] == row["steps"] and s.get("temperature") == row["T"] and s["guidance_scale"] == row["w"])
     counts = {c: dict.fromkeys(FAILURES, 0) for c in CATS}
     for line in (d / "results.jsonl").read_text().splitlines():

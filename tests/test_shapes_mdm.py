@@ -145,6 +145,8 @@ def test_init_continues_from_an_exported_model(tmp_path, vq, capsys):
     cont = _run(tmp_path / "c", vq, 1, init=tmp_path / "a" / "model", lr="1e-12", seed=1)
     log = [json.loads(x) for x in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1]  # its own schedule, from step 0
+    meta = json.loads((tmp_path / "c" / "model" / "t2i.json").read_text())
+    assert meta["step"] == 1 and meta["init_step"] == 2  # where it started from is recorded
     for k, v in cont["model"].state_dict().items():  # a negligible rate: still the initial weights
         assert torch.allclose(v, start[k], atol=1e-6), k
     scratch = build_model(M.model_config("test", 64, 64, "compact"), seed=0).state_dict()

@@ -157,13 +157,18 @@ def loss_of(model: MMaDA, ids, mask, masked, codes, image_start: int) -> torch.T
     return F.cross_entropy(out.logits[masked].float(), codes[masked])
 
 
+def t2i_meta(folder: Path) -> dict[str, Any]:
+    """An exported model folder's ``t2i.json`` ({} when it has none)."""
+    return json.loads((folder / "t2i.json").read_text()) if (folder / "t2i.json").exists() else {}
+
+
 def start_from(model: MMaDA, folder: Path, vq_folder: Path) -> None:
     """Load the weights of an exported model folder (``--init``): a continuation of a finished
     run under a new schedule. Only the weights carry over (a fresh optimizer, step 0); the folder
     must be of the same size and layout and paired with the same VQ tokenizer (its ``t2i.json``)."""
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / "t2i.json").read_text()) if (folder / "t2i.json").exists() else {}
+    meta = t2i_meta(folder)
     mine = meta.get("vq_encoder_sha256") or meta.get("vq_sha256")
     if mine not in (encoder_sha256(vq_folder), vq_sha256(vq_folder)):
         raise SystemExit(f"error: --init {folder} was trained with another VQ tokenizer than {vq_folder}")
@@ -195,15 +200,19 @@ def encoder_sha256(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def export(model: MMaDA, tok, out: Path, vq_folder: Path, step: int, max_text_len: int) -> Path:
+def export(model: MMaDA, tok, out: Path, vq_folder: Path, step: int, max_text_len: int,
+           init_step: int | None = None) -> Path:
+    """Write ``OUT/model`` (and ``OUT/vq`` once). ``t2i.json`` records the run's step and, for a
+    continuation (``--init``), the step of the model it started from (``init_step``)."""
     folder = out / "model"
     save_model(model, folder)
     tok.save_pretrained(str(folder))
     side = int(model.config.num_vq_tokens ** 0.5)
-    (folder / "t2i.json").write_text(json.dumps({
-        "max_text_len": max_text_len, "image_tokens": model.config.num_vq_tokens, "grid": [side, side],
-        "vq_sha256": vq_sha256(vq_folder), "vq_encoder_sha256": encoder_sha256(vq_folder), "step": step},
-        indent=1) + "\n")
+    meta = {"max_text_len": max_text_len, "image_tokens": model.config.num_vq_tokens, "grid": [side, side],
+            "vq_sha256": vq_sha256(vq_folder), "vq_encoder_sha256": encoder_sha256(vq_folder), "step": step}
+    if init_step is not None:
+        meta["init_step"] = init_step
+    (folder / "t2i.json").write_text(json.dumps(meta, indent=1) + "\n")
     if not (out / "vq").exists():
         shutil.copytree(vq_folder, out / "vq")
     return folder
@@ -241,7 +250,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "args": vars(args),
                     "vq_sha256": vq_sha256(vq_folder)}, tmp)
         tmp.replace(ckpt)
-        export(model, tok, out, vq_folder, step, args.max_text_len)
+        export(model, tok, out, vq_folder, step, args.max_text_len,
+               t2i_meta(Path(args.init)).get("step") if args.init else None)
 
     t0 = time.time()
     last_loss = float("nan")
