@@ -66,7 +66,6 @@ def main() -> None:
     import torch
 
     from unmask.eval.shapes_geneval import suite, wilson
-    from unmask.models.magvitv2 import load_magvitv2
     from unmask.multimodal.commands import load_pair, model_text_len
     from unmask.tasks import shapes as S
     from unmask.tasks.shapes_scorer import score_image, summarize
@@ -81,8 +80,7 @@ def main() -> None:
     out = {"settings": vars(args)}
     for name, items in (("seen (training captions)", seen), ("held-out (test suite)", held)):
         out[name] = summarize(draw(model, tok, vq, items, args, text_len))
-    vq_net = load_magvitv2(args.vq) if args.vq else vq
-    recon = reconstruct(vq_net, np.stack([S.ground_truth(it) for it in seen]))
+    recon = reconstruct(vq, np.stack([S.ground_truth(it) for it in seen]))  # the tokenizer load_pair loaded
     out["seen: tokenizer ceiling"] = summarize([score_image(r, it) for r, it in zip(recon, seen)])
     print(f"{args.model}, {args.sampler}, {args.steps} steps, T = {args.temperature:g}, w = {args.guidance:g}; "
           f"{args.n} captions per category ({time.perf_counter() - t0:.0f} s)\n")

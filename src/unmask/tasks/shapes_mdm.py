@@ -245,13 +245,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     print(f"mdm: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {vq.codebook_size} codes, "
           f"{n_img} image tokens, text width {args.max_text_len + 1}", flush=True)
 
+    init_step = t2i_meta(Path(args.init)).get("step") if args.init else None  # recorded in every export
+
     def save() -> None:
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "args": vars(args),
                     "vq_sha256": vq_sha256(vq_folder)}, tmp)
         tmp.replace(ckpt)
-        export(model, tok, out, vq_folder, step, args.max_text_len,
-               t2i_meta(Path(args.init)).get("step") if args.init else None)
+        export(model, tok, out, vq_folder, step, args.max_text_len, init_step)
 
     t0 = time.time()
     last_loss = float("nan")
